@@ -1,0 +1,564 @@
+#!/usr/bin/env bash
+# bench/run.sh — side-by-side benchmark: berth vs the CNCF reference registry
+# (github.com/distribution/distribution 2.8, Debian package `docker-registry`).
+#
+# Both registries run on this machine at the same time (each idle while the
+# other is measured) and get exactly the same work, in alternating order.
+# The result table (markdown) is printed at the end and saved to
+# bench/out/results.md; raw logs go to bench/out/.
+#
+# Usage: bench/run.sh [--ref-both] [--quick] [--help]
+#   --ref-both   put a second reference registry in the "berth" column (to test
+#                the script itself when there is no berth binary yet)
+#   --quick      small sizes / short load tests, for checking the script only
+#
+# Environment (defaults in brackets):
+#   BERTH_BIN       berth binary [<repo>/target/release/berth]
+#   BLOB_MIB        raw blob and big-layer size, MiB [512]
+#   CHUNK_MIB       PATCH chunk size for the chunked upload, MiB [16]
+#   RUNS            repetitions for uploads, downloads and skopeo (median) [3]
+#   LAYERS          layers in the many-layer image [50]
+#   LAYER_KIB       size of each of those layers, KiB [2048]
+#   NTAGS           tags in the tags/list repository [1000]
+#   LOAD_SECONDS    duration of each request/s measurement [10]
+#   WARMUP_SECONDS  unrecorded warm-up before each of them [2]
+#   CONNS           load-test concurrency [32]
+#   PIN             split | none — CPU placement during load tests [split]
+#   BENCH_TMP       where the temp dir goes (a real disk, not tmpfs) [/var/tmp]
+#   SKIP_LIMITS=1   skip building/running examples/machine_limits.rs
+set -Euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+OUT=$HERE/out
+LIB=$HERE/benchlib.py
+
+REF_BOTH=0
+QUICK=0
+for a in "$@"; do
+  case $a in
+    --ref-both) REF_BOTH=1 ;;
+    --quick) QUICK=1 ;;
+    -h|--help) sed -n '2,/^set -E/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+if (( QUICK )); then
+  : "${BLOB_MIB:=64}" "${RUNS:=1}" "${LAYERS:=5}" "${LAYER_KIB:=512}" "${NTAGS:=100}"
+  : "${LOAD_SECONDS:=2}" "${WARMUP_SECONDS:=1}"
+fi
+BERTH_BIN=${BERTH_BIN:-$ROOT/target/release/berth}
+BLOB_MIB=${BLOB_MIB:-512}
+CHUNK_MIB=${CHUNK_MIB:-16}
+RUNS=${RUNS:-3}
+LAYERS=${LAYERS:-50}
+LAYER_KIB=${LAYER_KIB:-2048}
+NTAGS=${NTAGS:-1000}
+LOAD_SECONDS=${LOAD_SECONDS:-10}
+WARMUP_SECONDS=${WARMUP_SECONDS:-2}
+CONNS=${CONNS:-32}
+PIN=${PIN:-split}
+BENCH_TMP=${BENCH_TMP:-/var/tmp}
+
+REGS=(ref berth)           # internal keys; "berth" may be a 2nd reference (--ref-both)
+BLOB_REPO=bench/blobs
+TAGS_REPO=bench/tags
+ACCEPT='application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json'
+
+log() { printf '\033[1m[bench %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+# --------------------------------------------------------------------------- #
+# Prerequisites: install what is missing from Debian.
+declare -A PKG_OF=(
+  [curl]=curl [jq]=jq [skopeo]=skopeo [wrk]=wrk [hey]=hey
+  [docker-registry]=docker-registry [taskset]=util-linux [openssl]=openssl
+  [python3]=python3 [split]=coreutils [/usr/bin/time]=time
+)
+missing=()
+for c in "${!PKG_OF[@]}"; do
+  command -v "$c" >/dev/null 2>&1 || missing+=("${PKG_OF[$c]}")
+done
+if ((${#missing[@]})); then
+  log "installing missing packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=900 update -qq >/dev/null || die "apt-get update failed"
+  apt-get -o DPkg::Lock::Timeout=900 install -y -qq "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+fi
+[[ -f /etc/containers/policy.json ]] || log "note: no /etc/containers/policy.json; using skopeo --insecure-policy anyway"
+
+if (( ! REF_BOTH )) && [[ ! -x $BERTH_BIN ]]; then
+  die "no berth binary at $BERTH_BIN (set BERTH_BIN, or use --ref-both to test the script)"
+fi
+
+# --------------------------------------------------------------------------- #
+# Temp dir, processes, cleanup. Leftovers of a run killed with SIGKILL are
+# cleaned too (their pid file names a dead process).
+mkdir -p "$BENCH_TMP" "$OUT"
+for d in "$BENCH_TMP"/berth-bench.*; do
+  [[ -d $d && -f $d/.owner ]] || continue
+  kill -0 "$(cat "$d/.owner")" 2>/dev/null && continue
+  for p in $(cat "$d/.servers" 2>/dev/null); do
+    grep -qs "$d" "/proc/$p/cmdline" && kill -9 "$p" 2>/dev/null
+  done
+  rm -rf "$d"
+done
+WORK=$(mktemp -d "$BENCH_TMP/berth-bench.XXXXXX")
+echo $$ >"$WORK/.owner"
+declare -A PID=() PORT=() BASE=() SLOG=() DATA=() HWM=() DIED=()
+
+stop_pid() {
+  local p=$1 i
+  kill -TERM "$p" 2>/dev/null || return 0
+  for i in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$? r
+  trap - EXIT INT TERM
+  for r in "${!PID[@]}"; do
+    [[ -n ${PID[$r]} ]] && stop_pid "${PID[$r]}"
+    [[ -f ${SLOG[$r]:-} ]] && tail -c 2000000 "${SLOG[$r]}" >"$OUT/server-$r.log"
+  done
+  wait 2>/dev/null
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+SAMPLES=$WORK/samples.tsv
+ERRLOG=$OUT/errors.log
+: >"$SAMPLES"
+: >"$ERRLOG"
+rm -f "$OUT"/server-*.log "$OUT"/load-*.txt
+rec_s() { printf 's\t%s\t%s\t%s\n' "$1" "$2" "$3" >>"$SAMPLES"; }
+rec_i() { printf 'i\t%s\t%s\t%s\n' "$1" "$2" "$3" >>"$SAMPLES"; }
+note() { printf 'n\t-\t-\t%s\n' "$*" >>"$SAMPLES"; log "note: $*"; }
+now() { echo "$EPOCHREALTIME"; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.4f", b-a}'; }
+mbps() { awk -v n="$1" -v s="$2" 'BEGIN{ if (s>0) printf "%.1f", n/1e6/s; else print "ERR" }'; }
+label() { if [[ $1 == berth ]] && (( REF_BOTH )); then echo "berth(=ref#2)"; else echo "$1"; fi; }
+
+# A failed request: logged with method, URL, status and body, for the report.
+fail() { # reg what
+  local msg="[$(label "$1")] $2"
+  echo "$msg" >>"$ERRLOG"
+  if [[ -s $WORK/b ]]; then
+    echo "    body: $(head -c 400 "$WORK/b" | tr '\n' ' ')" >>"$ERRLOG"
+  fi
+  log "request failed: $msg"
+}
+# curl wrapper: sets CODE; headers in $WORK/h, body in $WORK/b.
+req() { # method url [curl args]
+  local m=$1 u=$2; shift 2
+  CODE=$(curl -sS -X "$m" -D "$WORK/h" -o "$WORK/b" -w '%{http_code}' -H 'Expect:' "$@" "$u" 2>"$WORK/curlerr") \
+    || CODE="000($(tr '\n' ' ' <"$WORK/curlerr"))"
+}
+hdr() { grep -i "^$1:" "$WORK/h" | tail -1 | cut -d' ' -f2- | tr -d '\r'; }
+absurl() { # base location
+  case $2 in http://*|https://*) echo "$2" ;; /*) echo "$1$2" ;; *) echo "$1/$2" ;; esac
+}
+addq() { if [[ $1 == *\?* ]]; then echo "$1&$2"; else echo "$1?$2"; fi; }
+
+# --------------------------------------------------------------------------- #
+# Machine limits: sha256 with the sha2 crate (one core) and durable writes.
+# The crate may be mid-edit; retry a few times.
+ML_OK=0
+if [[ ${SKIP_LIMITS:-0} != 1 ]]; then
+  if command -v cargo >/dev/null 2>&1; then
+    for attempt in 1 2 3 4; do
+      log "building examples/machine_limits (attempt $attempt)"
+      if (cd "$ROOT" && cargo build --release --example machine_limits) >"$OUT/machine_limits-build.log" 2>&1; then
+        ML_OK=1; break
+      fi
+      (( attempt < 4 )) && { log "build failed (crate mid-edit?); retrying in 150 s"; sleep 150; }
+    done
+    (( ML_OK )) || note "machine_limits example did not build (see bench/out/machine_limits-build.log)"
+  else
+    note "cargo not found: machine limits skipped"
+  fi
+fi
+
+# Other work on the box (a compile, say) skews everything: wait a while for
+# it to go quiet, then go on regardless and say so in the report.
+cpu_busy() { # percent of all CPUs busy over $1 seconds
+  local a b
+  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat); sleep "$1"
+  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); t=(y[1]-x[1])+(y[2]-x[2]); printf "%.0f", t>0 ? 100*(y[1]-x[1])/t : 0}'
+}
+busy_procs() { top -b -n 2 -d 1 | awk '/^top -/{n++} n==2 && $1 ~ /^[0-9]+$/ && $9+0 >= 10 {printf "%s %s%%, ", $12, $9}'; }
+waited=0
+busy=$(cpu_busy 3)
+while (( busy > 25 && waited < ${WAIT_IDLE_SECONDS:-300} )); do
+  (( waited == 0 )) && log "machine busy (${busy}% CPU: $(busy_procs)); waiting up to ${WAIT_IDLE_SECONDS:-300} s for it to go quiet"
+  sleep 7; waited=$((waited + 10)); busy=$(cpu_busy 3)
+done
+rec_i busy_start - "$busy"
+if (( busy > 25 )); then
+  note "machine was busy when the run started (${busy}% of all CPUs: $(busy_procs)) — numbers may be skewed"
+fi
+
+if (( ML_OK )); then
+  ml=$("$ROOT/target/release/examples/machine_limits" "$WORK") || ml=""
+  rec_i sha256_MBps - "$(sed -n 's/^sha256_single_core_MBps=//p' <<<"$ml")"
+  rec_i durable_write_MBps - "$(sed -n 's/^durable_write_MBps=//p' <<<"$ml")"
+  log "machine limits: $(tr '\n' ' ' <<<"$ml")"
+fi
+
+# CPU used by anything that is not this script, its children or the servers.
+stat_busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+# `times` must run in this shell (a $(...) subshell would report its own, ~0).
+times_secs() { awk '{for (i=1;i<=NF;i++){ split($i,a,/[ms]/); s+=a[1]*60+a[2] }} END{printf "%.2f", s}' "$WORK/times"; }
+times >"$WORK/times"
+BUSY0=$(stat_busy_ticks); OWN0=$(times_secs); WALL0=$(now)
+
+# --------------------------------------------------------------------------- #
+# Servers.
+start_ref() { # reg
+  local r=$1
+  DATA[$r]=$WORK/data-$r
+  mkdir -p "${DATA[$r]}"
+  cat >"$WORK/ref-$r.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: ${DATA[$r]}
+  delete:
+    enabled: true
+  # As in Debian's default config; makes blob HEAD/GET cheaper for the reference.
+  cache:
+    blobdescriptor: inmemory
+  redirect:
+    disable: true
+http:
+  addr: 127.0.0.1:${PORT[$r]}
+  secret: bench-$RANDOM$RANDOM
+EOF
+  docker-registry serve "$WORK/ref-$r.yml" >"${SLOG[$r]}" 2>&1 &
+  PID[$r]=$!
+}
+start_berth() {
+  DATA[berth]=$WORK/data-berth
+  mkdir -p "${DATA[berth]}"
+  # Quiet logs like the reference's "level: warn" (if berth reads RUST_LOG).
+  RUST_LOG=${RUST_LOG:-warn} "$BERTH_BIN" serve --listen "127.0.0.1:${PORT[berth]}" \
+    --data-dir "${DATA[berth]}" >"${SLOG[berth]}" 2>&1 &
+  PID[berth]=$!
+}
+start_reg() { # reg [restart]
+  local r=$1 i
+  PORT[$r]=$(python3 "$LIB" freeport)
+  BASE[$r]=http://127.0.0.1:${PORT[$r]}
+  SLOG[$r]=$WORK/server-$r.log
+  if [[ $r == berth ]] && (( ! REF_BOTH )); then start_berth; else start_ref "$r"; fi
+  echo "${PID[$r]}" >>"$WORK/.servers"
+  for i in $(seq 300); do
+    if ! kill -0 "${PID[$r]}" 2>/dev/null; then
+      tail -20 "${SLOG[$r]}" >&2
+      die "$(label "$r") exited during start-up (log above)"
+    fi
+    curl -fsS -o /dev/null "${BASE[$r]}/v2/" 2>/dev/null && break
+    sleep 0.1
+  done
+  curl -fsS -o /dev/null "${BASE[$r]}/v2/" || die "$(label "$r") not ready after 30 s"
+  sleep 1
+  [[ -z ${2:-} ]] && rec_s rss_idle "$r" "$(awk '/^VmRSS:/{printf "%.1f", $2/1024}' "/proc/${PID[$r]}/status")"
+  log "$(label "$r") up on ${BASE[$r]} (pid ${PID[$r]})"
+}
+# Peak RSS is VmHWM; sampled after every phase so a crash keeps the last value.
+check_alive() { # phase
+  local r
+  for r in "${REGS[@]}"; do
+    if kill -0 "${PID[$r]}" 2>/dev/null; then
+      HWM[$r]=$(awk -v prev="${HWM[$r]:-0}" '/^VmHWM:/{v=$2/1024; if (prev>v) v=prev; printf "%.1f", v}' "/proc/${PID[$r]}/status")
+    else
+      wait "${PID[$r]}" 2>/dev/null; local st=$?
+      note "$(label "$r") exited (status $st) during: $1 — restarted on the same data dir; peak RSS is the max over both processes; log tail in bench/out/server-$r.log"
+      cp "${SLOG[$r]}" "${SLOG[$r]}.crash$RANDOM"
+      DIED[$r]=1
+      start_reg "$r" restart
+    fi
+  done
+}
+
+log "work dir $WORK"
+rec_i date - "$(date -u '+%Y-%m-%d %H:%M UTC')"
+rec_i machine - "$(nproc) × $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
+rec_i workdir_fs - "$(df -hT "$WORK" | awk 'NR==2{print $2" on "$1}')"
+rec_i blob_mib - "$BLOB_MIB"; rec_i chunk_mib - "$CHUNK_MIB"; rec_i runs - "$RUNS"
+rec_i layers - "$LAYERS"; rec_i many_mib - "$(( LAYERS * LAYER_KIB / 1024 ))"; rec_i ntags - "$NTAGS"
+rec_i wrk_duration - "${LOAD_SECONDS}s"; rec_i wrk_conns - "$CONNS"
+if [[ $PIN == split ]]; then
+  rec_i wrk_pin - "server pinned to CPU 0 and load generator to CPU 1 (1 thread)"
+else
+  rec_i wrk_pin - "no CPU pinning"
+fi
+rec_i ref_version - "$(docker-registry --version 2>&1 | head -1)"
+if (( REF_BOTH )); then
+  rec_i berth_version - "(none: 2nd reference registry instance, --ref-both)"
+  rec_i berth_label - "berth (= ref #2)"
+else
+  rec_i berth_version - "$("$BERTH_BIN" --version 2>/dev/null | head -1) $BERTH_BIN built $(date -u -r "$BERTH_BIN" '+%Y-%m-%d %H:%M UTC'), sha256 $(openssl dgst -sha256 -r "$BERTH_BIN" | cut -c1-12), repo $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo no-commit)"
+  rec_i berth_label - "berth"
+fi
+for r in "${REGS[@]}"; do start_reg "$r"; done
+
+# --------------------------------------------------------------------------- #
+# Raw blob upload / download with curl.
+make_blob() { # file -> prints digest
+  openssl enc -aes-128-ctr -K "$(openssl rand -hex 16)" -iv "$(openssl rand -hex 16)" \
+    -in /dev/zero 2>/dev/null | head -c "$((BLOB_MIB << 20))" >"$1"
+  echo "sha256:$(openssl dgst -sha256 -r "$1" | cut -d' ' -f1)"
+}
+# Verify (untimed) that the registry now has the blob with the right size.
+verify_blob() { # reg digest size what
+  req HEAD "${BASE[$1]}/v2/$BLOB_REPO/blobs/$2" -I
+  local len; len=$(hdr content-length)
+  if [[ $CODE != 200 || $len != "$3" ]]; then
+    fail "$1" "after $4: HEAD /v2/$BLOB_REPO/blobs/$2 -> $CODE, Content-Length '$len' (want 200, $3)"
+  fi
+}
+upload_mono() { # reg file digest -> prints MB/s or ERR
+  local r=$1 f=$2 d=$3 size t0 t1 url
+  size=$(stat -c %s "$f")
+  t0=$(now)
+  req POST "${BASE[$r]}/v2/$BLOB_REPO/blobs/uploads/" -H 'Content-Length: 0'
+  if [[ $CODE != 202 ]]; then fail "$r" "POST /v2/$BLOB_REPO/blobs/uploads/ -> $CODE (want 202)"; echo ERR; return; fi
+  url=$(addq "$(absurl "${BASE[$r]}" "$(hdr location)")" "digest=$d")
+  req PUT "$url" -H 'Content-Type: application/octet-stream' -T "$f"
+  t1=$(now)
+  if [[ $CODE != 201 ]]; then fail "$r" "monolithic PUT $url ($size bytes) -> $CODE (want 201)"; echo ERR; return; fi
+  verify_blob "$r" "$d" "$size" "monolithic upload"
+  mbps "$size" "$(secs "$t0" "$t1")"
+}
+upload_chunked() { # reg file digest chunkdir -> prints MB/s or ERR
+  local r=$1 f=$2 d=$3 cdir=$4 size t0 t1 url c csz off=0 end rng
+  size=$(stat -c %s "$f")
+  t0=$(now)
+  req POST "${BASE[$r]}/v2/$BLOB_REPO/blobs/uploads/" -H 'Content-Length: 0'
+  if [[ $CODE != 202 ]]; then fail "$r" "POST /v2/$BLOB_REPO/blobs/uploads/ -> $CODE (want 202)"; echo ERR; return; fi
+  url=$(absurl "${BASE[$r]}" "$(hdr location)")
+  for c in "$cdir"/c.*; do
+    csz=$(stat -c %s "$c"); end=$((off + csz - 1))
+    req PATCH "$url" -H 'Content-Type: application/octet-stream' -H "Content-Range: $off-$end" -T "$c"
+    if [[ $CODE != 202 ]]; then
+      fail "$r" "PATCH $url Content-Range: $off-$end -> $CODE (want 202)"; echo ERR; return
+    fi
+    rng=$(hdr range)
+    if [[ $rng != "0-$end" && $rng != "bytes=0-$end" ]]; then
+      fail "$r" "PATCH $url Content-Range: $off-$end -> Range: '$rng' (want 0-$end)"
+    fi
+    url=$(absurl "${BASE[$r]}" "$(hdr location)")
+    off=$((end + 1))
+  done
+  req PUT "$(addq "$url" "digest=$d")" -H 'Content-Type: application/octet-stream' --data-binary ''
+  t1=$(now)
+  if [[ $CODE != 201 ]]; then fail "$r" "closing PUT $(addq "$url" "digest=$d") (empty body) -> $CODE (want 201)"; echo ERR; return; fi
+  verify_blob "$r" "$d" "$size" "chunked upload"
+  mbps "$size" "$(secs "$t0" "$t1")"
+}
+download() { # reg digest size -> prints MB/s or ERR
+  local r=$1 d=$2 size=$3 out code got t
+  out=$(curl -sS -o /dev/null -w '%{http_code} %{size_download} %{time_total}' \
+        "${BASE[$r]}/v2/$BLOB_REPO/blobs/$d" 2>&1) || true
+  read -r code got t <<<"$out"
+  if [[ $code != 200 || $got != "$size" ]]; then
+    : >"$WORK/b"; fail "$r" "GET /v2/$BLOB_REPO/blobs/$d -> '$out' (want 200 and $size bytes)"; echo ERR; return
+  fi
+  mbps "$size" "$t"
+}
+order_for() { if (( $1 % 2 )); then echo "ref berth"; else echo "berth ref"; fi; }
+
+log "blob upload/download: $RUNS runs × ${BLOB_MIB} MiB (chunks of ${CHUNK_MIB} MiB)"
+for run in $(seq "$RUNS"); do
+  bm=$WORK/blob-mono; bc=$WORK/blob-chunked; cdir=$WORK/chunks
+  dm=$(make_blob "$bm"); dc=$(make_blob "$bc")
+  rm -rf "$cdir"; mkdir -p "$cdir"
+  split -b "${CHUNK_MIB}M" -d -a 5 "$bc" "$cdir/c."
+  for r in $(order_for "$run"); do
+    sync; v=$(upload_mono "$r" "$bm" "$dm"); rec_s upload_mono "$r" "$v"
+    log "run $run $(label "$r"): monolithic upload $v MB/s"
+  done
+  for r in $(order_for "$run"); do
+    sync; v=$(upload_chunked "$r" "$bc" "$dc" "$cdir"); rec_s upload_chunked "$r" "$v"
+    log "run $run $(label "$r"): chunked upload $v MB/s"
+  done
+  for r in $(order_for "$run"); do
+    sync; v=$(download "$r" "$dm" "$((BLOB_MIB << 20))"); rec_s download "$r" "$v"
+    log "run $run $(label "$r"): download $v MB/s"
+    if (( run == 1 )); then  # untimed: the bytes must be right too
+      got="sha256:$(curl -sS "${BASE[$r]}/v2/$BLOB_REPO/blobs/$dm" | openssl dgst -sha256 -r | cut -d' ' -f1)"
+      [[ $got == "$dm" ]] || { : >"$WORK/b"; fail "$r" "GET /v2/$BLOB_REPO/blobs/$dm returned content with digest $got"; }
+      got="sha256:$(curl -sS "${BASE[$r]}/v2/$BLOB_REPO/blobs/$dc" | openssl dgst -sha256 -r | cut -d' ' -f1)"
+      [[ $got == "$dc" ]] || { : >"$WORK/b"; fail "$r" "GET /v2/$BLOB_REPO/blobs/$dc (chunked upload) returned content with digest $got"; }
+    fi
+  done
+  rm -rf "$bm" "$bc" "$cdir"
+done
+check_alive "blob upload/download"
+
+# --------------------------------------------------------------------------- #
+# skopeo push/pull of OCI layouts (gzip level-0 layers: valid tar+gzip, so
+# skopeo copies them as they are instead of recompressing on push).
+skopeo_copy() { # reg what src dst -> prints seconds or ERR
+  local r=$1 what=$2 t0 t1
+  t0=$(now)
+  if skopeo --insecure-policy copy --retry-times 0 --dest-tls-verify=false --src-tls-verify=false \
+       "$3" "$4" >"$WORK/skopeo.log" 2>&1; then
+    t1=$(now); secs "$t0" "$t1"
+  else
+    : >"$WORK/b"
+    fail "$r" "skopeo $what ($3 -> $4) failed: $(grep -v '^Copying\|^Writing\|^Storing' "$WORK/skopeo.log" | tail -3 | tr '\n' ' ')"
+    echo ERR
+  fi
+}
+log "skopeo: $RUNS runs of 1 × ${BLOB_MIB} MiB and ${LAYERS} × ${LAYER_KIB} KiB images"
+for run in $(seq "$RUNS"); do
+  big=$WORK/img-big; many=$WORK/img-many
+  rm -rf "$big" "$many"
+  bigj=$(python3 "$LIB" mklayout "$big" latest --layers 1 --layer-bytes "$((BLOB_MIB << 20))") || die "mklayout failed"
+  manyj=$(python3 "$LIB" mklayout "$many" latest --layers "$LAYERS" --layer-bytes "$((LAYER_KIB << 10))" --files-per-layer 4) || die "mklayout failed"
+  for r in $(order_for "$run"); do
+    host=127.0.0.1:${PORT[$r]}
+    for kind in big many; do
+      src=$WORK/img-$kind; dst=$WORK/pull-$kind
+      want=$(jq -r .manifest <<<"$([[ $kind == big ]] && echo "$bigj" || echo "$manyj")")
+      sync; v=$(skopeo_copy "$r" "push $kind" "oci:$src:latest" "docker://$host/bench/$kind-$run:latest")
+      rec_s "skopeo_push_$kind" "$r" "$v"
+      rm -rf "$dst"
+      sync; v2=$(skopeo_copy "$r" "pull $kind" "docker://$host/bench/$kind-$run:latest" "oci:$dst:latest")
+      rec_s "skopeo_pull_$kind" "$r" "$v2"
+      if [[ $v2 != ERR ]]; then  # same manifest back (skopeo checked every blob digest)
+        got=$(jq -r '.manifests[0].digest' "$dst/index.json")
+        [[ $got == "$want" ]] || { : >"$WORK/b"; fail "$r" "skopeo pull $kind: manifest $got, pushed $want"; }
+      fi
+      rm -rf "$dst"
+      log "run $run $(label "$r"): skopeo $kind push $v s, pull $v2 s"
+    done
+  done
+  rm -rf "$big" "$many"
+done
+check_alive "skopeo push/pull"
+
+# --------------------------------------------------------------------------- #
+# Request rate: manifest GET by tag, blob HEAD, tags/list of NTAGS tags.
+#
+# CPU placement (PIN=split, the default): this box has 2 cores, and the load
+# generator needs CPU too. Unpinned, the generator and the server fight for the
+# same cores, and the faster server is penalised more (its generator works
+# harder). So during these measurements every thread of the server under test
+# is pinned to CPU 0 (taskset -a -p) and the generator runs single-threaded on
+# CPU 1: each registry gets exactly one core, the generator the other. The
+# generator's CPU use is recorded; if it saturates its core the row is marked.
+# wrk is used for the GETs; wrk 4.1 cannot do HEAD (it waits for a body of
+# Content-Length bytes that never comes), so blob HEAD uses `hey`.
+NCPU=$(nproc)
+pin_server() { (( NCPU >= 2 )) && [[ $PIN == split ]] && taskset -a -p -c 0 "${PID[$1]}" >/dev/null; true; }
+unpin_server() { (( NCPU >= 2 )) && [[ $PIN == split ]] && taskset -a -p -c "0-$((NCPU - 1))" "${PID[$1]}" >/dev/null; true; }
+gen_prefix() { if (( NCPU >= 2 )) && [[ $PIN == split ]]; then echo "taskset -c 1"; fi; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+load_test() { # reg key tool url
+  local r=$1 key=$2 tool=$3 url=$4 f=$OUT/load-$2-$1.txt threads=2 g0 g1 c0 c1 j
+  [[ $PIN == split ]] && threads=1
+  local -a cmd
+  if [[ $tool == wrk ]]; then
+    cmd=(wrk -t"$threads" -c"$CONNS" --latency -H "Accept: $ACCEPT")
+  else
+    cmd=(hey -c "$CONNS" -m HEAD -cpus "$threads")
+  fi
+  pin_server "$r"
+  # shellcheck disable=SC2046
+  if [[ $tool == wrk ]]; then
+    $(gen_prefix) "${cmd[@]}" -d"${WARMUP_SECONDS}s" "$url" >/dev/null 2>&1
+  else
+    $(gen_prefix) "${cmd[@]}" -z "${WARMUP_SECONDS}s" "$url" >/dev/null 2>&1
+  fi
+  c0=$(cpu_ticks "${PID[$r]}")
+  if [[ $tool == wrk ]]; then
+    $(gen_prefix) /usr/bin/time -f 'GEN_CPU %e %U %S' "${cmd[@]}" -d"${LOAD_SECONDS}s" "$url" >"$f" 2>&1
+  else
+    $(gen_prefix) /usr/bin/time -f 'GEN_CPU %e %U %S' "${cmd[@]}" -z "${LOAD_SECONDS}s" "$url" >"$f" 2>&1
+  fi
+  c1=$(cpu_ticks "${PID[$r]}")
+  unpin_server "$r"
+  j=$(python3 "$LIB" loadparse "$tool" "$f")
+  local rps p50 p99 bad gcpu scpu
+  rps=$(jq -r '.rps // "ERR"' <<<"$j"); p50=$(jq -r '.p50_ms // "ERR"' <<<"$j"); p99=$(jq -r '.p99_ms // "ERR"' <<<"$j")
+  bad=$(jq -r '.bad' <<<"$j")
+  gcpu=$(awk '/^GEN_CPU/{ if ($2>0) printf "%.0f", 100*($3+$4)/$2 }' "$f")
+  scpu=$(awk -v a="$c0" -v b="$c1" -v t="$LOAD_SECONDS" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.0f", 100*(b-a)/hz/t}')
+  rec_s "${key}_rps" "$r" "$rps"; rec_s "${key}_p50" "$r" "$p50"; rec_s "${key}_p99" "$r" "$p99"
+  if [[ $bad != 0 ]]; then
+    : >"$WORK/b"; fail "$r" "$tool $url: $bad of $(jq -r .requests <<<"$j") responses were errors or non-2xx ($(jq -r .detail <<<"$j")); see bench/out/load-$key-$r.txt"
+    note "$(label "$r") $key: $bad error/non-2xx responses under load"
+  fi
+  if [[ -n $gcpu ]] && (( gcpu >= 90 )) && [[ $PIN == split ]]; then
+    note "$(label "$r") $key: load generator used ${gcpu}% of its core — it may be the bottleneck (server used ${scpu}% CPU)"
+  fi
+  log "$(label "$r") $key: $rps req/s, p50 $p50 ms, p99 $p99 ms (server CPU ${scpu}%, generator CPU ${gcpu:-?}%)"
+}
+
+log "populating $TAGS_REPO with $NTAGS tags"
+for r in "${REGS[@]}"; do
+  pj=$(python3 "$LIB" populate "${BASE[$r]}" "$TAGS_REPO" "$NTAGS" 2>"$WORK/populate.err") \
+    || die "populate $(label "$r") failed: $(tail -3 "$WORK/populate.err")"
+  LAYER_DIGEST=$(jq -r .layer <<<"$pj"); MANIFEST_DIGEST=$(jq -r .manifest <<<"$pj")
+  log "$(label "$r"): $NTAGS manifest PUTs in $(jq -r .tag_put_seconds <<<"$pj") s"
+  # Sanity checks (untimed) so a fast wrong answer is not mistaken for a fast one.
+  mid=$(printf 'tag-%04d' $((NTAGS / 2)))
+  req GET "${BASE[$r]}/v2/$TAGS_REPO/manifests/$mid" -H "Accept: $ACCEPT"
+  ct=$(hdr content-type); dcd=$(hdr docker-content-digest)
+  if [[ $CODE != 200 || $ct != application/vnd.oci.image.manifest.v1+json* || $dcd != "$MANIFEST_DIGEST" ]]; then
+    fail "$r" "GET /v2/$TAGS_REPO/manifests/$mid -> $CODE, Content-Type '$ct', Docker-Content-Digest '$dcd' (want 200, OCI manifest, $MANIFEST_DIGEST)"
+  fi
+  req HEAD "${BASE[$r]}/v2/$TAGS_REPO/blobs/$LAYER_DIGEST" -I
+  [[ $CODE == 200 ]] || fail "$r" "HEAD /v2/$TAGS_REPO/blobs/$LAYER_DIGEST -> $CODE (want 200)"
+  req GET "${BASE[$r]}/v2/$TAGS_REPO/tags/list"
+  ntag=$(jq -r '.tags | length' "$WORK/b" 2>/dev/null || echo "?"); link=$(hdr link)
+  rec_i tags_returned "$r" "$ntag"
+  if [[ $CODE != 200 || $ntag != "$NTAGS" ]]; then
+    note "$(label "$r"): GET /v2/$TAGS_REPO/tags/list -> $CODE with $ntag tags${link:+ and Link: $link} (pushed $NTAGS); tags/list req/s is for that response"
+  fi
+  eval "LAYER_$r=\$LAYER_DIGEST"
+done
+
+log "load tests: ${LOAD_SECONDS}s each at concurrency $CONNS (PIN=$PIN)"
+for r in "${REGS[@]}"; do
+  load_test "$r" manifest_get wrk "${BASE[$r]}/v2/$TAGS_REPO/manifests/$(printf 'tag-%04d' $((NTAGS / 2)))"
+done
+for r in "${REGS[@]}"; do
+  ld=LAYER_$r
+  load_test "$r" blob_head hey "${BASE[$r]}/v2/$TAGS_REPO/blobs/${!ld}"
+done
+for r in "${REGS[@]}"; do
+  load_test "$r" tags_list wrk "${BASE[$r]}/v2/$TAGS_REPO/tags/list"
+done
+check_alive "load tests"
+
+# --------------------------------------------------------------------------- #
+for r in "${REGS[@]}"; do rec_s rss_peak "$r" "${HWM[$r]}"; done
+times >"$WORK/times"
+srv=0
+for r in "${REGS[@]}"; do srv=$((srv + $(cpu_ticks "${PID[$r]}"))); done
+foreign=$(awk -v b0="$BUSY0" -v b1="$(stat_busy_ticks)" -v o0="$OWN0" -v o1="$(times_secs)" -v srv="$srv" \
+  -v hz="$(getconf CLK_TCK)" 'BEGIN{f=(b1-b0)/hz-(o1-o0)-srv/hz; if (f<0) f=0; printf "%.0f", f}')
+wall=$(secs "$WALL0" "$(now)")
+pct=$(awk -v f="$foreign" -v w="$wall" -v n="$(nproc)" 'BEGIN{printf "%.0f", 100*f/(w*n)}')
+rec_i foreign_cpu - "$foreign s ($pct% of the machine over ${wall%.*} s)"
+log "other processes used ${foreign} CPU-seconds during the run (${pct}% of the machine)"
+(( pct >= 5 )) && note "other processes on this machine used ${foreign} CPU-seconds during the run (${pct}% of all CPU time) — numbers are skewed by that"
+[[ -s $ERRLOG ]] && note "failed requests are listed in bench/out/errors.log ($(wc -l <"$ERRLOG") lines)"
+
+echo >&2
+python3 "$LIB" report "$SAMPLES" "$OUT/results.md"
+cp "$SAMPLES" "$OUT/samples.tsv"
+log "saved $OUT/results.md"

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Installs everything the berth e2e tests need on a fresh Debian machine, skipping what is
+# already present. Idempotent; a warm run does no network I/O and builds nothing.
+#
+#   apt:  skopeo podman umoci docker-registry wrk jq curl time sqlite3 (+ python3-pip if no pip)
+#   PyPI: oras (Python SDK, pinned in versions.env; it has no CLI, clients.sh drives it from Python)
+#   Go:   the OCI distribution-spec conformance runner at the pinned pseudo-version, built into
+#         ${XDG_CACHE_HOME:-$HOME/.cache}/berth-e2e/<version>/bin with GOMODCACHE/GOCACHE there.
+set -euo pipefail
+
+E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$E2E_DIR/versions.env"
+
+say() { printf '[setup] %s\n' "$*"; }
+installed=()
+skipped=()
+
+# ---------------------------------------------------------------- apt packages
+APT_PKGS=(skopeo podman umoci docker-registry wrk jq curl time sqlite3)
+pkg_installed() {
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+}
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  if pkg_installed "$p"; then skipped+=("apt:$p"); else missing+=("$p"); fi
+done
+if ! command -v python3 >/dev/null 2>&1; then missing+=(python3); fi
+if command -v python3 >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
+  missing+=(python3-pip)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "apt: missing ${missing[*]}; running apt-get update + install"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  for p in "${missing[@]}"; do installed+=("apt:$p"); done
+else
+  say "apt: all of ${APT_PKGS[*]} already installed"
+fi
+
+# ---------------------------------------------------------------- oras (PyPI)
+oras_version() { python3 -c 'import importlib.metadata as m; print(m.version("oras"))' 2>/dev/null || true; }
+have="$(oras_version)"
+if [ "$have" = "$ORAS_PY_VERSION" ]; then
+  skipped+=("pypi:oras==$have")
+  say "pypi: oras $have already installed"
+else
+  say "pypi: installing oras==$ORAS_PY_VERSION (have: ${have:-none})"
+  if ! python3 -m pip install -q --disable-pip-version-check "oras==$ORAS_PY_VERSION" 2>/tmp/berth-e2e-pip.err; then
+    if grep -q externally-managed /tmp/berth-e2e-pip.err; then
+      python3 -m pip install -q --disable-pip-version-check --break-system-packages "oras==$ORAS_PY_VERSION"
+    else
+      cat /tmp/berth-e2e-pip.err >&2; exit 1
+    fi
+  fi
+  [ "$(oras_version)" = "$ORAS_PY_VERSION" ] || { say "ERROR: oras not importable after install"; exit 1; }
+  installed+=("pypi:oras==$ORAS_PY_VERSION")
+fi
+python3 -c 'import oras.client, oras.oci' || { say "ERROR: python3 cannot import oras.client"; exit 1; }
+
+# ---------------------------------------------------------------- conformance (Go)
+CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/berth-e2e/$CONFORMANCE_VERSION"
+CONF_BIN="$CACHE_ROOT/bin/conformance"
+if [ -x "$CONF_BIN" ]; then
+  skipped+=("go:conformance@$CONFORMANCE_VERSION")
+  say "go: conformance $CONFORMANCE_VERSION already built at $CONF_BIN"
+else
+  if ! command -v go >/dev/null 2>&1; then
+    if [ -x /usr/local/go/bin/go ]; then export PATH="/usr/local/go/bin:$PATH"; else
+      say "ERROR: no Go toolchain (need go >= 1.24 for the conformance module)"; exit 1
+    fi
+  fi
+  mkdir -p "$CACHE_ROOT/bin"
+  export GOMODCACHE="$CACHE_ROOT/gomod" GOCACHE="$CACHE_ROOT/gocache" GOBIN="$CACHE_ROOT/bin"
+  export GOFLAGS="-modcacherw" GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
+  say "go: resolving $CONFORMANCE_MODULE@$CONFORMANCE_VERSION ($(go version))"
+  if ! go list -m -json "$CONFORMANCE_MODULE@$CONFORMANCE_VERSION" >/dev/null; then
+    say "ERROR: $CONFORMANCE_MODULE@$CONFORMANCE_VERSION does not resolve; available:"
+    go list -m -json "$CONFORMANCE_MODULE@latest" || true
+    exit 1
+  fi
+  say "go: building conformance (cold cache: ~1 min on 2 cores)"
+  (cd "$CACHE_ROOT" && go install "$CONFORMANCE_MODULE@$CONFORMANCE_VERSION")
+  [ -x "$CONF_BIN" ] || { say "ERROR: go install produced no $CONF_BIN"; exit 1; }
+  installed+=("go:conformance@$CONFORMANCE_VERSION")
+fi
+
+# ---------------------------------------------------------------- sanity
+for c in skopeo podman umoci docker-registry wrk jq curl sqlite3 /usr/bin/time; do
+  command -v "$c" >/dev/null 2>&1 || { say "ERROR: $c not on PATH after install"; exit 1; }
+done
+say "installed: ${installed[*]:-(nothing)}"
+say "skipped (already present): ${skipped[*]:-(nothing)}"
+say "conformance binary: $CONF_BIN"
+say "OK"

@@ -1,0 +1,157 @@
+//! `berth serve` configuration: built-in defaults, then a YAML file
+//! (`--config`), then command-line flags. Unknown keys and bad values are
+//! refused at start with a message naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Config {
+    /// Address the registry listens on.
+    pub listen: SocketAddr,
+    /// Where blobs, uploads and the embedded database are kept.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `berth=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            data_dir: PathBuf::from("berth-data"),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads a YAML config file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text).map_err(|(key, message)| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        })
+    }
+
+    /// Parses YAML text; on failure returns (key path, message).
+    pub fn from_yaml(text: &str) -> Result<Config, (String, String)> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // For an unknown key serde names it in the message; point at it.
+            let key = match inner.split('`').nth(1) {
+                Some(field) if inner.starts_with("unknown field") => {
+                    if key == "." {
+                        field.to_string()
+                    } else {
+                        format!("{key}.{field}")
+                    }
+                }
+                _ => key,
+            };
+            (key, inner)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(("dataDir".into(), "must not be empty".into()));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(("log.level".into(), format!("not a valid log filter: {e}")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::from_yaml("").unwrap(), Config::default());
+        assert_eq!(Config::default().listen.to_string(), "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let c = Config::from_yaml(
+            "listen: 0.0.0.0:6000\ndataDir: /var/lib/berth\nlog:\n  format: json\n  level: debug\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:6000");
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/berth"));
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("listne: 1.2.3.4:5", "listne"),
+            ("log:\n  colour: red\n", "log.colour"),
+            ("listen: nowhere", "listen"),
+            ("log:\n  format: xml\n", "log.format"),
+            ("log:\n  level: \"=[\"\n", "log.level"),
+            ("dataDir: \"\"", "dataDir"),
+        ];
+        for (yaml, key) in cases {
+            let (got, message) = Config::from_yaml(yaml).unwrap_err();
+            assert_eq!(got, key, "{yaml:?}: {message}");
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! berth: a container registry for Kubernetes, run by its own operator.
+//!
+//! Modules, from the bottom up:
+//! - [`oci`]: digests, names, manifests: pure, no I/O;
+//! - [`storage`]: content-addressed blob store behind a small trait;
+//! - [`metadata`]: repositories, manifests, tags and links in a database;
+//! - [`registry`]: the OCI Distribution API over HTTP, on top of the two;
+//! - [`config`], [`observability`], [`server`]: running `berth serve`.
+//!
+//! The registry never depends on Kubernetes.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod metadata;
+pub mod observability;
+pub mod oci;
+pub mod registry;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,458 @@
+//! Registry metadata: repositories, manifests and their references, tags,
+//! per-repository blob links and uploads in progress. All SQL lives here.
+//!
+//! SQLite is the embedded default: a single writer connection (SQLite
+//! serialises writers anyway; one connection avoids busy/upgrade deadlocks) and
+//! a small pool of readers in WAL mode. The statements stay within what
+//! PostgreSQL also accepts, so a PostgreSQL backend can follow behind the same
+//! methods.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::oci::{Digest, Manifest, Reference};
+
+pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("blob {0} is not in the repository")]
+    BlobUnknown(Digest),
+    #[error("manifest {0} is not in the repository")]
+    ManifestUnknown(Digest),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A manifest as served to clients.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub payload: Vec<u8>,
+}
+
+/// A manifest whose `subject` is some other manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Referrer {
+    pub digest: String,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub size: i64,
+    pub annotations: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Metadata {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn parse_digest(s: String) -> Result<Digest> {
+    Digest::from_str(&s).map_err(|e| MetadataError::Corrupt(e.to_string()))
+}
+
+impl Metadata {
+    /// Opens (creating and migrating if needed) the SQLite database at `path`.
+    pub async fn open_sqlite(path: &Path) -> Result<Metadata> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-16000");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Metadata { read, write })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    pub async fn repository_exists(&self, repo: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM repositories WHERE name = ?")
+            .bind(repo)
+            .fetch_optional(&self.read)
+            .await?
+            .is_some())
+    }
+
+    async fn ensure_repository(tx: &mut Transaction<'_, Sqlite>, repo: &str) -> Result<i64> {
+        sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(repo)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+                .bind(repo)
+                .fetch_one(&mut **tx)
+                .await?,
+        )
+    }
+
+    /// The size of `digest` if the repository may see it.
+    pub async fn blob_in_repository(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repository_blobs rb
+               JOIN repositories r ON r.id = rb.repository_id
+               JOIN blobs b ON b.digest = rb.digest
+              WHERE r.name = ? AND rb.digest = ?",
+        )
+        .bind(repo)
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    /// Records a committed blob and makes it visible in `repo`.
+    pub async fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let repo_id = Self::ensure_repository(&mut tx, repo).await?;
+        let now = now_ms();
+        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
+            .bind(digest.to_string())
+            .bind(size as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (?, ?, ?)
+             ON CONFLICT (repository_id, digest) DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a blob from a repository's view; `false` when it was not linked.
+    pub async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM repository_blobs
+              WHERE digest = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(digest.to_string())
+        .bind(repo)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn create_upload(&self, repo: &str, id: &str) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let repo_id = Self::ensure_repository(&mut tx, repo).await?;
+        sqlx::query("INSERT INTO uploads (id, repository_id, created_at) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(repo_id)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether upload `id` exists and belongs to `repo`.
+    pub async fn upload_in_repository(&self, repo: &str, id: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM uploads u JOIN repositories r ON r.id = u.repository_id
+              WHERE u.id = ? AND r.name = ?",
+        )
+        .bind(id)
+        .bind(repo)
+        .fetch_optional(&self.read)
+        .await?
+        .is_some())
+    }
+
+    pub async fn delete_upload(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a manifest (idempotently) and, if given, points `tag` at it, in
+    /// one transaction. Every referenced blob and child manifest must already
+    /// be in the repository.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        manifest: &Manifest,
+        payload: &[u8],
+        tag: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let repo_id = Self::ensure_repository(&mut tx, repo).await?;
+        for blob in &manifest.blobs {
+            let linked = sqlx::query(
+                "SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?",
+            )
+            .bind(repo_id)
+            .bind(blob.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if linked.is_none() {
+                return Err(MetadataError::BlobUnknown(blob.clone()));
+            }
+        }
+        let mut child_ids = Vec::with_capacity(manifest.children.len());
+        for child in &manifest.children {
+            let id: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM manifests WHERE repository_id = ? AND digest = ?",
+            )
+            .bind(repo_id)
+            .bind(child.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            child_ids.push(id.ok_or_else(|| MetadataError::ManifestUnknown(child.clone()))?);
+        }
+        let now = now_ms();
+        let annotations = manifest
+            .annotations
+            .as_ref()
+            .filter(|a| !a.is_empty())
+            .map(|a| serde_json::to_string(a).unwrap_or_default());
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, config_digest,
+                                    subject_digest, annotations, payload, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (repository_id, digest) DO NOTHING
+             RETURNING id",
+        )
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .bind(manifest.kind.media_type())
+        .bind(&manifest.artifact_type)
+        .bind(payload.len() as i64)
+        .bind(manifest.config.as_ref().map(Digest::to_string))
+        .bind(manifest.subject.as_ref().map(Digest::to_string))
+        .bind(annotations)
+        .bind(payload)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let manifest_id = match inserted {
+            Some(id) => {
+                for blob in &manifest.blobs {
+                    sqlx::query("INSERT INTO manifest_blobs (manifest_id, digest) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                        .bind(id)
+                        .bind(blob.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for child in child_ids {
+                    sqlx::query("INSERT INTO manifest_references (parent_id, child_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                        .bind(id)
+                        .bind(child)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                id
+            }
+            None => {
+                sqlx::query_scalar(
+                    "SELECT id FROM manifests WHERE repository_id = ? AND digest = ?",
+                )
+                .bind(repo_id)
+                .bind(digest.to_string())
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        if let Some(tag) = tag {
+            sqlx::query(
+                "INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (repository_id, name) DO UPDATE
+                    SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at
+                  WHERE tags.manifest_id <> excluded.manifest_id",
+            )
+            .bind(repo_id)
+            .bind(tag)
+            .bind(manifest_id)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+    ) -> Result<Option<StoredManifest>> {
+        let row = match reference {
+            Reference::Tag(tag) => {
+                sqlx::query(
+                    "SELECT m.digest, m.media_type, m.payload FROM tags t
+                       JOIN repositories r ON r.id = t.repository_id
+                       JOIN manifests m ON m.id = t.manifest_id
+                      WHERE r.name = ? AND t.name = ?",
+                )
+                .bind(repo)
+                .bind(tag)
+                .fetch_optional(&self.read)
+                .await?
+            }
+            Reference::Digest(digest) => {
+                sqlx::query(
+                    "SELECT m.digest, m.media_type, m.payload FROM manifests m
+                       JOIN repositories r ON r.id = m.repository_id
+                      WHERE r.name = ? AND m.digest = ?",
+                )
+                .bind(repo)
+                .bind(digest.to_string())
+                .fetch_optional(&self.read)
+                .await?
+            }
+        };
+        row.map(|row| {
+            Ok(StoredManifest {
+                digest: parse_digest(row.try_get("digest")?)?,
+                media_type: row.try_get("media_type")?,
+                payload: row.try_get("payload")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Deletes a manifest and every tag pointing at it; `false` when absent.
+    pub async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM manifests
+              WHERE digest = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(digest.to_string())
+        .bind(repo)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Deletes a tag (not the manifest it points at); `false` when absent.
+    pub async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM tags
+              WHERE name = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(tag)
+        .bind(repo)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Tag names in lexical order after `last`, at most `limit` (all when
+    /// `None`); `None` when the repository does not exist.
+    pub async fn tags(
+        &self,
+        repo: &str,
+        limit: Option<u32>,
+        last: Option<&str>,
+    ) -> Result<Option<Vec<String>>> {
+        let Some(repo_id): Option<i64> =
+            sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+                .bind(repo)
+                .fetch_optional(&self.read)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let tags = sqlx::query_scalar(
+            "SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(repo_id)
+        .bind(last.unwrap_or(""))
+        .bind(limit.map(i64::from).unwrap_or(-1))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(Some(tags))
+    }
+
+    /// Repository names in lexical order after `last`, at most `limit`.
+    pub async fn repositories(
+        &self,
+        limit: Option<u32>,
+        last: Option<&str>,
+    ) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
+            )
+            .bind(last.unwrap_or(""))
+            .bind(limit.map(i64::from).unwrap_or(-1))
+            .fetch_all(&self.read)
+            .await?,
+        )
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, optionally only those
+    /// of one artifact type, oldest first.
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let rows = sqlx::query(
+            "SELECT m.digest, m.media_type, m.artifact_type, m.size, m.annotations FROM manifests m
+               JOIN repositories r ON r.id = m.repository_id
+              WHERE r.name = ? AND m.subject_digest = ? AND (? IS NULL OR m.artifact_type = ?)
+              ORDER BY m.id",
+        )
+        .bind(repo)
+        .bind(subject.to_string())
+        .bind(artifact_type)
+        .bind(artifact_type)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(Referrer {
+                    digest: row.try_get("digest")?,
+                    media_type: row.try_get("media_type")?,
+                    artifact_type: row.try_get("artifact_type")?,
+                    size: row.try_get("size")?,
+                    annotations: row.try_get("annotations")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,137 @@
+//! Listings: `/v2/<name>/tags/list`, `/v2/_catalog` (both paginated with `n`
+//! and `last`, and a `Link` header to the next page), and
+//! `/v2/<name>/referrers/<digest>`.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::Registry;
+use super::error::{ErrorCode, RegistryError, Result};
+use crate::oci::Digest;
+use crate::oci::manifest::OCI_INDEX;
+
+/// Largest page served, whatever `n` asks for.
+const MAX_PAGE: u32 = 10_000;
+
+struct Page {
+    n: Option<u32>,
+    last: Option<String>,
+}
+
+fn page(query: &HashMap<String, String>) -> Result<Page> {
+    let n = match query.get("n") {
+        None => None,
+        Some(v) => Some(v.parse::<u32>().map_err(|_| {
+            RegistryError::new(
+                ErrorCode::Unsupported,
+                format!("n={v:?} is not a non-negative number"),
+            )
+            .with_status(StatusCode::BAD_REQUEST)
+        })?),
+    };
+    Ok(Page {
+        n: n.map(|n| n.min(MAX_PAGE)),
+        last: query.get("last").cloned(),
+    })
+}
+
+/// Cuts a one-longer-than-asked result to the page, returning the `Link`
+/// header when there is more.
+fn paginate(mut items: Vec<String>, n: Option<u32>, base: &str) -> (Vec<String>, Option<String>) {
+    match n {
+        Some(n) if items.len() > n as usize => {
+            items.truncate(n as usize);
+            let last = items.last().cloned().unwrap_or_default();
+            let last: String = form_urlencoded::byte_serialize(last.as_bytes()).collect();
+            (
+                items,
+                Some(format!("<{base}?n={n}&last={last}>; rel=\"next\"")),
+            )
+        }
+        _ => (items, None),
+    }
+}
+
+fn json_response(body: Value, content_type: &str, link: Option<String>) -> Result<Response> {
+    let mut builder = Response::builder().header(header::CONTENT_TYPE, content_type);
+    if let Some(link) = link {
+        builder = builder.header(header::LINK, link);
+    }
+    builder
+        .body(Body::from(body.to_string()))
+        .map_err(RegistryError::internal)
+}
+
+pub(super) async fn tags(
+    reg: &Registry,
+    name: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response> {
+    let p = page(query)?;
+    let Some(tags) = reg
+        .meta
+        .tags(name, p.n.map(|n| n + 1), p.last.as_deref())
+        .await?
+    else {
+        return Err(RegistryError::new(
+            ErrorCode::NameUnknown,
+            format!("repository {name} is not known"),
+        ));
+    };
+    let (tags, link) = paginate(tags, p.n, &format!("/v2/{name}/tags/list"));
+    json_response(
+        json!({ "name": name, "tags": tags }),
+        "application/json",
+        link,
+    )
+}
+
+pub(super) async fn catalog(reg: &Registry, query: &HashMap<String, String>) -> Result<Response> {
+    let p = page(query)?;
+    let repos = reg
+        .meta
+        .repositories(p.n.map(|n| n + 1), p.last.as_deref())
+        .await?;
+    let (repos, link) = paginate(repos, p.n, "/v2/_catalog");
+    json_response(json!({ "repositories": repos }), "application/json", link)
+}
+
+pub(super) async fn referrers(
+    reg: &Registry,
+    name: &str,
+    digest: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response> {
+    let subject: Digest = digest.parse()?;
+    let artifact_type = query.get("artifactType").map(String::as_str);
+    let found = reg.meta.referrers(name, &subject, artifact_type).await?;
+    let manifests: Vec<Value> = found
+        .into_iter()
+        .map(|r| {
+            let mut d = json!({ "mediaType": r.media_type, "digest": r.digest, "size": r.size });
+            if let Some(t) = r.artifact_type {
+                d["artifactType"] = Value::String(t);
+            }
+            if let Some(a) = r
+                .annotations
+                .and_then(|a| serde_json::from_str::<Value>(&a).ok())
+            {
+                d["annotations"] = a;
+            }
+            d
+        })
+        .collect();
+    let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    let mut response = json_response(body, OCI_INDEX, None)?;
+    if artifact_type.is_some() {
+        response.headers_mut().insert(
+            "oci-filters-applied",
+            header::HeaderValue::from_static("artifactType"),
+        );
+    }
+    Ok(response)
+}

@@ -1,0 +1,85 @@
+//! `berth serve`: opens storage and metadata under the data directory and
+//! serves the registry until SIGINT/SIGTERM, letting in-flight requests finish.
+
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::metadata::{Metadata, MetadataError};
+use crate::registry::{Registry, router};
+use crate::storage::fs::FsStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the metadata database: {0}")]
+    Metadata(#[from] MetadataError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Opens the registry's storage and metadata for `config`.
+pub async fn open_registry(config: &Config) -> Result<Arc<Registry>, ServeError> {
+    let data_err = |source| ServeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(data_err)?;
+    let store = FsStore::open(&config.data_dir).map_err(data_err)?;
+    let meta = Metadata::open_sqlite(&config.data_dir.join("berth.db")).await?;
+    Ok(Registry::new(meta, Arc::new(store)))
+}
+
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let registry = open_registry(&config).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    tracing::info!(
+        "berth registry listening on http://{addr}/v2/ (data directory {})",
+        config.data_dir.display()
+    );
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(registry))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(ServeError::Serve)?;
+    tracing::info!("berth stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing in-flight requests");
+}

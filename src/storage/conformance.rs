@@ -1,0 +1,106 @@
+//! The behaviour every [`BlobStore`] must have, run against each implementation.
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use tokio::sync::mpsc;
+
+use super::{BlobStore, StorageError, UploadId};
+use crate::oci::Digest;
+
+async fn append(store: &dyn BlobStore, id: &UploadId, parts: &[&[u8]]) -> u64 {
+    let (tx, rx) = mpsc::channel(2);
+    let parts: Vec<Bytes> = parts.iter().map(|p| Bytes::copy_from_slice(p)).collect();
+    let send = async move {
+        for p in parts {
+            tx.send(p).await.unwrap();
+        }
+    };
+    let (size, ()) = tokio::join!(store.append_upload(id, rx), send);
+    size.unwrap()
+}
+
+async fn read_all(store: &dyn BlobStore, digest: &Digest, range: std::ops::Range<u64>) -> Vec<u8> {
+    let chunks: Vec<Bytes> = store
+        .get(digest, range)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    chunks.concat()
+}
+
+pub async fn run(store: &dyn BlobStore) {
+    let data = b"hello, berth".repeat(100_000);
+    let digest = Digest::sha256_of(&data);
+
+    assert_eq!(store.stat(&digest).await.unwrap(), None);
+    assert!(matches!(
+        store.get(&digest, 0..1).await,
+        Err(StorageError::BlobNotFound(_))
+    ));
+
+    // Uploads accumulate across appends and are not blobs until committed.
+    let id = UploadId::new();
+    store.create_upload(&id).await.unwrap();
+    assert_eq!(store.upload_size(&id).await.unwrap(), Some(0));
+    assert_eq!(
+        append(store, &id, &[&data[..10], &data[10..500_000]]).await,
+        500_000
+    );
+    assert_eq!(
+        append(store, &id, &[&data[500_000..]]).await,
+        data.len() as u64
+    );
+    let staged: Vec<Bytes> = store
+        .read_upload(&id)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(staged.concat(), data);
+    assert_eq!(store.stat(&digest).await.unwrap(), None);
+
+    store.commit_upload(&id, &digest).await.unwrap();
+    assert_eq!(store.upload_size(&id).await.unwrap(), None);
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(data.len() as u64));
+    assert_eq!(read_all(store, &digest, 0..data.len() as u64).await, data);
+    assert_eq!(read_all(store, &digest, 5..17).await, &data[5..17]);
+
+    // Committing the same content twice keeps one blob.
+    let again = UploadId::new();
+    store.create_upload(&again).await.unwrap();
+    append(store, &again, &[&data]).await;
+    store.commit_upload(&again, &digest).await.unwrap();
+    assert_eq!(
+        store.list().await.unwrap(),
+        vec![(digest.clone(), data.len() as u64)]
+    );
+
+    // Aborted uploads vanish; unknown uploads are reported as such.
+    let aborted = UploadId::new();
+    store.create_upload(&aborted).await.unwrap();
+    store.abort_upload(&aborted).await.unwrap();
+    assert_eq!(store.upload_size(&aborted).await.unwrap(), None);
+    let (_tx, rx) = mpsc::channel(1);
+    assert!(matches!(
+        store.append_upload(&aborted, rx).await,
+        Err(StorageError::UploadNotFound(_))
+    ));
+    assert!(matches!(
+        store.commit_upload(&aborted, &digest).await,
+        Err(StorageError::UploadNotFound(_))
+    ));
+
+    assert!(store.delete(&digest).await.unwrap());
+    assert!(!store.delete(&digest).await.unwrap());
+    assert!(store.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn fs_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = super::fs::FsStore::open(dir.path()).unwrap();
+    run(&store).await;
+}

@@ -1,0 +1,241 @@
+//! Filesystem blob store.
+//!
+//! On-disk layout under the data directory (the only place it is described):
+//!
+//! ```text
+//! <root>/blobs/<algorithm>/<first two hex chars>/<hex>   committed blobs, immutable
+//! <root>/uploads/<uuid>                                  uploads in progress
+//! ```
+//!
+//! Paths are built only from validated digests and UUIDs, never from
+//! repository names or other request text. A blob becomes visible by a
+//! `rename` from `uploads/` after its bytes are fsynced, and the directory is
+//! fsynced after the rename, so a crash leaves either nothing or a whole blob.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{BlobStore, ByteStream, Result, StorageError, UploadId};
+use crate::oci::Digest;
+
+/// Size of each read when streaming a blob out.
+const READ_CHUNK: u64 = 1 << 20;
+
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn open(root: &Path) -> io::Result<FsStore> {
+        fs::create_dir_all(root.join("blobs"))?;
+        fs::create_dir_all(root.join("uploads"))?;
+        Ok(FsStore {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    fn upload_path(&self, id: &UploadId) -> PathBuf {
+        self.root.join("uploads").join(id.to_string())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(StorageError::Io),
+        Err(e) => Err(StorageError::Io(io::Error::other(e))),
+    }
+}
+
+fn not_found_as_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Streams `len` bytes of `file` from its current position on a blocking
+/// thread, at most a few chunks ahead of the consumer.
+fn stream_file(file: File, len: u64) -> ByteStream {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = file.take(len);
+        loop {
+            let mut buf = Vec::with_capacity(READ_CHUNK as usize);
+            match (&mut reader).take(READ_CHUNK).read_to_end(&mut buf) {
+                Ok(0) => {
+                    if reader.limit() > 0 {
+                        let _ = tx.blocking_send(Err(io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    return;
+                }
+                Ok(_) => {
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        return; // the client went away
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl BlobStore for FsStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        let path = self.blob_path(digest);
+        blocking(move || not_found_as_none(fs::metadata(path)).map(|m| m.map(|m| m.len()))).await
+    }
+
+    async fn get(&self, digest: &Digest, range: Range<u64>) -> Result<ByteStream> {
+        let path = self.blob_path(digest);
+        let file = blocking(move || {
+            let file = not_found_as_none(File::open(path))?;
+            if let Some(mut f) = file {
+                f.seek(SeekFrom::Start(range.start))?;
+                Ok(Some(f))
+            } else {
+                Ok(None)
+            }
+        })
+        .await?
+        .ok_or_else(|| StorageError::BlobNotFound(digest.clone()))?;
+        Ok(stream_file(file, range.end.saturating_sub(range.start)))
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool> {
+        let path = self.blob_path(digest);
+        blocking(move || not_found_as_none(fs::remove_file(path)).map(|r| r.is_some())).await
+    }
+
+    async fn list(&self) -> Result<Vec<(Digest, u64)>> {
+        let root = self.root.join("blobs");
+        blocking(move || {
+            let mut out = Vec::new();
+            for alg in fs::read_dir(&root)? {
+                let alg = alg?;
+                let alg_name = alg.file_name().to_string_lossy().into_owned();
+                for prefix in fs::read_dir(alg.path())? {
+                    for entry in fs::read_dir(prefix?.path())? {
+                        let entry = entry?;
+                        let name = format!("{alg_name}:{}", entry.file_name().to_string_lossy());
+                        if let Ok(digest) = name.parse::<Digest>() {
+                            out.push((digest, entry.metadata()?.len()));
+                        }
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn create_upload(&self, id: &UploadId) -> Result<()> {
+        let path = self.upload_path(id);
+        blocking(move || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn upload_size(&self, id: &UploadId) -> Result<Option<u64>> {
+        let path = self.upload_path(id);
+        blocking(move || not_found_as_none(fs::metadata(path)).map(|m| m.map(|m| m.len()))).await
+    }
+
+    async fn append_upload(&self, id: &UploadId, mut chunks: mpsc::Receiver<Bytes>) -> Result<u64> {
+        let path = self.upload_path(id);
+        let id = id.clone();
+        let file = blocking(move || not_found_as_none(OpenOptions::new().append(true).open(path)))
+            .await?
+            .ok_or(StorageError::UploadNotFound(id))?;
+        blocking(move || {
+            let mut file = file;
+            while let Some(chunk) = chunks.blocking_recv() {
+                file.write_all(&chunk)?;
+            }
+            Ok(file.metadata()?.len())
+        })
+        .await
+    }
+
+    async fn read_upload(&self, id: &UploadId) -> Result<ByteStream> {
+        let path = self.upload_path(id);
+        let id = id.clone();
+        let (file, len) = blocking(move || {
+            let Some(file) = not_found_as_none(File::open(path))? else {
+                return Ok(None);
+            };
+            let len = file.metadata()?.len();
+            Ok(Some((file, len)))
+        })
+        .await?
+        .ok_or(StorageError::UploadNotFound(id))?;
+        Ok(stream_file(file, len))
+    }
+
+    async fn commit_upload(&self, id: &UploadId, digest: &Digest) -> Result<()> {
+        let from = self.upload_path(id);
+        let to = self.blob_path(digest);
+        let id = id.clone();
+        let found = blocking(move || {
+            let Some(file) = not_found_as_none(File::open(&from))? else {
+                return Ok(false);
+            };
+            if to.exists() {
+                fs::remove_file(&from)?;
+                return Ok(true);
+            }
+            file.sync_all()?;
+            let dir = to.parent().expect("blob path has a parent");
+            fs::create_dir_all(dir)?;
+            fs::rename(&from, &to)?;
+            sync_dir(dir)?;
+            Ok(true)
+        })
+        .await?;
+        if found {
+            Ok(())
+        } else {
+            Err(StorageError::UploadNotFound(id))
+        }
+    }
+
+    async fn abort_upload(&self, id: &UploadId) -> Result<()> {
+        let path = self.upload_path(id);
+        blocking(move || not_found_as_none(fs::remove_file(path)).map(drop)).await
+    }
+}
