@@ -298,6 +298,9 @@ def loadparse(tool, path):
     if out["rps"] is not None and out["requests"] and out["bad"] == out["requests"]:
         out["rps"] = None  # nothing but errors: no rate to report
     out["detail"] = "; ".join(detail)
+    for k in ("rps", "p50_ms", "p99_ms"):
+        if out[k] is not None:
+            out[k] = round(out[k], 3)
     print(json.dumps(out))
 
 
@@ -389,6 +392,8 @@ def report(samples_path, out_path):
     L.append(f"berth: `{g('berth_version')}`; reference: `{g('ref_version')}`.  ")
     L.append(f"Blob {g('blob_mib')} MiB random, chunk {g('chunk_mib')} MiB, {g('runs')} runs "
              f"(median shown); wrk {g('wrk_duration')} × {g('wrk_conns')} connections, {g('wrk_pin')}.  ")
+    L.append(f"CPU busy before start: {g('busy_start', '-', '?')}%; CPU used by other processes during the run: "
+             f"{g('foreign_cpu', '-', '?')}.  ")
     L.append("Ratio = berth / reference; ↑ = higher is better, ↓ = lower is better. MB = 10⁶ bytes.")
     L.append("")
     L.append(f"| metric | unit | {berth_label} | reference | ratio (berth/ref) | better | target | met |")
@@ -415,8 +420,10 @@ def report(samples_path, out_path):
     L.append("")
     L.append("| limit | value |")
     L.append("|---|---:|")
-    L.append(f"| sha256 single core (Rust `sha2` 0.11) | {g('sha256_MBps')} MB/s |")
-    L.append(f"| durable write (1 GiB + fsync, work dir) | {g('durable_write_MBps')} MB/s |")
+    for k, lbl in (("sha256_MBps", "sha256 single core (Rust `sha2` 0.11)"),
+                   ("durable_write_MBps", "durable write (1 GiB + fsync, work dir)")):
+        v = g(k)
+        L.append(f"| {lbl} | {v + ' MB/s' if v else 'not measured'} |")
     L.append("")
     L.append("<details><summary>raw samples</summary>")
     L.append("")

@@ -188,7 +188,7 @@ cpu_busy() { # percent of all CPUs busy over $1 seconds
   local a b
   a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat); sleep "$1"
   b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); t=(y[1]-x[1])+(y[2]-x[2]); printf "%.0f", t>0 ? 100*(y[1]-x[1])/t : 0}'
+  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); t=(y[1]-x[1])+(y[2]-x[2]); printf "%.0f", (t>0 ? 100*(y[1]-x[1])/t : 0)}'
 }
 busy_procs() { top -b -n 2 -d 1 | awk '/^top -/{n++} n==2 && $1 ~ /^[0-9]+$/ && $9+0 >= 10 {printf "%s %s%%, ", $12, $9}'; }
 waited=0

@@ -47,13 +47,15 @@ if [ "$have" = "$ORAS_PY_VERSION" ]; then
   say "pypi: oras $have already installed"
 else
   say "pypi: installing oras==$ORAS_PY_VERSION (have: ${have:-none})"
-  if ! python3 -m pip install -q --disable-pip-version-check "oras==$ORAS_PY_VERSION" 2>/tmp/berth-e2e-pip.err; then
-    if grep -q externally-managed /tmp/berth-e2e-pip.err; then
+  pip_err="$(mktemp)"
+  if ! python3 -m pip install -q --disable-pip-version-check "oras==$ORAS_PY_VERSION" 2>"$pip_err"; then
+    if grep -q externally-managed "$pip_err"; then # Debian's system python (PEP 668)
       python3 -m pip install -q --disable-pip-version-check --break-system-packages "oras==$ORAS_PY_VERSION"
     else
-      cat /tmp/berth-e2e-pip.err >&2; exit 1
+      cat "$pip_err" >&2; rm -f "$pip_err"; exit 1
     fi
   fi
+  rm -f "$pip_err"
   [ "$(oras_version)" = "$ORAS_PY_VERSION" ] || { say "ERROR: oras not importable after install"; exit 1; }
   installed+=("pypi:oras==$ORAS_PY_VERSION")
 fi

@@ -88,19 +88,8 @@ impl Config {
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            // For an unknown key serde names it in the message; point at it.
-            let key = match inner.split('`').nth(1) {
-                Some(field) if inner.starts_with("unknown field") => {
-                    if key == "." {
-                        field.to_string()
-                    } else {
-                        format!("{key}.{field}")
-                    }
-                }
-                _ => key,
-            };
-            (key, inner)
+            let message = e.into_inner().to_string();
+            (key, message)
         })?;
         config.validate()?;
         Ok(config)

@@ -335,6 +335,8 @@ struct UploadOp {
     inflight: Arc<Progress>,
     /// A request naming the digest (finalising PUT or monolithic POST) started.
     digest_sent: bool,
+    /// How the request in flight at the kill failed.
+    cut: Option<String>,
 }
 
 impl UploadOp {
@@ -349,6 +351,7 @@ impl UploadOp {
             inflight_start: 0,
             inflight: Progress::complete(),
             digest_sent: false,
+            cut: None,
         }
     }
 
@@ -388,7 +391,7 @@ impl UploadOp {
 
     fn describe(&self) -> String {
         format!(
-            "{} upload of {} ({} bytes) in {} [session {:?}, acked {}, max sent {}, digest sent {}]",
+            "{} upload of {} ({} bytes) in {} [session {:?}, acked {}, max sent {}, digest sent {}, cut by {:?}]",
             self.kind,
             self.digest,
             self.len(),
@@ -396,7 +399,8 @@ impl UploadOp {
             self.location,
             self.acked,
             self.max_sent(),
-            self.digest_sent
+            self.digest_sent,
+            self.cut
         )
     }
 
@@ -540,7 +544,9 @@ fn file_upload(rec: &Shared, op: UploadOp, outcome: Result<(), OpErr>) -> Option
             rec.blobs.push(b.clone());
             Some(b)
         }
-        Err(OpErr::Transport(_)) => {
+        Err(OpErr::Transport(e)) => {
+            let mut op = op;
+            op.cut = Some(e);
             rec.uploads.push(op);
             None
         }
