@@ -141,7 +141,7 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Manifest, Manife
             children: index
                 .manifests()
                 .iter()
-                .map(|d| digest_of(d))
+                .map(digest_of)
                 .collect::<Result<_, _>>()?,
             subject: index.subject().as_ref().map(digest_of).transpose()?,
             artifact_type: index.artifact_type().as_ref().map(|t| t.to_string()),

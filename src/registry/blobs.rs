@@ -31,6 +31,8 @@ pub(crate) fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
     let (a, b) = (a.trim(), b.trim());
     let range = match (a.parse::<u64>(), b.parse::<u64>()) {
         (Ok(start), Ok(last)) if start <= last => (start, last.saturating_add(1).min(size)),
+        // A backwards range can never be satisfied; say so rather than ignore it.
+        (Ok(_), Ok(_)) => return RangeRequest::Unsatisfiable,
         (Ok(start), Err(_)) if b.is_empty() => (start, size),
         (Err(_), Ok(suffix)) if a.is_empty() && suffix > 0 => (size.saturating_sub(suffix), size),
         _ => return RangeRequest::Whole,
@@ -139,7 +141,7 @@ mod tests {
             (Some("bytes=-10"), Part(90, 100)),
             (Some("bytes=90-200"), Part(90, 100)),
             (Some("bytes=100-"), Unsatisfiable),
-            (Some("bytes=5-2"), Whole),
+            (Some("bytes=5-2"), Unsatisfiable),
             (Some("bytes=0-1,5-6"), Whole),
             (Some("items=0-1"), Whole),
         ];
