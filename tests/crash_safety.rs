@@ -34,8 +34,9 @@ const MIB: usize = 1 << 20;
 const KIB: usize = 1 << 10;
 /// Size of each piece a streamed request body is handed to the client in.
 const STREAM_PIECE: usize = 64 * KIB;
-/// Pause between pieces of a "slow" body: 64 KiB / 4 ms, about 16 MB/s.
-const SLOW: Duration = Duration::from_millis(4);
+/// Pause between pieces of a "slow" body: 64 KiB / 6 ms, about 10 MiB/s, so
+/// the slow requests below take 0.8-1.9 s, longer than the longest round.
+const SLOW: Duration = Duration::from_millis(6);
 const FAST: Duration = Duration::ZERO;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -531,9 +532,16 @@ struct Records {
     uploads: Vec<UploadOp>,
     manifests: Vec<ManifestAttempt>,
     unexpected: Vec<String>,
+    /// Workers that have got going (slow request under way, or something
+    /// committed); the kill waits for all of them.
+    armed: usize,
 }
 
 type Shared = Arc<Mutex<Records>>;
+
+fn arm(rec: &Shared) {
+    rec.lock().unwrap().armed += 1;
+}
 
 /// Files the outcome of one upload; true if it was committed.
 fn file_upload(rec: &Shared, op: UploadOp, outcome: Result<(), OpErr>) -> Option<BlobRec> {
@@ -667,6 +675,7 @@ async fn slow_patch_worker(h: Http, rec: Shared, repo: String, mut rng: Rng) {
     let outcome = async {
         op.open(&h).await?;
         op.patch(&h, MIB, FAST).await?;
+        arm(&rec);
         op.patch(&h, size - MIB, SLOW).await?;
         op.finish(&h, FAST).await
     }
@@ -677,14 +686,25 @@ async fn slow_patch_worker(h: Http, rec: Shared, repo: String, mut rng: Rng) {
 /// An upload whose finalising PUT carries the last several MiB slowly: the kill
 /// lands mid-PUT.
 async fn slow_put_worker(h: Http, rec: Shared, repo: String, mut rng: Rng) {
-    let size = rng.size(8 * MIB, 12 * MIB);
+    let size = rng.size(10 * MIB, 16 * MIB);
     let mut op = UploadOp::new("slow-put", &repo, rng.bytes(size));
     let outcome = async {
         op.open(&h).await?;
         op.patch(&h, 2 * MIB, FAST).await?;
+        arm(&rec);
         op.finish(&h, SLOW).await
     }
     .await;
+    file_upload(&rec, op, outcome);
+}
+
+/// A monolithic upload (`POST ?digest=` with the whole blob) streaming slowly:
+/// the kill lands mid-body of a request that names the digest.
+async fn slow_monolithic_worker(h: Http, rec: Shared, repo: String, mut rng: Rng) {
+    let size = rng.size(10 * MIB, 16 * MIB);
+    let mut op = UploadOp::new("slow-monolithic", &repo, rng.bytes(size));
+    arm(&rec);
+    let outcome = op.monolithic(&h, SLOW).await;
     file_upload(&rec, op, outcome);
 }
 
@@ -717,11 +737,13 @@ async fn rapid_upload_worker(h: Http, rec: Shared, repo: String, mut rng: Rng) {
         if file_upload(&rec, op, outcome).is_none() {
             return;
         }
+        if i == 0 {
+            arm(&rec);
+        }
     }
 }
 
-/// New tags on already committed images, in a loop (also by digest now and
-/// then).
+/// New tags on already committed images, in a loop.
 async fn retag_worker(h: Http, rec: Shared, images: Vec<ImageRec>, round: usize) {
     for i in 0.. {
         let mut image = images[i % images.len()].clone();
@@ -729,6 +751,9 @@ async fn retag_worker(h: Http, rec: Shared, images: Vec<ImageRec>, round: usize)
         let outcome = put_manifest(&h, &image, false).await;
         if !file_manifest(&rec, image, outcome) {
             return;
+        }
+        if i == 0 {
+            arm(&rec);
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -750,6 +775,9 @@ async fn new_image_worker(
         let Some(config) = file_upload(&rec, config, outcome) else {
             return;
         };
+        if i == 0 {
+            arm(&rec);
+        }
         let size = rng.size(256 * KIB, 2 * MIB);
         let mut layer = UploadOp::new("new-layer", &repo, rng.bytes(size));
         let outcome = async {
@@ -793,9 +821,21 @@ impl Committed {
     }
 }
 
-/// GET a blob and check its length and digest.
+/// HEAD and GET a blob and check its length and digest.
 async fn verify_blob(h: &Http, repo: &str, digest: &str, size: u64) -> Result<(), String> {
     let url = h.url(&format!("/v2/{repo}/blobs/{digest}"));
+    let head =
+        h.c.head(&url)
+            .send()
+            .await
+            .map_err(|e| format!("HEAD {url}: {e:?}"))?;
+    let head_length = header(&head, "content-length");
+    if head.status() != StatusCode::OK || head_length != Some(size.to_string()) {
+        return Err(format!(
+            "HEAD {url}: {} with Content-Length {head_length:?}, expected 200 and {size}",
+            head.status()
+        ));
+    }
     let resp =
         h.c.get(&url)
             .send()
@@ -962,7 +1002,13 @@ struct Tally {
     manifests_landed: usize,
     sessions_resumed: usize,
     sessions_unknown: usize,
+    /// Of `sessions_unknown`, those whose blob had not landed: the session
+    /// itself was lost by the crash.
+    sessions_lost: usize,
+    /// Uploads that had no session to resume (monolithic, or POST cut).
     sessions_never_opened: usize,
+    /// Files left in `uploads/` once every session was resumed or found gone.
+    orphan_upload_files: usize,
 }
 
 // --------------------------------------------------------------------- test
@@ -971,7 +1017,17 @@ struct Tally {
 async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
     let t_start = Instant::now();
     let data = tempfile::tempdir().expect("data dir");
-    let logs = tempfile::tempdir().expect("log dir");
+    // Server logs go to a temporary directory, or to CRASH_SAFETY_LOG_DIR if
+    // set (kept after the test, for debugging).
+    let log_tmp = tempfile::tempdir().expect("log dir");
+    let log_dir = match std::env::var_os("CRASH_SAFETY_LOG_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            std::fs::create_dir_all(&dir).expect("create CRASH_SAFETY_LOG_DIR");
+            dir
+        }
+        None => log_tmp.path().to_path_buf(),
+    };
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -980,7 +1036,7 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
     let mut rng = Rng::new(seed, 0);
     let repos = ["crash/app", "crash/tools/builder", "crash/base"];
 
-    let (mut server, startup) = Server::start(data.path(), logs.path(), 0).await;
+    let (mut server, startup) = Server::start(data.path(), &log_dir, 0).await;
     println!("crash_safety: first start in {startup:?}");
     let mut committed = Committed::default();
     let mut totals = Tally::default();
@@ -1024,6 +1080,15 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
         }
         for w in 0..2 {
             let repo = repos[(w + 2) % repos.len()].to_string();
+            tasks.push(tokio::spawn(slow_monolithic_worker(
+                h.clone(),
+                rec.clone(),
+                repo,
+                next_rng(),
+            )));
+        }
+        for w in 0..2 {
+            let repo = repos[(w + 2) % repos.len()].to_string();
             tasks.push(tokio::spawn(rapid_upload_worker(
                 h.clone(),
                 rec.clone(),
@@ -1048,7 +1113,23 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
                 w,
             )));
         }
-        tokio::time::sleep(Duration::from_millis(kill_after)).await;
+        // SIGKILL once every worker is under way and the round's delay has
+        // passed (a loaded machine only makes the kill later, never vacuous).
+        let phase_start = Instant::now();
+        loop {
+            let armed = rec.lock().unwrap().armed;
+            if armed >= tasks.len() && phase_start.elapsed() >= Duration::from_millis(kill_after) {
+                break;
+            }
+            assert!(
+                phase_start.elapsed() < Duration::from_secs(20),
+                "only {armed} of {} workers got going in 20 s: {:?}",
+                tasks.len(),
+                rec.lock().unwrap().unexpected
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let kill_ms = phase_start.elapsed().as_millis();
         server.sigkill();
         let killed_at = Instant::now();
         for task in tasks {
@@ -1083,7 +1164,7 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
         let uploads_dir_files = count_files(&data.path().join("uploads"));
 
         // Phase 3: restart on the same data directory.
-        let (restarted, startup) = Server::start(data.path(), logs.path(), round + 1).await;
+        let (restarted, startup) = Server::start(data.path(), &log_dir, round + 1).await;
         server = restarted;
         let restart_after_kill = killed_at.elapsed();
         let h = Http::new(&server.base);
@@ -1117,10 +1198,23 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
 
         // No partial blob is visible: interrupted uploads are absent, or (only
         // if the server may have had every byte) whole.
+        let mut landed = BTreeSet::new();
         for op in &rec.uploads {
             let url = h.url(&format!("/v2/{}/blobs/{}", op.repo, op.digest));
+            let head =
+                h.c.head(&url)
+                    .send()
+                    .await
+                    .expect("HEAD blob after restart");
             let resp = h.c.get(&url).send().await.expect("GET blob after restart");
             let status = resp.status();
+            if head.status() != status {
+                problems.push(format!(
+                    "HEAD {url} says {} but GET says {status} for an interrupted {}",
+                    head.status(),
+                    op.describe()
+                ));
+            }
             let body = resp.bytes().await.unwrap_or_default();
             match status {
                 StatusCode::NOT_FOUND => {
@@ -1137,6 +1231,7 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
                 StatusCode::OK if op.may_have_landed() => {
                     if sha256_digest(&body) == op.digest && body.len() as u64 == op.len() {
                         tally.landed_without_response += 1;
+                        landed.insert(op.digest.clone());
                         committed.add_blob(&op.record());
                     } else {
                         problems.push(format!(
@@ -1270,6 +1365,42 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
                 }
                 StatusCode::NOT_FOUND if error_code(&body) == "BLOB_UPLOAD_UNKNOWN" => {
                     tally.sessions_unknown += 1;
+                    if !landed.contains(&op.digest) {
+                        tally.sessions_lost += 1;
+                        let hex = &op.digest["sha256:".len()..];
+                        let on_disk = data
+                            .path()
+                            .join("blobs/sha256")
+                            .join(&hex[..2])
+                            .join(hex)
+                            .is_file();
+                        if !op.may_have_landed() {
+                            // The server never had the whole blob, yet the
+                            // session it acknowledged is gone.
+                            problems.push(format!(
+                                "session lost by the crash: GET {url} -> 404 {body} for {}",
+                                op.describe()
+                            ));
+                        }
+                        println!(
+                            "crash_safety: note: session gone but blob not served: {} \
+                             (blob file on disk: {on_disk}; server said {body})",
+                            op.describe()
+                        );
+                        // The client's recourse is a fresh upload, which must
+                        // work (and reuse any whole blob file left on disk).
+                        let mut again = UploadOp::new("re-upload", &op.repo, op.data.clone());
+                        match again.monolithic(&h, FAST).await {
+                            Ok(()) => match verify_blob(&h, &op.repo, &op.digest, op.len()).await {
+                                Ok(()) => committed.add_blob(&again.record()),
+                                Err(e) => problems.push(format!("re-uploaded blob: {e}")),
+                            },
+                            Err(e) => problems.push(format!(
+                                "re-uploading {} after its session was lost: {e:?}",
+                                op.digest
+                            )),
+                        }
+                    }
                 }
                 other => problems.push(format!(
                     "GET {url} (interrupted session): {other} {body}, \
@@ -1277,6 +1408,8 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
                 )),
             }
         }
+
+        tally.orphan_upload_files = count_files(&data.path().join("uploads"));
 
         // The restarted server is fully usable: a new push and pull.
         let repo = format!("crash/after-restart-{round}");
@@ -1292,14 +1425,17 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
         }
 
         println!(
-            "crash_safety: round {round}: SIGKILL after {kill_after} ms; restart ready in \
-             {startup:?} ({restart_after_kill:?} after the kill); \
-             phase 2 committed {} blobs + {} manifest puts; interrupted {} uploads \
-             ({} provably incomplete and absent, {} landed whole without a response) and \
-             {} manifest puts ({} landed); interrupted sessions: {} resumed to a verified \
-             blob, {} answered 404 BLOB_UPLOAD_UNKNOWN, {} never opened; {} files left in \
-             uploads/ at the kill; {} blob files on disk all hash to their names; \
-             {} blobs and {} images verified in total",
+            "crash_safety: round {round}: SIGKILL {kill_ms} ms into phase 2; restarted, ready in \
+             {startup:?} ({restart_after_kill:?} after the kill)\n  \
+             phase 2: committed {} blobs and {} manifest puts; interrupted {} uploads \
+             ({} provably incomplete -> 404, {} landed whole without a response) and {} \
+             manifest puts ({} landed)\n  \
+             interrupted sessions: {} resumed to a verified blob, {} answered 404 \
+             BLOB_UPLOAD_UNKNOWN ({} of them without the blob having landed), {} had no \
+             session\n  \
+             disk: {} files in uploads/ at the kill, {} left orphaned after resuming; \
+             {} blob files all hash to their names\n  \
+             verified so far: {} blobs, {} images (tag and digest)",
             tally.committed_blobs,
             tally.committed_images,
             tally.interrupted_uploads,
@@ -1309,8 +1445,10 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
             tally.manifests_landed,
             tally.sessions_resumed,
             tally.sessions_unknown,
+            tally.sessions_lost,
             tally.sessions_never_opened,
             uploads_dir_files,
+            tally.orphan_upload_files,
             blob_files,
             committed.blobs.len(),
             committed.images.len(),
@@ -1329,6 +1467,11 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
         totals.interrupted_manifests += tally.interrupted_manifests;
         totals.sessions_resumed += tally.sessions_resumed;
         totals.sessions_unknown += tally.sessions_unknown;
+        totals.sessions_never_opened += tally.sessions_never_opened;
+        totals.sessions_lost += tally.sessions_lost;
+        totals.orphan_upload_files = tally.orphan_upload_files;
+        totals.landed_without_response += tally.landed_without_response;
+        totals.manifests_landed += tally.manifests_landed;
     }
 
     // The kills must really have landed mid-operation, with work committed

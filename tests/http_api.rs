@@ -909,3 +909,37 @@ async fn referrers_with_artifact_type_filter() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["manifests"], json!([]));
 }
+
+#[tokio::test]
+async fn tags_list_reflects_every_change() {
+    let app = app().await;
+    let tags = |app: &App| {
+        let router = app.router.clone();
+        async move {
+            let req = Request::get("/v2/c/r/tags/list?n=10")
+                .body(Body::empty())
+                .unwrap();
+            let resp = router.oneshot(req).await.unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<Value>(&body).unwrap()["tags"].clone()
+        }
+    };
+    let (manifest, digest) = app.push_image("c/r", "a", b"one").await;
+    assert_eq!(tags(&app).await, json!(["a"]));
+    assert_eq!(tags(&app).await, json!(["a"])); // served from the cache
+    app.put_manifest("c/r", "b", &manifest, OCI_MANIFEST).await;
+    assert_eq!(tags(&app).await, json!(["a", "b"]));
+    app.push_image("c/r", "a", b"two").await; // tag moved to another manifest
+    assert_eq!(tags(&app).await, json!(["a", "b"]));
+    app.call(Method::DELETE, "/v2/c/r/manifests/a", &[], Body::empty())
+        .await;
+    assert_eq!(tags(&app).await, json!(["b"]));
+    app.call(
+        Method::DELETE,
+        &format!("/v2/c/r/manifests/{digest}"),
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(tags(&app).await, json!([]));
+}

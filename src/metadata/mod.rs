@@ -34,6 +34,13 @@ pub enum MetadataError {
     Corrupt(String),
 }
 
+/// Identifies one state of a repository's tag set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagsVersion {
+    pub repository_id: i64,
+    pub version: i64,
+}
+
 /// A manifest as served to clients.
 #[derive(Debug, Clone)]
 pub struct StoredManifest {
@@ -63,6 +70,12 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+fn split_lines(joined: Option<String>) -> Vec<String> {
+    joined
+        .map(|j| j.split('\n').map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 fn parse_digest(s: String) -> Result<Digest> {
@@ -379,31 +392,40 @@ impl Metadata {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Tag names in lexical order after `last`, at most `limit` (all when
-    /// `None`); `None` when the repository does not exist.
-    pub async fn tags(
-        &self,
-        repo: &str,
-        limit: Option<u32>,
-        last: Option<&str>,
-    ) -> Result<Option<Vec<String>>> {
-        let Some(repo_id): Option<i64> =
-            sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+    /// The repository's id and tag version (see the `tags_version` migration),
+    /// or `None` when it does not exist.
+    pub async fn tags_version(&self, repo: &str) -> Result<Option<TagsVersion>> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT id, tags_version FROM repositories WHERE name = ?")
                 .bind(repo)
                 .fetch_optional(&self.read)
-                .await?
-        else {
-            return Ok(None);
-        };
-        let tags = sqlx::query_scalar(
-            "SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?",
+                .await?;
+        Ok(row.map(|(repository_id, version)| TagsVersion {
+            repository_id,
+            version,
+        }))
+    }
+
+    /// Tag names of a repository in lexical order after `last`, at most
+    /// `limit` (all when `None`).
+    pub async fn tags(
+        &self,
+        repository_id: i64,
+        limit: Option<u32>,
+        last: Option<&str>,
+    ) -> Result<Vec<String>> {
+        // SQLite joins the page into one string: one row to decode instead of
+        // thousands (names cannot contain a newline). PostgreSQL: string_agg.
+        let joined: Option<String> = sqlx::query_scalar(
+            "SELECT group_concat(name, char(10)) FROM
+               (SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?)",
         )
-        .bind(repo_id)
+        .bind(repository_id)
         .bind(last.unwrap_or(""))
         .bind(limit.map(i64::from).unwrap_or(-1))
-        .fetch_all(&self.read)
+        .fetch_one(&self.read)
         .await?;
-        Ok(Some(tags))
+        Ok(split_lines(joined))
     }
 
     /// Repository names in lexical order after `last`, at most `limit`.
@@ -412,15 +434,15 @@ impl Metadata {
         limit: Option<u32>,
         last: Option<&str>,
     ) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar(
-                "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
-            )
-            .bind(last.unwrap_or(""))
-            .bind(limit.map(i64::from).unwrap_or(-1))
-            .fetch_all(&self.read)
-            .await?,
+        let joined: Option<String> = sqlx::query_scalar(
+            "SELECT group_concat(name, char(10)) FROM
+               (SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?)",
         )
+        .bind(last.unwrap_or(""))
+        .bind(limit.map(i64::from).unwrap_or(-1))
+        .fetch_one(&self.read)
+        .await?;
+        Ok(split_lines(joined))
     }
 
     /// Manifests in `repo` whose subject is `subject`, optionally only those

@@ -3,14 +3,17 @@
 //! `/v2/<name>/referrers/<digest>`.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::Registry;
 use super::error::{ErrorCode, RegistryError, Result};
+use crate::metadata::TagsVersion;
 use crate::oci::Digest;
 use crate::oci::manifest::OCI_INDEX;
 
@@ -72,22 +75,73 @@ pub(super) async fn tags(
     query: &HashMap<String, String>,
 ) -> Result<Response> {
     let p = page(query)?;
-    let Some(tags) = reg
-        .meta
-        .tags(name, p.n.map(|n| n + 1), p.last.as_deref())
-        .await?
-    else {
+    let Some(version) = reg.meta.tags_version(name).await? else {
         return Err(RegistryError::new(
             ErrorCode::NameUnknown,
             format!("repository {name} is not known"),
         ));
     };
+    let key = (name.to_string(), p.n, p.last.clone());
+    if let Some(page) = reg.tag_pages.get(&key, version) {
+        return page_response(page);
+    }
+    let tags = reg
+        .meta
+        .tags(version.repository_id, p.n.map(|n| n + 1), p.last.as_deref())
+        .await?;
     let (tags, link) = paginate(tags, p.n, &format!("/v2/{name}/tags/list"));
-    json_response(
-        json!({ "name": name, "tags": tags }),
-        "application/json",
+    let page = CachedPage {
+        body: Bytes::from(json!({ "name": name, "tags": tags }).to_string()),
         link,
-    )
+    };
+    reg.tag_pages.put(key, version, page.clone());
+    page_response(page)
+}
+
+fn page_response(page: CachedPage) -> Result<Response> {
+    let mut builder = Response::builder().header(header::CONTENT_TYPE, "application/json");
+    if let Some(link) = page.link {
+        builder = builder.header(header::LINK, link);
+    }
+    builder
+        .body(Body::from(page.body))
+        .map_err(RegistryError::internal)
+}
+
+/// A rendered tags/list page.
+#[derive(Clone)]
+pub(super) struct CachedPage {
+    body: Bytes,
+    link: Option<String>,
+}
+
+type PageKey = (String, Option<u32>, Option<String>);
+
+/// Rendered tags/list pages, each valid while its repository's tag version is
+/// unchanged. Bounded: when full it starts over.
+#[derive(Default)]
+pub(super) struct TagPageCache {
+    pages: Mutex<HashMap<PageKey, (TagsVersion, CachedPage)>>,
+}
+
+impl TagPageCache {
+    const CAPACITY: usize = 4096;
+
+    fn get(&self, key: &PageKey, version: TagsVersion) -> Option<CachedPage> {
+        let pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        pages
+            .get(key)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, p)| p.clone())
+    }
+
+    fn put(&self, key: PageKey, version: TagsVersion, page: CachedPage) {
+        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        if pages.len() >= Self::CAPACITY {
+            pages.clear();
+        }
+        pages.insert(key, (version, page));
+    }
 }
 
 pub(super) async fn catalog(reg: &Registry, query: &HashMap<String, String>) -> Result<Response> {

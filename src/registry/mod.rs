@@ -40,6 +40,7 @@ pub struct Registry {
     /// Hash state of chunked uploads, so each chunk is hashed once as it
     /// arrives. Lost on restart; the upload is then re-read at completion.
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<UploadState>>>>,
+    tag_pages: listing::TagPageCache,
 }
 
 #[derive(Default)]
@@ -54,6 +55,7 @@ impl Registry {
             meta,
             blobs,
             uploads: Mutex::new(HashMap::new()),
+            tag_pages: listing::TagPageCache::default(),
         })
     }
 

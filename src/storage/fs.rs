@@ -26,6 +26,10 @@ use crate::oci::Digest;
 
 /// Size of each read when streaming a blob out.
 const READ_CHUNK: u64 = 1 << 20;
+/// While an upload is written, a helper thread flushes it to disk every this
+/// many bytes, so the fsync before the blob is committed has little left to
+/// do and disk writeback overlaps with receiving.
+const FLUSH_EVERY: u64 = 32 << 20;
 
 pub struct FsStore {
     root: PathBuf,
@@ -184,10 +188,33 @@ impl BlobStore for FsStore {
             .ok_or(StorageError::UploadNotFound(id))?;
         blocking(move || {
             let mut file = file;
-            while let Some(chunk) = chunks.blocking_recv() {
-                file.write_all(&chunk)?;
-            }
-            Ok(file.metadata()?.len())
+            let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(1);
+            let flusher = {
+                let file = file.try_clone()?;
+                std::thread::spawn(move || {
+                    while flush_rx.recv().is_ok() {
+                        // A failure here resurfaces in the commit's own fsync.
+                        let _ = file.sync_data();
+                    }
+                })
+            };
+            let mut unflushed = 0u64;
+            let mut write_all = || -> io::Result<u64> {
+                while let Some(chunk) = chunks.blocking_recv() {
+                    file.write_all(&chunk)?;
+                    unflushed += chunk.len() as u64;
+                    if unflushed >= FLUSH_EVERY {
+                        unflushed = 0;
+                        // If a flush is already under way, this one is not needed.
+                        let _ = flush_tx.try_send(());
+                    }
+                }
+                Ok(file.metadata()?.len())
+            };
+            let result = write_all();
+            drop(flush_tx);
+            let _ = flusher.join();
+            result
         })
         .await
     }
