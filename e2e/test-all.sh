@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and in-process HTTP tests,
-# then the end-to-end tests against a running `berth serve` (OCI conformance
-# suite, real clients, memory). Installs what it needs on a fresh Debian
-# machine. Run from anywhere: ./e2e/test-all.sh
+# The whole test suite: formatting, lints, unit and in-process HTTP tests, the
+# crash-safety test against the real binary, then the end-to-end tests against
+# a running `berth serve` (OCI conformance suite, real clients, memory).
+# Installs what it needs on a fresh Debian machine. Run from anywhere:
+#   ./e2e/test-all.sh
+# The last line is "N passed, N failed" over cargo tests and e2e scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# Keep the build cache outside the work tree so fresh clones build warm.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/target}"
+mkdir -p "$CARGO_TARGET_DIR"
 
-step() { printf '\n==== %s ====\n' "$*"; }
+step() { printf '\n==== %s (%s) ====\n' "$*" "$(date +%H:%M:%S)"; }
 
 step "toolchain"
 cargo --version
@@ -23,10 +28,20 @@ step "cargo build --release"
 cargo build --release
 
 step "cargo test"
-cargo test --release 2>&1 | tee target/cargo-test.log
-grep -E '^test result:' target/cargo-test.log | awk '{p+=$4; f+=$6} END {printf "cargo tests: %d passed, %d failed\n", p, f}'
+log="$CARGO_TARGET_DIR/cargo-test.log"
+cargo test --release 2>&1 | tee "$log"
+read -r cargo_passed cargo_failed < <(grep -E '^test result:' "$log" | awk '{p+=$4; f+=$6} END {print p+0, f+0}')
+echo "cargo tests: $cargo_passed passed, $cargo_failed failed"
 
-if [ -x e2e/run-all.sh ]; then
-  step "end-to-end tests"
-  BERTH_BIN="$PWD/target/release/berth" ./e2e/run-all.sh
-fi
+step "end-to-end tests"
+e2e_log="$CARGO_TARGET_DIR/e2e.log"
+e2e_rc=0
+BERTH_BIN="$CARGO_TARGET_DIR/release/berth" ./e2e/run-all.sh 2>&1 | tee "$e2e_log" || e2e_rc=$?
+read -r e2e_passed e2e_failed < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$e2e_log" | tail -1 | awk '{print $1, $3}')
+e2e_passed=${e2e_passed:-0}; e2e_failed=${e2e_failed:-1}
+
+step "summary"
+echo "cargo tests:  $cargo_passed passed, $cargo_failed failed"
+echo "e2e scripts:  $e2e_passed passed, $e2e_failed failed"
+echo "$((cargo_passed + e2e_passed)) passed, $((cargo_failed + e2e_failed)) failed"
+[ "$e2e_rc" -eq 0 ] && [ "$e2e_failed" -eq 0 ]
