@@ -14,6 +14,12 @@
 //! received all of its bytes it may or may not have landed, and if it landed it
 //! must be whole. If the client had not even handed over all the bytes of the
 //! request naming the digest, the blob cannot be complete and must be absent.
+//!
+//! After each restart the test also checks every blob file on disk hashes to
+//! its name, that interrupted upload sessions either resume to a verified blob
+//! or answer 404 BLOB_UPLOAD_UNKNOWN (then a fresh upload must work), and that
+//! a new push and pull works. Set `CRASH_SAFETY_LOG_DIR` to keep the server
+//! logs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -1114,7 +1120,8 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
             )));
         }
         // SIGKILL once every worker is under way and the round's delay has
-        // passed (a loaded machine only makes the kill later, never vacuous).
+        // passed: on a loaded machine the kill comes later rather than before
+        // anything is in flight.
         let phase_start = Instant::now();
         loop {
             let armed = rec.lock().unwrap().armed;
