@@ -25,6 +25,7 @@
 #   CONNS           load-test concurrency [32]
 #   PIN             split | none — CPU placement during load tests [split]
 #   BENCH_TMP       where the temp dir goes (a real disk, not tmpfs) [/var/tmp]
+#   WAIT_IDLE_SECONDS  how long to wait for other CPU load to stop [300]
 #   SKIP_LIMITS=1   skip building/running examples/machine_limits.rs
 set -Euo pipefail
 
@@ -306,7 +307,10 @@ if (( REF_BOTH )); then
   rec_i berth_version - "(none: 2nd reference registry instance, --ref-both)"
   rec_i berth_label - "berth (= ref #2)"
 else
-  rec_i berth_version - "$("$BERTH_BIN" --version 2>/dev/null | head -1) $BERTH_BIN built $(date -u -r "$BERTH_BIN" '+%Y-%m-%d %H:%M UTC'), sha256 $(openssl dgst -sha256 -r "$BERTH_BIN" | cut -c1-12), repo $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo no-commit)"
+  # Run a copy: the binary in target/ may be rebuilt while we run.
+  cp "$BERTH_BIN" "$WORK/berth"
+  rec_i berth_version - "$("$WORK/berth" --version 2>/dev/null | head -1) $BERTH_BIN built $(date -u -r "$BERTH_BIN" '+%Y-%m-%d %H:%M UTC'), sha256 $(openssl dgst -sha256 -r "$WORK/berth" | cut -c1-12), repo $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo no-commit)"
+  BERTH_BIN=$WORK/berth
   rec_i berth_label - "berth"
 fi
 for r in "${REGS[@]}"; do start_reg "$r"; done
@@ -359,11 +363,12 @@ upload_chunked() { # reg file digest chunkdir -> prints MB/s or ERR
     url=$(absurl "${BASE[$r]}" "$(hdr location)")
     off=$((end + 1))
   done
+  local tc; tc=$(now)
   req PUT "$(addq "$url" "digest=$d")" -H 'Content-Type: application/octet-stream' --data-binary ''
   t1=$(now)
   if [[ $CODE != 201 ]]; then fail "$r" "closing PUT $(addq "$url" "digest=$d") (empty body) -> $CODE (want 201)"; echo ERR; return; fi
   verify_blob "$r" "$d" "$size" "chunked upload"
-  mbps "$size" "$(secs "$t0" "$t1")"
+  echo "$(mbps "$size" "$(secs "$t0" "$t1")") $(secs "$tc" "$t1")"  # MB/s, closing PUT seconds
 }
 download() { # reg digest size -> prints MB/s or ERR
   local r=$1 d=$2 size=$3 out code got t
@@ -388,8 +393,9 @@ for run in $(seq "$RUNS"); do
     log "run $run $(label "$r"): monolithic upload $v MB/s"
   done
   for r in $(order_for "$run"); do
-    sync; v=$(upload_chunked "$r" "$bc" "$dc" "$cdir"); rec_s upload_chunked "$r" "$v"
-    log "run $run $(label "$r"): chunked upload $v MB/s"
+    sync; read -r v vc <<<"$(upload_chunked "$r" "$bc" "$dc" "$cdir")"
+    rec_s upload_chunked "$r" "$v"; rec_s upload_chunked_close "$r" "${vc:-ERR}"
+    log "run $run $(label "$r"): chunked upload $v MB/s (closing PUT ${vc:-?} s)"
   done
   for r in $(order_for "$run"); do
     sync; v=$(download "$r" "$dm" "$((BLOB_MIB << 20))"); rec_s download "$r" "$v"
@@ -512,6 +518,7 @@ for r in "${REGS[@]}"; do
   pj=$(python3 "$LIB" populate "${BASE[$r]}" "$TAGS_REPO" "$NTAGS" 2>"$WORK/populate.err") \
     || die "populate $(label "$r") failed: $(tail -3 "$WORK/populate.err")"
   LAYER_DIGEST=$(jq -r .layer <<<"$pj"); MANIFEST_DIGEST=$(jq -r .manifest <<<"$pj")
+  rec_s manifest_put_all "$r" "$(jq -r .tag_put_seconds <<<"$pj")"
   log "$(label "$r"): $NTAGS manifest PUTs in $(jq -r .tag_put_seconds <<<"$pj") s"
   # Sanity checks (untimed) so a fast wrong answer is not mistaken for a fast one.
   mid=$(printf 'tag-%04d' $((NTAGS / 2)))

@@ -27,8 +27,8 @@ use crate::oci::Digest;
 /// Size of each read when streaming a blob out.
 const READ_CHUNK: u64 = 1 << 20;
 /// While an upload is written, a helper thread flushes it to disk every this
-/// many bytes, so the fsync before the blob is committed has little left to
-/// do and disk writeback overlaps with receiving.
+/// many bytes and at the end of each append, so the fsync before the blob is
+/// committed has little left to do and disk writeback overlaps with receiving.
 const FLUSH_EVERY: u64 = 32 << 20;
 
 pub struct FsStore {
@@ -212,8 +212,15 @@ impl BlobStore for FsStore {
                 Ok(file.metadata()?.len())
             };
             let result = write_all();
+            // Flush what this call wrote too (chunked uploads arrive in many
+            // calls smaller than FLUSH_EVERY), without making the client wait:
+            // the flusher finishes on its own; the commit's fsync is the one
+            // that makes the blob durable.
+            if unflushed > 0 {
+                let _ = flush_tx.try_send(());
+            }
             drop(flush_tx);
-            let _ = flusher.join();
+            drop(flusher);
             result
         })
         .await
