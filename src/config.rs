@@ -15,6 +15,40 @@ pub struct Config {
     /// Where blobs, uploads and the embedded database are kept.
     pub data_dir: PathBuf,
     pub log: LogConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AuthConfig {
+    /// Token authentication; when off, everyone may do everything.
+    pub enabled: bool,
+    /// Directory of Project and token Secret manifests (standalone mode),
+    /// watched for changes.
+    pub manifest_dir: Option<PathBuf>,
+    /// PEM private key (EC P-256 for ES256, or RSA for RS256). Default: a
+    /// P-256 key generated once under `<dataDir>/auth/`.
+    pub signing_key_file: Option<PathBuf>,
+    pub issuer: String,
+    pub service: String,
+    /// Lifetime of issued tokens, in seconds (30 to 86400).
+    pub token_ttl_seconds: u64,
+    /// Token endpoint URL sent to clients; default `http://<Host>/jwt/auth`.
+    pub realm: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            manifest_dir: None,
+            signing_key_file: None,
+            issuer: "berth".into(),
+            service: "berth".into(),
+            token_ttl_seconds: 300,
+            realm: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -38,6 +72,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             data_dir: PathBuf::from("berth-data"),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -99,6 +134,20 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(("dataDir".into(), "must not be empty".into()));
         }
+        if !(30..=86_400).contains(&self.auth.token_ttl_seconds) {
+            return Err((
+                "auth.tokenTtlSeconds".into(),
+                format!("{} is outside 30..=86400", self.auth.token_ttl_seconds),
+            ));
+        }
+        if let Some(realm) = &self.auth.realm
+            && !(realm.starts_with("http://") || realm.starts_with("https://"))
+        {
+            return Err((
+                "auth.realm".into(),
+                format!("{realm:?} is not an http(s) URL"),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a valid log filter: {e}")));
         }
@@ -137,6 +186,9 @@ mod tests {
             ("log:\n  format: xml\n", "log.format"),
             ("log:\n  level: \"=[\"\n", "log.level"),
             ("dataDir: \"\"", "dataDir"),
+            ("auth:\n  tokenTtlSeconds: 5\n", "auth.tokenTtlSeconds"),
+            ("auth:\n  realm: ftp://x\n", "auth.realm"),
+            ("auth:\n  enabled: maybe\n", "auth.enabled"),
         ];
         for (yaml, key) in cases {
             let (got, message) = Config::from_yaml(yaml).unwrap_err();

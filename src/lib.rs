@@ -10,6 +10,7 @@
 //! The registry never depends on Kubernetes.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod metadata;
 pub mod observability;

@@ -36,6 +36,12 @@ struct ServeArgs {
     /// Directory for blobs, uploads and the metadata database [default: ./berth-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Directory of Project and token Secret manifests (watched for changes).
+    #[arg(long)]
+    manifest_dir: Option<PathBuf>,
+    /// Turn token authentication off: anyone may push, pull and delete.
+    #[arg(long)]
+    no_auth: bool,
     /// Log format [default: text].
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
@@ -52,6 +58,12 @@ impl ServeArgs {
         }
         if let Some(dir) = self.data_dir {
             config.data_dir = dir;
+        }
+        if let Some(dir) = self.manifest_dir {
+            config.auth.manifest_dir = Some(dir);
+        }
+        if self.no_auth {
+            config.auth.enabled = false;
         }
         if let Some(format) = self.log_format {
             config.log.format = format;

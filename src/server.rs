@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
+use crate::auth::{Auth, AuthError, AuthSettings};
 use crate::config::Config;
 use crate::metadata::{Metadata, MetadataError};
 use crate::registry::{Registry, router};
@@ -18,6 +19,8 @@ pub enum ServeError {
         path: String,
         source: std::io::Error,
     },
+    #[error("authentication: {0}")]
+    Auth(#[from] AuthError),
     #[error("cannot open the metadata database: {0}")]
     Metadata(#[from] MetadataError),
     #[error("cannot listen on {addr}: {source}")]
@@ -29,8 +32,9 @@ pub enum ServeError {
     Serve(std::io::Error),
 }
 
-/// Opens the registry's storage and metadata for `config`.
-pub async fn open_registry(config: &Config) -> Result<Arc<Registry>, ServeError> {
+/// Opens the registry's storage, metadata and authentication for `config`.
+/// Returns the admin token too when this start created it (shown once).
+pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<String>), ServeError> {
     let data_err = |source| ServeError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -38,11 +42,28 @@ pub async fn open_registry(config: &Config) -> Result<Arc<Registry>, ServeError>
     std::fs::create_dir_all(&config.data_dir).map_err(data_err)?;
     let store = FsStore::open(&config.data_dir).map_err(data_err)?;
     let meta = Metadata::open_sqlite(&config.data_dir.join("berth.db")).await?;
-    Ok(Registry::new(meta, Arc::new(store)))
+    let (auth, admin_token) = if config.auth.enabled {
+        let a = &config.auth;
+        let (auth, token) = Auth::open(&AuthSettings {
+            data_dir: config.data_dir.clone(),
+            manifest_dir: a.manifest_dir.clone(),
+            signing_key_file: a.signing_key_file.clone(),
+            issuer: a.issuer.clone(),
+            service: a.service.clone(),
+            token_ttl: std::time::Duration::from_secs(a.token_ttl_seconds),
+            realm: a.realm.clone(),
+        })?;
+        let auth = Arc::new(auth);
+        auth.watch(std::time::Duration::from_secs(1));
+        (Some(auth), token)
+    } else {
+        (None, None)
+    };
+    Ok((Registry::new(meta, Arc::new(store), auth), admin_token))
 }
 
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    let registry = open_registry(&config).await?;
+    let (registry, admin_token) = open_registry(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -54,6 +75,18 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         "berth registry listening on http://{addr}/v2/ (data directory {})",
         config.data_dir.display()
     );
+    match (&registry.auth, admin_token) {
+        (None, _) => tracing::warn!("authentication is off: anyone can push, pull and delete"),
+        (Some(_), Some(token)) => tracing::warn!(
+            "created the admin token (shown only this once; only its hash is kept):\n\n    {token}\n\n\
+             log in with:  podman login --tls-verify=false -u admin -p {token} {addr}\n\
+             or:           skopeo copy --dest-creds admin:{token} --dest-tls-verify=false ..."
+        ),
+        (Some(auth), None) => tracing::info!(
+            projects = auth.model().projects().len(),
+            "token authentication on (realm /jwt/auth)"
+        ),
+    }
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });

@@ -164,6 +164,7 @@ impl Server {
             let t0 = Instant::now();
             let child = Command::new(env!("CARGO_BIN_EXE_berth"))
                 .arg("serve")
+                .arg("--no-auth")
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--data-dir")

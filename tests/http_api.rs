@@ -51,11 +51,12 @@ impl Reply {
 async fn app() -> App {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = Config {
+    let mut config = Config {
         data_dir: data.clone(),
         ..Config::default()
     };
-    let registry = open_registry(&config).await.unwrap();
+    config.auth.enabled = false;
+    let (registry, _) = open_registry(&config).await.unwrap();
     App {
         router: router(registry),
         data,

@@ -144,12 +144,26 @@ impl TagPageCache {
     }
 }
 
-pub(super) async fn catalog(reg: &Registry, query: &HashMap<String, String>) -> Result<Response> {
+pub(super) async fn catalog(
+    reg: &Registry,
+    query: &HashMap<String, String>,
+    visible: Box<dyn Fn(&str) -> bool + Send + Sync>,
+) -> Result<Response> {
     let p = page(query)?;
-    let repos = reg
-        .meta
-        .repositories(p.n.map(|n| n + 1), p.last.as_deref())
-        .await?;
+    let want = p.n.map(|n| n as usize + 1).unwrap_or(usize::MAX);
+    // Read in batches, keeping what the caller may see, until the page is full.
+    let mut repos = Vec::new();
+    let mut after = p.last.clone();
+    loop {
+        let batch = reg.meta.repositories(Some(1000), after.as_deref()).await?;
+        let done = batch.len() < 1000;
+        after = batch.last().cloned();
+        repos.extend(batch.into_iter().filter(|r| visible(r)));
+        if done || repos.len() >= want {
+            break;
+        }
+    }
+    repos.truncate(want);
     let (repos, link) = paginate(repos, p.n, "/v2/_catalog");
     json_response(json!({ "repositories": repos }), "application/json", link)
 }

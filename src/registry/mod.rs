@@ -7,11 +7,13 @@
 //! into the spec's JSON error body in one place. Nothing here knows about
 //! Kubernetes.
 
+mod access;
 mod blobs;
 pub mod error;
 mod listing;
 mod manifests;
 pub mod route;
+mod token;
 mod uploads;
 
 use std::collections::HashMap;
@@ -26,6 +28,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
+use crate::auth::Auth;
 use crate::metadata::Metadata;
 use crate::oci::Hasher;
 use crate::storage::BlobStore;
@@ -37,6 +40,8 @@ pub use route::{Route, parse_route};
 pub struct Registry {
     pub meta: Metadata,
     pub blobs: Arc<dyn BlobStore>,
+    /// Token authentication; `None` serves everyone everything.
+    pub auth: Option<Arc<Auth>>,
     /// Hash state of chunked uploads, so each chunk is hashed once as it
     /// arrives. Lost on restart; the upload is then re-read at completion.
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<UploadState>>>>,
@@ -50,10 +55,15 @@ struct UploadState {
 }
 
 impl Registry {
-    pub fn new(meta: Metadata, blobs: Arc<dyn BlobStore>) -> Arc<Registry> {
+    pub fn new(
+        meta: Metadata,
+        blobs: Arc<dyn BlobStore>,
+        auth: Option<Arc<Auth>>,
+    ) -> Arc<Registry> {
         Arc::new(Registry {
             meta,
             blobs,
+            auth,
             uploads: Mutex::new(HashMap::new()),
             tag_pages: listing::TagPageCache::default(),
         })
@@ -78,6 +88,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*path}", any(dispatch))
+        .route("/jwt/auth", get(token::token))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::disable())
@@ -107,6 +118,7 @@ async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
 async fn route_request(reg: &Registry, req: Request) -> Result<Response> {
     let route = parse_route(req.uri().path())?;
     let method = req.method().clone();
+    let caller = access::authorize(reg, &method, &route, req.headers())?;
     let (parts, body) = req.into_parts();
     let query = parse_query(parts.uri.query());
     let headers = &parts.headers;
@@ -115,7 +127,9 @@ async fn route_request(reg: &Registry, req: Request) -> Result<Response> {
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from("{}"))
             .map_err(RegistryError::internal)?),
-        (&Method::GET, Route::Catalog) => listing::catalog(reg, &query).await,
+        (&Method::GET, Route::Catalog) => {
+            listing::catalog(reg, &query, access::catalog_filter(reg, &caller)).await
+        }
         (&Method::GET, Route::Tags { name }) => listing::tags(reg, &name, &query).await,
         (&Method::GET, Route::Referrers { name, digest }) => {
             listing::referrers(reg, &name, &digest, &query).await
@@ -134,7 +148,7 @@ async fn route_request(reg: &Registry, req: Request) -> Result<Response> {
         }
         (&Method::DELETE, Route::Blob { name, digest }) => blobs::delete(reg, &name, &digest).await,
         (&Method::POST, Route::UploadStart { name }) => {
-            uploads::start(reg, &name, &query, body).await
+            uploads::start(reg, &caller, &name, &query, body).await
         }
         (&Method::GET, Route::Upload { name, id }) => uploads::status(reg, &name, &id).await,
         (&Method::PATCH, Route::Upload { name, id }) => {

@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::access::Caller;
 use super::error::{ErrorCode, RegistryError, Result};
 use super::{Registry, location};
 use crate::oci::{Algorithm, Digest, Hasher, validate_repository};
@@ -29,13 +30,16 @@ const QUEUE: usize = 4;
 
 pub(super) async fn start(
     reg: &Registry,
+    caller: &Caller,
     name: &str,
     query: &HashMap<String, String>,
     body: Body,
 ) -> Result<Response> {
     if let Some(mount) = query.get("mount") {
         let digest: Digest = mount.parse()?;
-        if let Some(from) = query.get("from").filter(|f| validate_repository(f).is_ok())
+        if let Some(from) = query
+            .get("from")
+            .filter(|f| validate_repository(f).is_ok() && caller.may_pull(f))
             && let Some(size) = reg.meta.blob_in_repository(from, &digest).await?
         {
             reg.meta.link_blob(name, &digest, size).await?;

@@ -1,0 +1,317 @@
+//! Docker token authentication: the scope grammar, and JWTs signed with the
+//! registry's key (ES256 or RS256) and verified locally by the data plane.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// One entry of a token's `access` claim (and of a requested scope).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+/// Parses `repository:group/app:pull,push` (or `registry:catalog:*`).
+pub fn parse_scope(scope: &str) -> Option<Access> {
+    let (rest, actions) = scope.rsplit_once(':')?;
+    let (kind, name) = rest.split_once(':')?;
+    // `repository(plugin)` is an old Docker variant of `repository`.
+    let kind = kind.split('(').next().unwrap_or(kind);
+    if kind.is_empty() || name.is_empty() {
+        return None;
+    }
+    Some(Access {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        actions: actions
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    pub nbf: u64,
+    pub iat: u64,
+    pub jti: String,
+    #[serde(default)]
+    pub access: Vec<Access>,
+}
+
+impl Claims {
+    /// Whether the token grants `action` on repository `name`.
+    pub fn allows(&self, name: &str, action: &str) -> bool {
+        self.access.iter().any(|a| {
+            a.kind == "repository"
+                && a.name == name
+                && a.actions.iter().any(|x| x == action || x == "*")
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read signing key {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write signing key {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("signing key {path} is neither an EC P-256 nor an RSA private key in PEM: {message}")]
+    Parse { path: String, message: String },
+}
+
+pub struct TokenService {
+    algorithm: Algorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    pub issuer: String,
+    pub service: String,
+    pub ttl: Duration,
+    /// Verified tokens, so each is checked cryptographically once.
+    verified: Mutex<HashMap<String, Claims>>,
+}
+
+impl TokenService {
+    const CACHE: usize = 10_000;
+
+    /// Loads the PEM key at `path`, generating an EC P-256 key there first
+    /// when `generate` is set and the file does not exist.
+    pub fn from_key_file(
+        path: &Path,
+        generate: bool,
+        issuer: &str,
+        service: &str,
+        ttl: Duration,
+    ) -> Result<TokenService, KeyError> {
+        let shown = path.display().to_string();
+        if generate && !path.exists() {
+            write_new_key(path).map_err(|source| KeyError::Write {
+                path: shown.clone(),
+                source,
+            })?;
+        }
+        let pem = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        TokenService::from_pem(&pem, issuer, service, ttl).map_err(|message| KeyError::Parse {
+            path: shown,
+            message,
+        })
+    }
+
+    pub fn from_pem(
+        pem: &[u8],
+        issuer: &str,
+        service: &str,
+        ttl: Duration,
+    ) -> Result<TokenService, String> {
+        let text = std::str::from_utf8(pem).map_err(|e| e.to_string())?;
+        let (algorithm, encoding, decoding) = if let Ok(enc) = EncodingKey::from_ec_pem(pem) {
+            use p256::pkcs8::{DecodePrivateKey, EncodePublicKey};
+            let secret = p256::SecretKey::from_pkcs8_pem(text).map_err(|e| e.to_string())?;
+            let public = secret
+                .public_key()
+                .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+                .map_err(|e| e.to_string())?;
+            let dec = DecodingKey::from_ec_pem(public.as_bytes()).map_err(|e| e.to_string())?;
+            (Algorithm::ES256, enc, dec)
+        } else {
+            let enc = EncodingKey::from_rsa_pem(pem).map_err(|e| e.to_string())?;
+            let dec = rsa_public_from_private(text)?;
+            (Algorithm::RS256, enc, dec)
+        };
+        Ok(TokenService {
+            algorithm,
+            encoding,
+            decoding,
+            issuer: issuer.to_string(),
+            service: service.to_string(),
+            ttl,
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Signs a token for `sub` granting `access`.
+    pub fn issue(&self, sub: &str, access: Vec<Access>) -> Result<(String, Claims), String> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: sub.to_string(),
+            aud: self.service.clone(),
+            exp: now + self.ttl.as_secs(),
+            nbf: now.saturating_sub(5),
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            access,
+        };
+        let token = jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
+            .map_err(|e| e.to_string())?;
+        Ok((token, claims))
+    }
+
+    /// Verifies signature, algorithm, issuer, audience and time window.
+    pub fn verify(&self, token: &str) -> Result<Claims, String> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if let Some(c) = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            && c.exp > now
+        {
+            return Ok(c.clone());
+        }
+        let mut validation = Validation::new(self.algorithm);
+        validation.set_audience(&[&self.service]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.validate_nbf = true;
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map_err(|e| e.to_string())?
+            .claims;
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= Self::CACHE {
+            cache.retain(|_, c| c.exp > now);
+            if cache.len() >= Self::CACHE {
+                cache.clear();
+            }
+        }
+        cache.insert(token.to_string(), claims.clone());
+        Ok(claims)
+    }
+}
+
+fn write_new_key(path: &Path) -> std::io::Result<()> {
+    use p256::pkcs8::EncodePrivateKey;
+    let secret = p256::SecretKey::random(&mut rand_core::OsRng);
+    let pem = secret
+        .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp)?;
+        f.write_all(pem.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+fn rsa_public_from_private(pem: &str) -> Result<DecodingKey, String> {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
+        .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
+        .map_err(|e| e.to_string())?;
+    let public = key
+        .to_public_key()
+        .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+        .map_err(|e| e.to_string())?;
+    DecodingKey::from_rsa_pem(public.as_bytes()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_grammar() {
+        assert_eq!(
+            parse_scope("repository:group/app:pull,push"),
+            Some(Access {
+                kind: "repository".into(),
+                name: "group/app".into(),
+                actions: vec!["pull".into(), "push".into()]
+            })
+        );
+        assert_eq!(
+            parse_scope("registry:catalog:*").unwrap().actions,
+            vec!["*"]
+        );
+        assert_eq!(
+            parse_scope("repository(plugin):a/b:pull").unwrap().kind,
+            "repository"
+        );
+        assert_eq!(
+            parse_scope("repository:a:").unwrap().actions,
+            Vec::<String>::new()
+        );
+        for bad in [
+            "",
+            "repository",
+            "repository:a",
+            ":a:pull",
+            "repository::pull",
+        ] {
+            assert_eq!(parse_scope(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn issue_and_verify_with_a_generated_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("auth/signing-key.pem");
+        let svc =
+            TokenService::from_key_file(&key, true, "berth", "registry", Duration::from_secs(300))
+                .unwrap();
+        assert_eq!(svc.algorithm(), Algorithm::ES256);
+        let first = std::fs::read(&key).unwrap();
+        // A second start reuses the same key.
+        let again =
+            TokenService::from_key_file(&key, true, "berth", "registry", Duration::from_secs(300))
+                .unwrap();
+        assert_eq!(std::fs::read(&key).unwrap(), first);
+        let access = vec![parse_scope("repository:a/b:pull").unwrap()];
+        let (token, claims) = svc.issue("user:alice", access).unwrap();
+        let verified = again.verify(&token).unwrap();
+        assert_eq!(verified, claims);
+        assert!(verified.allows("a/b", "pull"));
+        assert!(!verified.allows("a/b", "push"));
+        assert!(!verified.allows("a/c", "pull"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! `GET /jwt/auth`: the Docker token endpoint. Takes Basic credentials (a
+//! user or token name and the token) or none, and returns a signed JWT that
+//! grants exactly the part of the requested scopes the caller may have.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::json;
+
+use super::Registry;
+use super::error::{ErrorCode, RegistryError};
+use crate::auth::Identity;
+use crate::auth::token::parse_scope;
+
+pub(super) async fn token(State(reg): State<Arc<Registry>>, req: Request) -> Response {
+    match issue(&reg, &req) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn issue(reg: &Registry, req: &Request) -> Result<Response, RegistryError> {
+    let Some(auth) = &reg.auth else {
+        return Err(RegistryError::not_found(
+            "authentication is not enabled on this registry",
+        ));
+    };
+    let model = auth.model();
+    let identity = match basic_credentials(req) {
+        None => Identity::Anonymous,
+        Some((user, secret)) => model
+            .authenticate(&user, &secret, SystemTime::now())
+            .ok_or_else(|| {
+                tracing::info!(user = %user, "token request with unknown or expired credentials");
+                RegistryError::new(ErrorCode::Unauthorized, "invalid username or token")
+                    .with_header(header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")
+            })?,
+    };
+    let requested: Vec<_> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == "scope")
+        .flat_map(|(_, v)| v.split(' ').filter_map(parse_scope).collect::<Vec<_>>())
+        .collect();
+    let granted = model.grant(&identity, &requested);
+    let (token, claims) = auth
+        .tokens
+        .issue(&identity.subject(), granted)
+        .map_err(RegistryError::internal)?;
+    let issued_at = humantime::format_rfc3339_seconds(
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(claims.iat),
+    );
+    let body = json!({
+        "token": token,
+        "access_token": token,
+        "expires_in": claims.exp - claims.iat,
+        "issued_at": issued_at.to_string(),
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(body.to_string()))
+        .map_err(RegistryError::internal)
+}
+
+fn basic_credentials(req: &Request) -> Option<(String, String)> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, secret) = text.split_once(':')?;
+    Some((user.to_string(), secret.to_string()))
+}
