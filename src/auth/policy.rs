@@ -119,19 +119,19 @@ mod tests {
     /// (GitLab's "internal": any signed-in user).
     #[test]
     fn visibility_table() {
-        use RegistryAccessLevel::*;
-        use Visibility::*;
+        use RegistryAccessLevel as L;
+        use Visibility as V;
         // (visibility, level, anonymous, non-member, guest, reporter+)
         let rows = [
-            (Public, Enabled, true, true, true, true),
-            (Public, Private, false, false, false, true),
-            (Internal, Enabled, false, true, true, true),
-            (Internal, Private, false, false, false, true),
-            (Private, Enabled, false, false, false, true),
-            (Private, Private, false, false, false, true),
-            (Public, Disabled, false, false, false, false),
-            (Internal, Disabled, false, false, false, false),
-            (Private, Disabled, false, false, false, false),
+            (V::Public, L::Enabled, true, true, true, true),
+            (V::Public, L::Private, false, false, false, true),
+            (V::Internal, L::Enabled, false, true, true, true),
+            (V::Internal, L::Private, false, false, false, true),
+            (V::Private, L::Enabled, false, false, false, true),
+            (V::Private, L::Private, false, false, false, true),
+            (V::Public, L::Disabled, false, false, false, false),
+            (V::Internal, L::Disabled, false, false, false, false),
+            (V::Private, L::Disabled, false, false, false, false),
         ];
         for (vis, level, anon, non_member, guest, reporter_up) in rows {
             let p = project(vis, level);
