@@ -85,6 +85,9 @@ struct SecretManifest {
     string_data: HashMap<String, String>,
 }
 
+/// Name, size and modification time of each manifest file.
+pub type Fingerprint = Vec<(PathBuf, u64, SystemTime)>;
+
 /// The `*.yaml`/`*.yml` files of `dir`, sorted, with a fingerprint of their
 /// names, sizes and modification times (to notice changes cheaply).
 pub fn manifest_files(

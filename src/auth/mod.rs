@@ -402,7 +402,7 @@ impl Auth {
     }
 }
 
-fn fingerprint(dir: &Path) -> Option<Vec<(PathBuf, u64, SystemTime)>> {
+fn fingerprint(dir: &Path) -> Option<directory::Fingerprint> {
     directory::manifest_files(dir).ok().map(|(_, f)| f)
 }
 
