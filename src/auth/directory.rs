@@ -90,9 +90,7 @@ pub type Fingerprint = Vec<(PathBuf, u64, SystemTime)>;
 
 /// The `*.yaml`/`*.yml` files of `dir`, sorted, with a fingerprint of their
 /// names, sizes and modification times (to notice changes cheaply).
-pub fn manifest_files(
-    dir: &Path,
-) -> std::io::Result<(Vec<PathBuf>, Vec<(PathBuf, u64, SystemTime)>)> {
+pub fn manifest_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Fingerprint)> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
