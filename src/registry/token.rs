@@ -31,15 +31,19 @@ fn issue(reg: &Registry, req: &Request) -> Result<Response, RegistryError> {
         ));
     };
     let model = auth.model();
+    let refused = || {
+        RegistryError::new(ErrorCode::Unauthorized, "invalid username or token")
+            .with_header(header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")
+    };
     let identity = match basic_credentials(req) {
-        None => Identity::Anonymous,
-        Some((user, secret)) => model
+        Credentials::None => Identity::Anonymous,
+        Credentials::Malformed => return Err(refused()),
+        Credentials::Basic(user, secret) => model
             .authenticate(&user, &secret, SystemTime::now())
             .ok_or_else(|| {
-                tracing::info!(user = %user, "token request with unknown or expired credentials");
-                RegistryError::new(ErrorCode::Unauthorized, "invalid username or token")
-                    .with_header(header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")
-            })?,
+            tracing::info!(user = %user, "token request with unknown or expired credentials");
+            refused()
+        })?,
     };
     let requested: Vec<_> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .filter(|(k, _)| k == "scope")
@@ -67,15 +71,29 @@ fn issue(reg: &Registry, req: &Request) -> Result<Response, RegistryError> {
         .map_err(RegistryError::internal)
 }
 
-fn basic_credentials(req: &Request) -> Option<(String, String)> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, secret) = text.split_once(':')?;
-    Some((user.to_string(), secret.to_string()))
+enum Credentials {
+    None,
+    Malformed,
+    Basic(String, String),
+}
+
+/// Credentials presented are either well-formed Basic or refused; only their
+/// absence means anonymous.
+fn basic_credentials(req: &Request) -> Credentials {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Credentials::None;
+    };
+    let parsed = (|| {
+        let value = value.to_str().ok()?;
+        let encoded = value
+            .strip_prefix("Basic ")
+            .or_else(|| value.strip_prefix("basic "))?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (user, secret) = text.split_once(':')?;
+        Some(Credentials::Basic(user.to_string(), secret.to_string()))
+    })();
+    parsed.unwrap_or(Credentials::Malformed)
 }
