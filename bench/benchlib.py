@@ -330,6 +330,10 @@ METRICS = [
     ("tags_list_rps", "tags/list ({ntags} tags)", "req/s", True, "≥ 5×", lambda r: r >= 5),
     ("tags_list_p50", "tags/list p50", "ms", False, "", None),
     ("tags_list_p99", "tags/list p99", "ms", False, "", None),
+    ("manifest_get_noauth_rps", "Manifest GET by tag, auth off (repeat, just before ↓)", "req/s", True, "", None),
+    ("manifest_get_auth_rps", "Manifest GET by tag, auth on (bearer token)", "req/s", True, "", None),
+    ("manifest_get_auth_p50", "Manifest GET, auth on, p50", "ms", False, "", None),
+    ("manifest_get_auth_p99", "Manifest GET, auth on, p99", "ms", False, "", None),
     ("rss_idle", "Server RSS, idle (VmRSS after start)", "MiB", False, "", None),
     ("rss_peak", "Server RSS, peak (VmHWM at end)", "MiB", False, "< 1×", lambda r: r < 1),
 ]
@@ -419,6 +423,20 @@ def report(samples_path, out_path):
         rs = fmt(r) + (f" ({rx})" if rx else "")
         L.append(f"| {label.format(**subst)} | {unit} | {bs} | {rs} | "
                  f"{(fmt(ratio) + '×') if ratio is not None else '—'} | {'↑' if hib else '↓'} | {tdesc} | {met} |")
+    # berth's own cost of token authentication: the same manifest GET load, back to back,
+    # without (--no-auth) and with a bearer token. Target: within 10 %.
+    off, _ = summary("manifest_get_noauth_rps", "berth")
+    on, _ = summary("manifest_get_auth_rps", "berth")
+    if off is not None or on is not None:
+        L.append("")
+        L.append("Authentication overhead (berth, manifest GET by tag, same load back to back):")
+        L.append("")
+        L.append("| auth off (req/s) | auth on, bearer token (req/s) | on / off | target | met |")
+        L.append("|---:|---:|---:|:-:|:-:|")
+        ok = isinstance(off, float) and isinstance(on, float) and off > 0
+        ratio = on / off if ok else None
+        met = ("✅" if ratio >= 0.9 else "❌") if ratio is not None else "❌"
+        L.append(f"| {fmt(off)} | {fmt(on)} | {(fmt(ratio) + '×') if ratio is not None else '—'} | ≥ 0.90× | {met} |")
     L.append("")
     L.append("Machine limits (this box):")
     L.append("")

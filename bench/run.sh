@@ -6,6 +6,9 @@
 # other is measured) and get exactly the same work, in alternating order.
 # The result table (markdown) is printed at the end and saved to
 # bench/out/results.md; raw logs go to bench/out/.
+# berth runs with --no-auth (like the reference); at the end it is restarted with
+# token authentication to measure manifest GET req/s with a bearer token against
+# the same load without authentication (the "Authentication overhead" table).
 #
 # Usage: bench/run.sh [--ref-both] [--quick] [--help]
 #   --ref-both   put a second reference registry in the "berth" column (to test
@@ -246,13 +249,51 @@ EOF
   docker-registry serve "$WORK/ref-$r.yml" >"${SLOG[$r]}" 2>&1 &
   PID[$r]=$!
 }
+# berth runs with --no-auth like the reference (which has no authentication), except in the
+# "auth overhead" phase at the end, where it is restarted on the same data dir with token
+# authentication (BERTH_AUTH_MODE=1) and a manifest directory declaring the project "bench".
+BERTH_AUTH_MODE=0
+AUTH_USER=bench-owner
+AUTH_PASS=bench-$(openssl rand -hex 12)
+write_bench_manifests() { # dir
+  mkdir -p "$1"
+  cat >"$1/bench.yaml" <<EOF
+apiVersion: berth.dev/v1alpha1
+kind: Project
+metadata: {name: bench}
+spec:
+  path: bench
+  visibility: private
+  members:
+    - {user: $AUTH_USER, role: Owner}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: $AUTH_USER-pat
+  labels: {berth.dev/user: $AUTH_USER}
+stringData: {token: $AUTH_PASS}
+EOF
+}
 start_berth() {
   DATA[berth]=$WORK/data-berth
   mkdir -p "${DATA[berth]}"
+  local auth=(--no-auth)
+  if (( BERTH_AUTH_MODE )); then
+    write_bench_manifests "$WORK/manifests"
+    auth=(--manifest-dir "$WORK/manifests")
+  fi
   # Quiet logs like the reference's "level: warn" (if berth reads RUST_LOG).
   RUST_LOG=${RUST_LOG:-warn} "$BERTH_BIN" serve --listen "127.0.0.1:${PORT[berth]}" \
-    --data-dir "${DATA[berth]}" >"${SLOG[berth]}" 2>&1 &
+    --data-dir "${DATA[berth]}" "${auth[@]}" >"${SLOG[berth]}" 2>&1 &
   PID[berth]=$!
+}
+# /v2/ answers 200 without authentication, 401 (a Bearer challenge) with it.
+ping_ok() { # reg
+  local want=200 code
+  [[ $1 == berth ]] && (( BERTH_AUTH_MODE )) && want=401
+  code=$(curl -sS -o /dev/null -w '%{http_code}' "${BASE[$1]}/v2/" 2>/dev/null)
+  [[ $code == "$want" ]]
 }
 start_reg() { # reg [restart]
   local r=$1 i
@@ -266,10 +307,10 @@ start_reg() { # reg [restart]
       tail -20 "${SLOG[$r]}" >&2
       die "$(label "$r") exited during start-up (log above)"
     fi
-    curl -fsS -o /dev/null "${BASE[$r]}/v2/" 2>/dev/null && break
+    ping_ok "$r" && break
     sleep 0.1
   done
-  curl -fsS -o /dev/null "${BASE[$r]}/v2/" || die "$(label "$r") not ready after 30 s"
+  ping_ok "$r" || die "$(label "$r") not ready after 30 s (GET /v2/: $(curl -sS -o /dev/null -w '%{http_code}' "${BASE[$r]}/v2/"))"
   sleep 1
   [[ -z ${2:-} ]] && rec_s rss_idle "$r" "$(awk '/^VmRSS:/{printf "%.1f", $2/1024}' "/proc/${PID[$r]}/status")"
   log "$(label "$r") up on ${BASE[$r]} (pid ${PID[$r]})"
@@ -472,12 +513,13 @@ unpin_server() { (( NCPU >= 2 )) && [[ $PIN == split ]] && taskset -a -p -c "0-$
 gen_prefix() { if (( NCPU >= 2 )) && [[ $PIN == split ]]; then echo "taskset -c 1"; fi; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-load_test() { # reg key tool url
-  local r=$1 key=$2 tool=$3 url=$4 f=$OUT/load-$2-$1.txt threads=2 g0 g1 c0 c1 j
+load_test() { # reg key tool url [extra request header, wrk only]
+  local r=$1 key=$2 tool=$3 url=$4 extra=${5:-} f=$OUT/load-$2-$1.txt threads=2 g0 g1 c0 c1 j
   [[ $PIN == split ]] && threads=1
   local -a cmd
   if [[ $tool == wrk ]]; then
     cmd=(wrk -t"$threads" -c"$CONNS" --latency -H "Accept: $ACCEPT")
+    [[ -n $extra ]] && cmd+=(-H "$extra")
   else
     cmd=(hey -c "$CONNS" -m HEAD -cpus "$threads")
   fi
@@ -535,7 +577,7 @@ for r in "${REGS[@]}"; do
   if [[ $CODE != 200 || $ntag != "$NTAGS" ]]; then
     note "$(label "$r"): GET /v2/$TAGS_REPO/tags/list -> $CODE with $ntag tags${link:+ and Link: $link} (pushed $NTAGS); tags/list req/s is for that response"
   fi
-  eval "LAYER_$r=\$LAYER_DIGEST"
+  eval "LAYER_$r=\$LAYER_DIGEST"; eval "MANIFEST_$r=\$MANIFEST_DIGEST"
 done
 
 log "load tests: ${LOAD_SECONDS}s each at concurrency $CONNS (PIN=$PIN)"
@@ -550,6 +592,42 @@ for r in "${REGS[@]}"; do
   load_test "$r" tags_list wrk "${BASE[$r]}/v2/$TAGS_REPO/tags/list"
 done
 check_alive "load tests"
+
+# --------------------------------------------------------------------------- #
+# Authentication overhead (berth only): manifest GET by tag without authentication, then
+# berth restarted on the same data dir with token authentication, and the same load with a
+# bearer token (fetched once from /jwt/auth with Basic credentials, as clients do; valid
+# 300 s, far longer than the test). Measured back to back so the two are comparable.
+if (( REF_BOTH )); then
+  note "auth overhead not measured: --ref-both has no berth"
+else
+  MURL_PATH="/v2/$TAGS_REPO/manifests/$(printf 'tag-%04d' $((NTAGS / 2)))"
+  log "auth overhead: manifest GET without auth (again), then with a bearer token"
+  load_test berth manifest_get_noauth wrk "${BASE[berth]}$MURL_PATH"
+  HWM[berth]=$(awk -v prev="${HWM[berth]:-0}" '/^VmHWM:/{v=$2/1024; if (prev>v) v=prev; printf "%.1f", v}' "/proc/${PID[berth]}/status")
+  stop_pid "${PID[berth]}"; wait "${PID[berth]}" 2>/dev/null
+  BERTH_AUTH_MODE=1
+  start_reg berth restart
+  req GET "${BASE[berth]}$MURL_PATH" -H "Accept: $ACCEPT"
+  chal=$(hdr www-authenticate)
+  if [[ $CODE != 401 || $chal != Bearer* ]]; then
+    fail berth "auth on: GET $MURL_PATH without a token -> $CODE, WWW-Authenticate '$chal' (want 401 and a Bearer challenge)"
+  fi
+  req GET "${BASE[berth]}/jwt/auth?service=berth&scope=repository:$TAGS_REPO:pull" -u "$AUTH_USER:$AUTH_PASS"
+  TOKEN=$(jq -r '.token // empty' "$WORK/b" 2>/dev/null)
+  if [[ $CODE != 200 || -z $TOKEN ]]; then
+    fail berth "GET /jwt/auth?service=berth&scope=repository:$TAGS_REPO:pull (Basic $AUTH_USER) -> $CODE (want 200 and a token)"
+    note "auth overhead not measured: no token from berth's /jwt/auth"
+  else
+    req GET "${BASE[berth]}$MURL_PATH" -H "Accept: $ACCEPT" -H "Authorization: Bearer $TOKEN"
+    dcd=$(hdr docker-content-digest)
+    if [[ $CODE != 200 || $dcd != "$MANIFEST_berth" ]]; then
+      fail berth "auth on: GET $MURL_PATH with a bearer token -> $CODE, Docker-Content-Digest '$dcd' (want 200, $MANIFEST_berth)"
+    fi
+    load_test berth manifest_get_auth wrk "${BASE[berth]}$MURL_PATH" "Authorization: Bearer $TOKEN"
+  fi
+  check_alive "auth overhead"
+fi
 
 # --------------------------------------------------------------------------- #
 for r in "${REGS[@]}"; do rec_s rss_peak "$r" "${HWM[$r]}"; done

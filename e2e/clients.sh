@@ -7,9 +7,14 @@
 #   4. oras (PyPI SDK) pushes two artifacts whose subject is the image; GET referrers lists
 #      both, ?artifactType= filters to one (with OCI-Filters-Applied)
 #   5. multi-arch index: skopeo copy --all there and back; index and child digests identical
+# With berth's token authentication (the default) the repository is in the private project
+# group/project and every client logs in as lib.sh's e2e user (Owner): skopeo with
+# --dest-creds/--src-creds/--creds, podman with `podman login` (auth file in the temp dir),
+# oras with login(); each does the Docker token flow itself. curl checks send a bearer token.
 # Client logs (with --debug HTTP traces) and every curl request go to e2e/out/clients/.
 set -euo pipefail
 E2E_NAME=clients
+BERTH_PROJECTS="${BERTH_PROJECTS:-group/project}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for c in umoci skopeo podman jq python3 curl sha256sum; do
@@ -24,24 +29,10 @@ W_LC="$W/work"; mkdir -p "$W_LC"
 printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' >"$W/policy.json"
 printf 'unqualified-search-registries = []\n' >"$W/registries.conf"
 export CONTAINERS_REGISTRIES_CONF="$W/registries.conf"
+# podman login / skopeo keep credentials here, never in ~/.config or /run
+export REGISTRY_AUTH_FILE="$W/auth.json"
+printf '{"auths":{}}\n' >"$REGISTRY_AUTH_FILE" # podman 4.3 refuses a REGISTRY_AUTH_FILE that does not exist
 
-# run_logged LOGNAME CMD...: run a client, output to $E2E_OUT/LOGNAME.log; on failure show its
-# tail (the --debug trace has the HTTP requests) and the registry log tail
-run_logged() {
-  local name="$1"; shift
-  local logf="$E2E_OUT/$name.log"
-  printf '$ %s\n' "$*" >"$logf"
-  local rc=0
-  "$@" >>"$logf" 2>&1 || rc=$?
-  [ "$rc" -eq 0 ] && return 0
-  {
-    printf '  command failed (exit %d): %s\n' "$rc" "$*"
-    printf '  --- last 25 lines of %s ---\n' "$logf"
-    tail -n 25 "$logf" | sed 's/^/    /'
-  } >&2
-  show_server_log_tail 10
-  return "$rc"
-}
 SKOPEO=(skopeo --policy "$W/policy.json" --registries-conf "$W/registries.conf")
 skopeo_debug() { "${SKOPEO[0]}" --debug "${SKOPEO[@]:1}" "$@"; }
 
@@ -152,17 +143,26 @@ step "start registry ($E2E_REGISTRY)"
 start_berth "$W/registry"
 REG="$BERTH_ADDR"
 REPO="group/project/app"
+# credentials for the clients (none when authentication is off)
+DEST_CREDS=(); SRC_CREDS=(); CREDS=()
+if [ "$BERTH_AUTH_ON" = 1 ]; then
+  DEST_CREDS=(--dest-creds "$BERTH_USER:$BERTH_PASS"); SRC_CREDS=(--src-creds "$BERTH_USER:$BERTH_PASS")
+  CREDS=(--creds "$BERTH_USER:$BERTH_PASS")
+  log "authentication on: clients log in as $BERTH_USER (Owner of private project group/project)"
+fi
+# curl checks below: a bearer token for the repository (refreshed before each section)
+http_login "repository:$REPO:pull"
 
 # ===================================================================== 2. skopeo
 step "skopeo: push oci layout -> $REG/$REPO:v1, pull back, compare digests"
-if run_logged skopeo-push-v1 skopeo_debug copy --preserve-digests --dest-tls-verify=false \
+if run_logged skopeo-push-v1 skopeo_debug copy --preserve-digests --dest-tls-verify=false "${DEST_CREDS[@]}" \
      "oci:$SRC:v1" "docker://$REG/$REPO:v1"; then
   pass "skopeo copy oci:layout:v1 -> docker://$REG/$REPO:v1"
 else
   fail "skopeo copy oci:layout:v1 -> docker://$REG/$REPO:v1 (log: $E2E_OUT/skopeo-push-v1.log)"
 fi
 
-if "${SKOPEO[@]}" inspect --tls-verify=false --raw "docker://$REG/$REPO:v1" >"$W/v1.raw" 2>"$E2E_OUT/skopeo-inspect-v1.log"; then
+if "${SKOPEO[@]}" inspect --tls-verify=false "${CREDS[@]}" --raw "docker://$REG/$REPO:v1" >"$W/v1.raw" 2>"$E2E_OUT/skopeo-inspect-v1.log"; then
   remote="sha256:$(sha256sum <"$W/v1.raw" | cut -d' ' -f1)"
   if [ "$remote" = "$V1_DIGEST" ]; then pass "skopeo inspect --raw: manifest digest $remote matches the layout"
   else fail "skopeo inspect --raw docker://$REG/$REPO:v1: manifest digest $remote != layout $V1_DIGEST"; fi
@@ -183,7 +183,7 @@ else
 fi
 
 BACK="$W_LC/back"
-if run_logged skopeo-pull-v1 skopeo_debug copy --preserve-digests --src-tls-verify=false \
+if run_logged skopeo-pull-v1 skopeo_debug copy --preserve-digests --src-tls-verify=false "${SRC_CREDS[@]}" \
      "docker://$REG/$REPO:v1" "oci:$BACK:v1"; then
   pass "skopeo copy docker://$REG/$REPO:v1 -> new oci layout"
   back_d="$(layout_digest "$BACK" v1)"
@@ -217,6 +217,14 @@ if run_logged podman-load "${PODMAN[@]}" --log-level=debug pull --signature-poli
 else
   podman_ok=0; fail "podman pull oci:layout:v1 (load into local store)"
 fi
+if [ "$podman_ok" = 1 ] && [ "$BERTH_AUTH_ON" = 1 ]; then
+  if printf '%s' "$BERTH_PASS" | run_logged podman-login "${PODMAN[@]}" login --tls-verify=false \
+       -u "$BERTH_USER" --password-stdin "$REG"; then
+    pass "podman login $REG as $BERTH_USER"
+  else
+    podman_ok=0; fail "podman login --tls-verify=false -u $BERTH_USER $REG (log: $E2E_OUT/podman-login.log)"
+  fi
+fi
 if [ "$podman_ok" = 1 ]; then
   run_logged podman-tag "${PODMAN[@]}" tag "${V1_CONFIG#sha256:}" localhost/berth-e2e:v1 \
     || { podman_ok=0; fail "podman tag"; }
@@ -226,6 +234,7 @@ if [ "$podman_ok" = 1 ]; then
        --tls-verify=false --digestfile "$W/podman.digest" localhost/berth-e2e:v1 "$REG/$REPO:podman"; then
     pushed_d="$(cat "$W/podman.digest")"
     pass "podman push -> $REG/$REPO:podman ($pushed_d)"
+    http_login "repository:$REPO:pull"
     if http 200 GET "$BERTH_URL/v2/$REPO/manifests/podman" \
          -H "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"; then
       got="sha256:$(sha256sum "$HTTP_BODY" | cut -d' ' -f1)"
@@ -266,22 +275,33 @@ mkdir -p "$W/oras"
 printf '{"spdxVersion":"SPDX-2.3","name":"berth-e2e"}\n' >"$W/oras/sbom.spdx.json"
 printf 'not-really-a-signature %s\n' "$RANDOM" >"$W/oras/image.sig"
 printf '{}' >"$W/oras/config.json"
-if (cd "$W/oras" && python3 - "$REG" "$REPO" "$V1_DIGEST" "$SBOM_TYPE" "$SIG_TYPE" \
-      >"$E2E_OUT/oras.log" 2>&1) <<'PY'
-import hashlib, json, sys
-import requests
+if (cd "$W/oras" && ORAS_USER="$BERTH_USER" ORAS_PASS="$BERTH_PASS" ORAS_AUTHFILE="$W/oras/docker-config.json" \
+      python3 - "$REG" "$REPO" "$V1_DIGEST" "$SBOM_TYPE" "$SIG_TYPE" >"$E2E_OUT/oras.log" 2>&1) <<'PY'
+import hashlib, json, os, sys
 import oras.client, oras.defaults, oras.oci
 
 reg, repo, subject_digest, sbom_type, sig_type = sys.argv[1:6]
 base = f"http://{reg}/v2/{repo}"
-# subject descriptor from the exact bytes the registry serves
-r = requests.get(f"{base}/manifests/{subject_digest}",
-                 headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+client = oras.client.OrasClient(hostname=reg, insecure=True)
+if os.environ.get("ORAS_USER"):
+    # login() keeps Basic credentials; on a 401 oras' token backend reads the Bearer challenge
+    # and asks the realm for a token itself. Its token cache ignores scopes (oras-py issue #67:
+    # a pull-only token is reused for the push), so drop the cached token when the registry
+    # answers error="insufficient_scope", as the Docker token spec intends.
+    print("login:", client.login(username=os.environ["ORAS_USER"], password=os.environ["ORAS_PASS"],
+                                 hostname=reg, config_path=os.environ["ORAS_AUTHFILE"]))
+    _authenticate = client.auth.authenticate_request
+    def authenticate_request(original, headers, refresh=False):
+        insufficient = "insufficient_scope" in original.headers.get("Www-Authenticate", "")
+        return _authenticate(original, headers, refresh=refresh or insufficient)
+    client.auth.authenticate_request = authenticate_request
+# subject descriptor from the exact bytes the registry serves (through oras' authenticated session)
+r = client.do_request(f"{base}/manifests/{subject_digest}", "GET",
+                      headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
 r.raise_for_status()
 assert "sha256:" + hashlib.sha256(r.content).hexdigest() == subject_digest, "subject digest mismatch"
 subject = oras.oci.Subject(mediaType="application/vnd.oci.image.manifest.v1+json",
                            digest=subject_digest, size=len(r.content))
-client = oras.client.OrasClient(hostname=reg, insecure=True)
 
 # artifact 1: oras push() -- artifactType implied by config.mediaType (pre-1.1 style)
 resp = client.push(target=f"{reg}/{repo}:sbom", files=["sbom.spdx.json:application/spdx+json"],
@@ -317,6 +337,7 @@ then
   digests_json="$(tail -n 1 "$E2E_OUT/oras.log")"
   SBOM_D="$(jq -r .sbom <<<"$digests_json")"; SIG_D="$(jq -r .signature <<<"$digests_json")"
   log "sbom $SBOM_D, signature $SIG_D"
+  http_login "repository:$REPO:pull"
   if [ "$(jq -r .oci_subject_header <<<"$digests_json")" = "$V1_DIGEST" ]; then
     pass "manifest PUT with subject answered OCI-Subject: $V1_DIGEST"
   else
@@ -369,9 +390,10 @@ fi
 
 # ===================================================================== 5. multi-arch index
 step "multi-arch: skopeo copy --all index -> $REG/$REPO:multi and back"
-if run_logged skopeo-push-multi skopeo_debug copy --all --preserve-digests --dest-tls-verify=false \
+if run_logged skopeo-push-multi skopeo_debug copy --all --preserve-digests --dest-tls-verify=false "${DEST_CREDS[@]}" \
      "oci:$SRC:multi" "docker://$REG/$REPO:multi"; then
   pass "skopeo copy --all oci:layout:multi -> docker://$REG/$REPO:multi"
+  http_login "repository:$REPO:pull"
   if http 200 GET "$BERTH_URL/v2/$REPO/manifests/multi" -H "Accept: application/vnd.oci.image.index.v1+json"; then
     got="sha256:$(sha256sum "$HTTP_BODY" | cut -d' ' -f1)"
     if [ "$got" = "$MULTI_DIGEST" ] && [ "$(header Content-Type)" = "application/vnd.oci.image.index.v1+json" ]; then
@@ -383,7 +405,7 @@ if run_logged skopeo-push-multi skopeo_debug copy --all --preserve-digests --des
   for arch in amd64 arm64; do
     child="$(blob_path "$SRC" "$(jq -r --arg a "$arch" '.manifests[] | select(.platform.architecture==$a) | .digest' "$(blob_path "$SRC" "$MULTI_DIGEST")")")"
     want="$arch $(jq -c '[.layers[].digest]' "$child")"
-    if "${SKOPEO[@]}" --override-arch "$arch" --override-os linux inspect --tls-verify=false \
+    if "${SKOPEO[@]}" --override-arch "$arch" --override-os linux inspect --tls-verify=false "${CREDS[@]}" \
          "docker://$REG/$REPO:multi" >"$W/inspect-$arch.json" 2>"$E2E_OUT/skopeo-inspect-$arch.log"; then
       got="$(jq -r '.Architecture' "$W/inspect-$arch.json") $(jq -c '.Layers' "$W/inspect-$arch.json")"
       [ "$got" = "$want" ] && pass "skopeo resolves platform linux/$arch through the index to its own manifest" \
@@ -391,7 +413,7 @@ if run_logged skopeo-push-multi skopeo_debug copy --all --preserve-digests --des
     else fail "skopeo inspect --override-arch $arch docker://$REG/$REPO:multi: $(tail -n 3 "$E2E_OUT/skopeo-inspect-$arch.log")"; fi
   done
   BACK2="$W_LC/back-multi"
-  if run_logged skopeo-pull-multi skopeo_debug copy --all --preserve-digests --src-tls-verify=false \
+  if run_logged skopeo-pull-multi skopeo_debug copy --all --preserve-digests --src-tls-verify=false "${SRC_CREDS[@]}" \
        "docker://$REG/$REPO:multi" "oci:$BACK2:multi"; then
     pass "skopeo copy --all docker://$REG/$REPO:multi -> new oci layout"
     b="$(layout_digest "$BACK2" multi)"

@@ -13,12 +13,18 @@
 #                                 ("1.1+dev") feature, not part of distribution-spec v1.1.
 # Any OCI_* variable already set in the environment wins (e.g. OCI_USERNAME/OCI_PASSWORD).
 #
+# Authentication (berth's default): the repositories live in the private project
+# `conformance`, whose Owner is lib.sh's e2e user; the suite logs in as that user
+# (OCI_USERNAME/OCI_PASSWORD) and goes through the Docker token flow (401 challenge ->
+# GET /jwt/auth with Basic credentials -> Bearer token) itself. BERTH_AUTH=off: no login.
+#
 # Results (results.yaml, junit.xml, report.html with every request/response, conformance.log)
 # go to e2e/out/conformance/. Exit non-zero on any failed/errored test. Tests the suite marks
 # "Skip" (the registry gave a spec-allowed "unsupported" answer to an optional feature, e.g.
 # single-POST upload) are listed by name but do not fail the run unless CONFORMANCE_STRICT=1.
 set -euo pipefail
 E2E_NAME=conformance
+BERTH_PROJECTS="${BERTH_PROJECTS:-conformance}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ -x "$CONFORMANCE_BIN" ] || die "conformance binary missing: $CONFORMANCE_BIN (run e2e/setup.sh)"
@@ -37,6 +43,9 @@ export OCI_REPO1="${OCI_REPO1:-conformance/repo1}"
 export OCI_REPO2="${OCI_REPO2:-conformance/repo2}"
 export OCI_RESULTS_DIR="$RESULTS"
 export OCI_LOG="${OCI_LOG:-warn}"
+if [ "$BERTH_AUTH_ON" = 1 ] && [ -z "${OCI_USERNAME:-}" ]; then
+  OCI_USERNAME="$BERTH_USER"; OCI_PASSWORD="$BERTH_PASS"
+fi
 [ -n "${OCI_USERNAME:-}" ] && export OCI_USERNAME
 [ -n "${OCI_PASSWORD:-}" ] && export OCI_PASSWORD
 export OCI_CONFIGURATION=/dev/null # never pick up a stray ./oci-conformance.yaml
@@ -58,6 +67,7 @@ export OCI_DATA_SPARSE="${OCI_DATA_SPARSE:-false}"
 
 step "run conformance suite $CONFORMANCE_VERSION"
 env | grep -E '^OCI_' | grep -v -E '^OCI_PASSWORD=' | sort | sed 's/^/  /'
+[ -n "${OCI_PASSWORD:-}" ] && echo "  OCI_PASSWORD=(set)"
 start=$(date +%s)
 set +e
 (cd "$E2E_SCRATCH" && "$CONFORMANCE_BIN") >"$RESULTS/conformance.log" 2>&1

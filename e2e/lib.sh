@@ -7,9 +7,20 @@
 #                  (docker-registry) instead, to validate the scripts themselves.
 #   E2E_KEEP=1     keep temp dirs (data dirs, layouts) for inspection.
 #   E2E_TMPDIR     parent of the temp dirs (default: $TMPDIR or /tmp).
+#   BERTH_AUTH     "on" (default): berth runs with token authentication; start_berth declares
+#                  the projects in BERTH_PROJECTS (private, user BERTH_USER is Owner, with a
+#                  personal access token BERTH_PASS) in a manifest directory.
+#                  "off": berth runs with --no-auth. Always off for E2E_REGISTRY=reference.
+#   BERTH_PROJECTS project paths start_berth declares (set by each script; default "e2e").
+#   BERTH_MANIFESTS unset: start_berth writes DIR/manifests itself; a directory: use it as it is
+#                  (the caller wrote it, e.g. with write_manifests); "none": no --manifest-dir.
+#   BERTH_LOG_NAME server log file name in $E2E_OUT (default server.log).
 #
-# Provides: start_berth DIR / stop_berth (export BERTH_PID BERTH_ADDR BERTH_URL BERTH_LOG),
-# e2e_tmpdir, pass/fail/die/finish, step, http (logged curl), abs_url, with_query.
+# Provides: start_berth DIR / stop_berth (export BERTH_PID BERTH_ADDR BERTH_URL BERTH_LOG, and
+# with auth BERTH_AUTH_ON=1 BERTH_USER BERTH_PASS BERTH_REALM BERTH_SERVICE BERTH_MANIFEST_DIR),
+# write_manifests, registry_token / http_login (Docker token flow with curl), e2e_tmpdir,
+# pass/fail/die/finish, step, http (logged curl), abs_url, with_query, run_logged / run_refused
+# (client commands with their output in $E2E_OUT/NAME.log).
 
 E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$E2E_DIR/.." && pwd)"
@@ -33,6 +44,19 @@ BERTH_PID=""
 BERTH_ADDR=""
 BERTH_URL=""
 BERTH_LOG=""
+BERTH_AUTH="${BERTH_AUTH:-on}"
+[ "$E2E_REGISTRY" = reference ] && BERTH_AUTH=off
+case "$BERTH_AUTH" in on|off) ;; *) echo "BERTH_AUTH must be on or off, not '$BERTH_AUTH'" >&2; exit 2 ;; esac
+BERTH_AUTH_ON=0; [ "$BERTH_AUTH" = on ] && BERTH_AUTH_ON=1
+BERTH_PROJECTS="${BERTH_PROJECTS:-e2e}"
+# the e2e user: Owner of every project start_berth declares, logs in with a personal access token
+BERTH_USER=""; BERTH_PASS=""
+if [ "$BERTH_AUTH_ON" = 1 ]; then
+  BERTH_USER="e2e-owner"
+  BERTH_PASS="e2e-pat-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+fi
+BERTH_REALM=""; BERTH_SERVICE=""; BERTH_MANIFEST_DIR=""
+export BERTH_AUTH BERTH_AUTH_ON BERTH_USER BERTH_PASS
 
 # ---------------------------------------------------------------- output
 log()  { printf '[%s %s] %s\n' "$E2E_NAME" "$(date +%H:%M:%S)" "$*"; }
@@ -89,19 +113,121 @@ e2e_cleanup() {
 trap e2e_cleanup EXIT
 trap 'exit 130' INT TERM
 
+# ---------------------------------------------------------------- authentication
+# write_manifests DIR [PROJECT_PATH...]: a manifest directory declaring each project (private,
+# registry enabled, BERTH_USER is Owner) and BERTH_USER's personal access token (BERTH_PASS,
+# read_registry + write_registry). Default projects: $BERTH_PROJECTS. Callers may add files.
+write_manifests() {
+  local dir="$1"; shift
+  local projects=("$@") p f
+  [ "${#projects[@]}" -gt 0 ] || read -r -a projects <<<"$BERTH_PROJECTS"
+  mkdir -p "$dir"
+  f="$dir/e2e-projects.yaml"
+  {
+    echo "# written by e2e/lib.sh write_manifests"
+    for p in "${projects[@]}"; do
+      cat <<YAML
+---
+apiVersion: berth.dev/v1alpha1
+kind: Project
+metadata: {name: ${p//\//-}}
+spec:
+  path: $p
+  visibility: private
+  registryAccessLevel: enabled
+  members:
+    - {user: $BERTH_USER, role: Owner}
+YAML
+    done
+    cat <<YAML
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: $BERTH_USER-pat
+  labels: {berth.dev/user: $BERTH_USER}
+  annotations: {berth.dev/scopes: "read_registry,write_registry"}
+stringData: {token: $BERTH_PASS}
+YAML
+  } >"$f"
+}
+
+# registry_token [-u USER:PASS | -a] SCOPE...: print a token from the registry's token endpoint
+# ($BERTH_REALM, from the /v2/ challenge) for the scopes (e.g. repository:a/b:pull,push), with
+# Basic credentials USER:PASS (default BERTH_USER:BERTH_PASS) or anonymously (-a). On anything
+# but 200 + a token, prints the exact request and response to stderr and returns 1.
+registry_token() {
+  local creds="$BERTH_USER:$BERTH_PASS" anon=0
+  case "${1:-}" in
+    -u) creds="$2"; shift 2 ;;
+    -a) anon=1; shift ;;
+  esac
+  [ -n "$BERTH_REALM" ] || { echo "registry_token: no token realm (auth off?)" >&2; return 1; }
+  local url="$BERTH_REALM?service=$BERTH_SERVICE" s
+  for s in "$@"; do url="$url&scope=$(jq -rn --arg s "$s" '$s|@uri')"; done
+  local cargs=(); [ "$anon" = 1 ] || cargs=(-u "$creds")
+  local body="$E2E_SCRATCH/token.body" hdrs="$E2E_SCRATCH/token.hdrs" code
+  code="$(curl -sS -D "$hdrs" -o "$body" -w '%{http_code}' "${cargs[@]}" "$url" || echo "curl-error-$?")"
+  printf '>>> GET %s (%s)\n<<< %s\n' "$url" "$([ "$anon" = 1 ] && echo anonymous || echo "basic ${creds%%:*}")" "$code" >>"$E2E_OUT/http.log"
+  local tok=""
+  [ "$code" = 200 ] && tok="$(jq -r '.token // .access_token // empty' "$body" 2>/dev/null || true)"
+  if [ -z "$tok" ]; then
+    {
+      printf '  token request: GET %s (%s)\n  expected: HTTP 200 with a token\n  got     : HTTP %s\n' \
+        "$url" "$([ "$anon" = 1 ] && echo anonymous || echo "basic auth as ${creds%%:*}")" "$code"
+      tr -d '\r' <"$hdrs" | sed 's/^/    /'; head -c 1000 "$body" | sed 's/^/    /'; echo
+    } >&2
+    return 1
+  fi
+  printf '%s' "$tok"
+}
+
+# http_login SCOPE...: make every following `http` call send a bearer token for the scopes
+# (fetched now with BERTH_USER's credentials). No-op when authentication is off. Tokens live
+# 300 s: call it again before long sequences. http_logout: stop sending one.
+HTTP_AUTH=(); HTTP_AUTH_NOTE=""
+http_login() {
+  HTTP_AUTH=(); HTTP_AUTH_NOTE=""
+  [ "$BERTH_AUTH_ON" = 1 ] || return 0
+  local tok
+  tok="$(registry_token "$@")" || { fail "token request for scope $* as $BERTH_USER"; return 1; }
+  HTTP_AUTH=(-H "Authorization: Bearer $tok"); HTTP_AUTH_NOTE="bearer token for $*"
+}
+http_logout() { HTTP_AUTH=(); HTTP_AUTH_NOTE=""; }
+
 # ---------------------------------------------------------------- registry process
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# start_berth DIR: start the registry with its data under DIR/data, logs in $E2E_OUT/server.log.
+# start_berth DIR: start the registry with its data under DIR/data, logs in $E2E_OUT/server.log
+# (or $BERTH_LOG_NAME). With BERTH_AUTH=on (default) berth reads a manifest directory (see
+# BERTH_MANIFESTS; by default DIR/manifests written by write_manifests) and the /v2/ challenge
+# must name a Bearer realm (exported as BERTH_REALM, BERTH_SERVICE).
 # Exports BERTH_PID (the server process itself), BERTH_ADDR (127.0.0.1:PORT), BERTH_URL, BERTH_LOG.
 start_berth() {
   local dir="$1" port attempt
   [ -n "$dir" ] || die "start_berth: DIR required"
   mkdir -p "$dir/data"
-  BERTH_LOG="$E2E_OUT/server.log"
+  BERTH_LOG="$E2E_OUT/${BERTH_LOG_NAME:-server.log}"
   : >"$BERTH_LOG"
+  local auth_args=()
+  BERTH_MANIFEST_DIR=""
+  if [ "$E2E_REGISTRY" = berth ]; then
+    if [ "$BERTH_AUTH_ON" = 1 ]; then
+      case "${BERTH_MANIFESTS:-}" in
+        none) ;;
+        "") BERTH_MANIFEST_DIR="$dir/manifests"; write_manifests "$BERTH_MANIFEST_DIR"
+            log "auth on: private project(s) $BERTH_PROJECTS, Owner $BERTH_USER (personal access token)" ;;
+        *) BERTH_MANIFEST_DIR="$BERTH_MANIFESTS" ;;
+      esac
+      [ -n "$BERTH_MANIFEST_DIR" ] && auth_args=(--manifest-dir "$BERTH_MANIFEST_DIR")
+    else
+      auth_args=(--no-auth)
+    fi
+  fi
+  export BERTH_MANIFEST_DIR
+  local want_status=200; [ "$BERTH_AUTH_ON" = 1 ] && want_status=401
   for attempt in 1 2 3; do
     port="$(free_port)"
     BERTH_ADDR="127.0.0.1:$port"
@@ -109,12 +235,12 @@ start_berth() {
     case "$E2E_REGISTRY" in
       berth)
         [ -x "$BERTH_BIN" ] || die "berth binary not found or not executable: $BERTH_BIN (set BERTH_BIN, or E2E_REGISTRY=reference)"
-        log "starting berth: $BERTH_BIN serve --listen $BERTH_ADDR --data-dir $dir/data"
-        "$BERTH_BIN" serve --listen "$BERTH_ADDR" --data-dir "$dir/data" >>"$BERTH_LOG" 2>&1 &
+        log "starting berth: $BERTH_BIN serve --listen $BERTH_ADDR --data-dir $dir/data ${auth_args[*]}"
+        "$BERTH_BIN" serve --listen "$BERTH_ADDR" --data-dir "$dir/data" "${auth_args[@]}" >>"$BERTH_LOG" 2>&1 &
         ;;
       reference)
         command -v docker-registry >/dev/null || die "docker-registry not installed (run e2e/setup.sh)"
-        cat >"$dir/registry.yml" <<EOF
+        cat >"$dir/registry.yml" <<YAML
 version: 0.1
 log:
   level: info
@@ -127,25 +253,35 @@ storage:
     enabled: true
 http:
   addr: $BERTH_ADDR
-EOF
+YAML
         log "starting reference registry: docker-registry serve $dir/registry.yml ($BERTH_ADDR)"
-        docker-registry serve "$dir/registry.yml" >>"$BERTH_LOG" 2>&1 &
+        # it reads REGISTRY_* variables as configuration: not the clients' REGISTRY_AUTH_FILE
+        env -u REGISTRY_AUTH_FILE docker-registry serve "$dir/registry.yml" >>"$BERTH_LOG" 2>&1 &
         ;;
       *) die "E2E_REGISTRY must be berth or reference, not '$E2E_REGISTRY'" ;;
     esac
     BERTH_PID=$!
     export BERTH_PID BERTH_ADDR BERTH_URL BERTH_LOG
-    local i
+    local i code=""
     for i in $(seq 1 300); do # 30 s
-      if curl -fsS -o /dev/null --max-time 2 "$BERTH_URL/v2/" 2>/dev/null; then
+      code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "$BERTH_URL/v2/" 2>/dev/null || true)"
+      if [ "$code" = 200 ] || [ "$code" = 401 ]; then
         log "registry up at $BERTH_URL (pid $BERTH_PID) after $((i / 10)).$((i % 10))s; log: $BERTH_LOG"
-        return 0
+        break
       fi
       if ! kill -0 "$BERTH_PID" 2>/dev/null; then break; fi
       sleep 0.1
     done
+    if [ "$code" = 200 ] || [ "$code" = 401 ]; then
+      if [ "$code" != "$want_status" ]; then
+        curl -sS -i --max-time 2 "$BERTH_URL/v2/" 2>&1 | head -20 >&2 || true
+        die "GET $BERTH_URL/v2/ answered $code, want $want_status (BERTH_AUTH=$BERTH_AUTH)"
+      fi
+      auth_discover
+      return 0
+    fi
     if kill -0 "$BERTH_PID" 2>/dev/null; then
-      log "GET $BERTH_URL/v2/ did not return 200 within 30s:"
+      log "GET $BERTH_URL/v2/ did not return 200/401 within 30s:"
       curl -sS -i --max-time 2 "$BERTH_URL/v2/" 2>&1 | head -20 || true
       stop_berth
       tail -n 30 "$BERTH_LOG" >&2
@@ -160,6 +296,29 @@ EOF
     die "registry exited during startup (log above: $BERTH_LOG)"
   done
   die "could not start the registry on a free port after 3 attempts"
+}
+
+# auth_discover: with auth on, read realm and service from the /v2/ Bearer challenge (as a
+# client would) into BERTH_REALM / BERTH_SERVICE.
+auth_discover() {
+  BERTH_REALM=""; BERTH_SERVICE=""
+  [ "$BERTH_AUTH_ON" = 1 ] || return 0
+  local ch
+  ch="$(curl -sS -o /dev/null -D - --max-time 5 "$BERTH_URL/v2/" | tr -d '\r' | sed -n 's/^[Ww][Ww][Ww]-[Aa]uthenticate: *//p' | head -1)"
+  BERTH_REALM="$(sed -n 's/.*realm="\([^"]*\)".*/\1/p' <<<"$ch")"
+  BERTH_SERVICE="$(sed -n 's/.*service="\([^"]*\)".*/\1/p' <<<"$ch")"
+  case "$ch" in
+    Bearer\ *) ;;
+    *) die "GET $BERTH_URL/v2/: 401 without a Bearer challenge (WWW-Authenticate: '$ch')" ;;
+  esac
+  [ -n "$BERTH_REALM" ] && [ -n "$BERTH_SERVICE" ] \
+    || die "GET $BERTH_URL/v2/: challenge without realm/service: WWW-Authenticate: $ch"
+  export BERTH_REALM BERTH_SERVICE
+  if [ -n "$BERTH_MANIFEST_DIR" ]; then
+    log "token auth: realm $BERTH_REALM, service $BERTH_SERVICE; manifests $BERTH_MANIFEST_DIR"
+  else
+    log "token auth: realm $BERTH_REALM, service $BERTH_SERVICE; no manifest directory"
+  fi
 }
 
 stop_berth() {
@@ -193,6 +352,7 @@ abs_url() {
 with_query() { case "$1" in *\?*) printf '%s&%s' "$1" "$2" ;; *) printf '%s?%s' "$1" "$2" ;; esac; }
 
 # http EXPECTED_STATUS METHOD URL [curl args...]
+# Sends the bearer token of the last http_login, if any.
 # Runs one request, saving response headers to $HTTP_HDRS and body to $HTTP_BODY (unless the
 # caller passes -o), sets HTTP_STATUS. Every request is appended to $E2E_OUT/http.log. If the
 # status is not EXPECTED_STATUS (a regex, e.g. '20[01]'), prints the exact request and response
@@ -206,14 +366,15 @@ http() {
   for a in "$@"; do [ "$a" = "-o" ] && has_o=1; done
   local out=(-o "$HTTP_BODY"); [ "$has_o" = 1 ] && out=()
   local mflag=(-X "$method"); [ "$method" = HEAD ] && mflag=(-I)
-  HTTP_STATUS="$(curl -sS "${mflag[@]}" -D "$HTTP_HDRS" "${out[@]}" -w '%{http_code}' "$@" "$url" || echo "curl-error-$?")"
+  HTTP_STATUS="$(curl -sS "${mflag[@]}" -D "$HTTP_HDRS" "${out[@]}" -w '%{http_code}' "${HTTP_AUTH[@]}" "$@" "$url" || echo "curl-error-$?")"
+  local note=""; [ -n "$HTTP_AUTH_NOTE" ] && note=" [$HTTP_AUTH_NOTE]"
   {
-    printf '>>> %s %s %s\n' "$method" "$url" "$*"
+    printf '>>> %s %s %s%s\n' "$method" "$url" "$*" "$note"
     printf '<<< %s\n' "$HTTP_STATUS"; tr -d '\r' <"$HTTP_HDRS" | sed 's/^/    /'
   } >>"$E2E_OUT/http.log"
   if [[ "$HTTP_STATUS" =~ ^($want)$ ]]; then return 0; fi
   {
-    printf '  request : %s %s' "$method" "$url"; [ "$#" -gt 0 ] && printf '  (curl %s)' "$*"; printf '\n'
+    printf '  request : %s %s' "$method" "$url"; [ "$#" -gt 0 ] && printf '  (curl %s)' "$*"; printf '%s\n' "$note"
     printf '  expected: HTTP %s\n  got     : HTTP %s\n' "$want" "$HTTP_STATUS"
     printf '  response headers:\n'; tr -d '\r' <"$HTTP_HDRS" | sed 's/^/    /'
     if [ "$has_o" = 0 ] && [ -s "$HTTP_BODY" ]; then
@@ -231,6 +392,47 @@ show_server_log_tail() {
   [ -n "$BERTH_LOG" ] && [ -f "$BERTH_LOG" ] || return 0
   printf '  --- last %s lines of %s ---\n' "${1:-20}" "$BERTH_LOG" >&2
   tail -n "${1:-20}" "$BERTH_LOG" | sed 's/^/    /' >&2
+}
+
+# run_logged LOGNAME CMD...: run a client, output to $E2E_OUT/LOGNAME.log; on failure show its
+# tail (the --debug trace has the HTTP requests) and the registry log tail. BERTH_PASS is
+# replaced by <password> in what is shown.
+run_logged() {
+  local name="$1"; shift
+  local logf="$E2E_OUT/$name.log" shown="$*"
+  [ -n "$BERTH_PASS" ] && shown="${shown//$BERTH_PASS/<password>}"
+  printf '$ %s\n' "$shown" >"$logf"
+  local rc=0
+  "$@" >>"$logf" 2>&1 || rc=$?
+  [ "$rc" -eq 0 ] && return 0
+  {
+    printf '  command failed (exit %d): %s\n' "$rc" "$shown"
+    printf '  --- last 25 lines of %s ---\n' "$logf"
+    tail -n 25 "$logf" | sed 's/^/    /'
+  } >&2
+  show_server_log_tail 10
+  return "$rc"
+}
+
+# run_refused LOGNAME CMD...: like run_logged for a command that must FAIL: returns 0 if it
+# failed (its last line is kept in REFUSED_MSG), else shows its output and returns 1.
+REFUSED_MSG=""
+run_refused() {
+  local name="$1"; shift
+  local logf="$E2E_OUT/$name.log" shown="$*"
+  [ -n "$BERTH_PASS" ] && shown="${shown//$BERTH_PASS/<password>}"
+  printf '$ %s\n' "$shown" >"$logf"
+  local rc=0
+  "$@" >>"$logf" 2>&1 || rc=$?
+  REFUSED_MSG="$(grep -v '^\$ ' "$logf" | grep -v '^time=.*level=debug' | tail -n 1 | cut -c1-300)"
+  [ "$rc" -ne 0 ] && return 0
+  {
+    printf '  command succeeded but should have been refused: %s\n' "$shown"
+    printf '  --- last 15 lines of %s ---\n' "$logf"
+    tail -n 15 "$logf" | sed 's/^/    /'
+  } >&2
+  show_server_log_tail 10
+  return 1
 }
 
 export PATH="$PATH:/usr/local/go/bin"

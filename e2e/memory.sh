@@ -7,9 +7,14 @@
 #      then PUT <Location>?digest= with an empty body
 #   after each: HEAD (Content-Length), GET streamed into sha256sum
 #   3. berth's peak RSS (VmHWM of the server process) must stay below 100 MiB.
+# With berth's token authentication (the default) the repositories are in the private project
+# e2e/memory and every request carries a bearer token fetched from the token endpoint with the
+# e2e user's credentials just before it (tokens live 300 s; each is checked when its request
+# starts, so one long upload started with a fresh token is fine).
 # Knobs: MEMORY_BLOB_MIB (default 2048), MEMORY_CHUNK_MIB (256), MEMORY_LIMIT_MIB (100).
 set -euo pipefail
 E2E_NAME=memory
+BERTH_PROJECTS="${BERTH_PROJECTS:-e2e/memory}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BLOB_MIB="${MEMORY_BLOB_MIB:-2048}"
@@ -38,6 +43,7 @@ log "server pid $BERTH_PID: VmHWM after start $(hwm_mib) MiB"
 # verify_blob REPO LABEL: HEAD size + GET streamed into sha256sum
 verify_blob() {
   local repo="$1" label="$2"
+  http_login "repository:$repo:pull"
   if http 200 HEAD "$BERTH_URL/v2/$repo/blobs/$DIGEST"; then
     local cl; cl="$(header Content-Length)"
     [ "$cl" = "$SIZE" ] && pass "$label: HEAD blob Content-Length $cl" \
@@ -47,7 +53,8 @@ verify_blob() {
   fi
   local t code got
   t=$(date +%s.%N)
-  code="$(curl -sS "${CURL_T[@]}" -o >(sha256sum | cut -d' ' -f1 >"$W/get.sha") -w '%{http_code}' \
+  http_login "repository:$repo:pull"
+  code="$(curl -sS "${CURL_T[@]}" "${HTTP_AUTH[@]}" -o >(sha256sum | cut -d' ' -f1 >"$W/get.sha") -w '%{http_code}' \
             "$BERTH_URL/v2/$repo/blobs/$DIGEST" || echo "curl-error-$?")"
   # the process substitution may finish after curl returns
   local i; for i in $(seq 1 100); do [ -s "$W/get.sha" ] && break; sleep 0.1; done
@@ -64,11 +71,13 @@ verify_blob() {
 # ---------------------------------------------------------------- 1. monolithic
 step "monolithic upload: POST + PUT ?digest= streaming ${BLOB_MIB} MiB"
 REPO1="e2e/memory/monolithic"
+http_login "repository:$REPO1:pull,push"
 if http 202 POST "$BERTH_URL/v2/$REPO1/blobs/uploads/"; then
   loc="$(header Location)"
   [ -n "$loc" ] || die "POST /v2/$REPO1/blobs/uploads/ returned 202 without a Location header"
   url="$(with_query "$(abs_url "$loc")" "digest=$DIGEST")"
   t=$(date +%s.%N)
+  http_login "repository:$REPO1:pull,push"
   if http 201 PUT "$url" "${CURL_T[@]}" -H "Content-Type: application/octet-stream" -T "$W/blob.bin"; then
     pass "monolithic PUT of ${BLOB_MIB} MiB accepted in $(elapsed "$t")s ($(rate "$t") MiB/s)"
     dcd="$(header Docker-Content-Digest)"
@@ -86,6 +95,7 @@ fi
 # ---------------------------------------------------------------- 2. chunked
 step "chunked upload: POST + ${CHUNK_MIB} MiB PATCHes + PUT ?digest="
 REPO2="e2e/memory/chunked"
+http_login "repository:$REPO2:pull,push"
 if http 202 POST "$BERTH_URL/v2/$REPO2/blobs/uploads/"; then
   loc="$(header Location)"
   [ -n "$loc" ] || die "POST /v2/$REPO2/blobs/uploads/ returned 202 without a Location header"
@@ -98,6 +108,7 @@ if http 202 POST "$BERTH_URL/v2/$REPO2/blobs/uploads/"; then
     len="$(stat -c %s "$W/chunk")"
     end=$((start + len - 1))
     url="$(abs_url "$loc")"
+    http_login "repository:$REPO2:pull,push"
     if ! http 202 PATCH "$url" "${CURL_T[@]}" -H "Content-Type: application/octet-stream" \
          -H "Content-Range: $start-$end" -T "$W/chunk"; then
       fail "chunk $((i + 1))/$nchunks: PATCH $url (Content-Range: $start-$end, Content-Length: $len)"
@@ -114,6 +125,7 @@ if http 202 POST "$BERTH_URL/v2/$REPO2/blobs/uploads/"; then
   if [ "$ok" = 1 ]; then
     pass "$nchunks PATCH chunks accepted, Range advanced to 0-$((SIZE - 1))"
     url="$(with_query "$(abs_url "$loc")" "digest=$DIGEST")"
+    http_login "repository:$REPO2:pull,push"
     if http 201 PUT "$url" "${CURL_T[@]}" -H "Content-Type: application/octet-stream" -H "Content-Length: 0"; then
       pass "chunked upload closed with PUT ?digest= after $(elapsed "$t")s ($(rate "$t") MiB/s overall)"
       dcd="$(header Docker-Content-Digest)"

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Runs the whole e2e suite: setup.sh, then conformance.sh, clients.sh, memory.sh (each in its
-# own process with its own registry and temp dirs). Prints one summary line per script and,
+# Runs the whole e2e suite: setup.sh, then conformance.sh, clients.sh, auth.sh, memory.sh (each
+# in its own process with its own registry and temp dirs). Prints one summary line per script and,
 # last, "N passed, N failed" counting scripts; exits non-zero if any script failed.
 #   E2E_SCRIPTS="conformance clients"   run a subset (setup always runs first)
-# Other knobs (BERTH_BIN, E2E_REGISTRY, E2E_KEEP, ...) are described in lib.sh.
+# Other knobs (BERTH_BIN, E2E_REGISTRY, BERTH_AUTH, E2E_KEEP, ...) are described in lib.sh.
 set -euo pipefail
 E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 scripts=(setup)
-for s in ${E2E_SCRIPTS:-conformance clients memory}; do scripts+=("${s%.sh}"); done
+for s in ${E2E_SCRIPTS:-conformance clients auth memory}; do scripts+=("${s%.sh}"); done
 
 names=(); results=(); times=()
 passed=0; failed=0
@@ -24,7 +24,8 @@ for s in "${scripts[@]}"; do
   printf '######## e2e/%s.sh: %s in %ss\n' "$s" "${results[-1]}" "$dt"
 done
 
-printf '\n######## e2e summary (registry: %s)\n' "${E2E_REGISTRY:-berth}"
+auth="${BERTH_AUTH:-on}"; [ "${E2E_REGISTRY:-berth}" = reference ] && auth=off
+printf '\n######## e2e summary (registry: %s, auth: %s)\n' "${E2E_REGISTRY:-berth}" "$auth"
 for i in "${!names[@]}"; do
   printf '  %-16s %-14s %5ss\n' "${names[$i]}" "${results[$i]}" "${times[$i]}"
 done

@@ -173,15 +173,13 @@ impl Metadata {
 
     /// Removes a blob from a repository's view; `false` when it was not linked.
     pub async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        let done = sqlx::query(
+        self.delete_in_repository(
             "DELETE FROM repository_blobs
               WHERE digest = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+            digest.to_string(),
+            repo,
         )
-        .bind(digest.to_string())
-        .bind(repo)
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .await
     }
 
     pub async fn create_upload(&self, repo: &str, id: &str) -> Result<()> {
@@ -368,28 +366,24 @@ impl Metadata {
 
     /// Deletes a manifest and every tag pointing at it; `false` when absent.
     pub async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        let done = sqlx::query(
+        self.delete_in_repository(
             "DELETE FROM manifests
               WHERE digest = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+            digest.to_string(),
+            repo,
         )
-        .bind(digest.to_string())
-        .bind(repo)
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .await
     }
 
     /// Deletes a tag (not the manifest it points at); `false` when absent.
     pub async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
-        let done = sqlx::query(
+        self.delete_in_repository(
             "DELETE FROM tags
               WHERE name = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+            tag.to_string(),
+            repo,
         )
-        .bind(tag)
-        .bind(repo)
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .await
     }
 
     /// The repository's id and tag version (see the `tags_version` migration),
@@ -404,6 +398,22 @@ impl Metadata {
             repository_id,
             version,
         }))
+    }
+
+    /// Runs a `DELETE ... WHERE <key> = ? AND repository_id = (<repo>)`;
+    /// whether a row went.
+    async fn delete_in_repository(
+        &self,
+        sql: &'static str,
+        key: String,
+        repo: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(sql)
+            .bind(key)
+            .bind(repo)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Tag names of a repository in lexical order after `last`, at most
