@@ -944,3 +944,45 @@ async fn tags_list_reflects_every_change() {
     .await;
     assert_eq!(tags(&app).await, json!([]));
 }
+
+#[tokio::test]
+async fn docker_schema2_manifest_and_manifest_list() {
+    const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    let app = app().await;
+    let config = app
+        .push_blob("d/img", br#"{"architecture":"amd64","os":"linux"}"#)
+        .await;
+    let layer = app.push_blob("d/img", b"docker layer").await;
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config.to_string(), "size": 37},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": layer.to_string(), "size": 12}],
+    });
+    let child = app
+        .put_manifest("d/img", "amd64", &manifest, DOCKER_MANIFEST)
+        .await;
+    let list = json!({
+        "schemaVersion": 2, "mediaType": DOCKER_LIST,
+        "manifests": [{"mediaType": DOCKER_MANIFEST, "digest": child.to_string(), "size": 400,
+                       "platform": {"architecture": "amd64", "os": "linux", "features": ["sse4"]}}],
+    });
+    let list_digest = app
+        .put_manifest("d/img", "latest", &list, DOCKER_LIST)
+        .await;
+    let r = app
+        .call(
+            Method::GET,
+            "/v2/d/img/manifests/latest",
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.header("content-type"), DOCKER_LIST);
+    assert_eq!(Digest::sha256_of(&r.body), list_digest);
+    let r = app
+        .call(Method::GET, "/v2/d/img/manifests/amd64", &[], Body::empty())
+        .await;
+    assert_eq!(r.header("content-type"), DOCKER_MANIFEST);
+    assert_eq!(r.header("docker-content-digest"), child.to_string());
+}
