@@ -368,13 +368,14 @@ http() {
   local mflag=(-X "$method"); [ "$method" = HEAD ] && mflag=(-I)
   HTTP_STATUS="$(curl -sS "${mflag[@]}" -D "$HTTP_HDRS" "${out[@]}" -w '%{http_code}' "${HTTP_AUTH[@]}" "$@" "$url" || echo "curl-error-$?")"
   local note=""; [ -n "$HTTP_AUTH_NOTE" ] && note=" [$HTTP_AUTH_NOTE]"
+  local shown="$*"; [ -n "$BERTH_PASS" ] && shown="${shown//$BERTH_PASS/<password>}"
   {
-    printf '>>> %s %s %s%s\n' "$method" "$url" "$*" "$note"
+    printf '>>> %s %s %s%s\n' "$method" "$url" "$shown" "$note"
     printf '<<< %s\n' "$HTTP_STATUS"; tr -d '\r' <"$HTTP_HDRS" | sed 's/^/    /'
   } >>"$E2E_OUT/http.log"
   if [[ "$HTTP_STATUS" =~ ^($want)$ ]]; then return 0; fi
   {
-    printf '  request : %s %s' "$method" "$url"; [ "$#" -gt 0 ] && printf '  (curl %s)' "$*"; printf '%s\n' "$note"
+    printf '  request : %s %s' "$method" "$url"; [ "$#" -gt 0 ] && printf '  (curl %s)' "$shown"; printf '%s\n' "$note"
     printf '  expected: HTTP %s\n  got     : HTTP %s\n' "$want" "$HTTP_STATUS"
     printf '  response headers:\n'; tr -d '\r' <"$HTTP_HDRS" | sed 's/^/    /'
     if [ "$has_o" = 0 ] && [ -s "$HTTP_BODY" ]; then
