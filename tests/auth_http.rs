@@ -731,3 +731,63 @@ async fn challenges_and_names() {
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn mount_asks_for_the_source_and_falls_back_when_refused() {
+    let app = app().await;
+    let owner = ("owner", "owner-secret");
+    assert_eq!(
+        app.push(owner, "m/private-enabled/src", "v1").await.status,
+        StatusCode::CREATED
+    );
+    let blob = Digest::sha256_of(b"{}");
+    let uri =
+        format!("/v2/m/public-enabled/dst/blobs/uploads/?mount={blob}&from=m/private-enabled/src");
+    // A token for the target only: challenged for the source too.
+    let target_only = app
+        .token(Some(owner), "repository:m/public-enabled/dst:pull,push")
+        .await
+        .unwrap();
+    let r = app
+        .with_token(&target_only, Method::POST, &uri, None, vec![])
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.header("www-authenticate").contains(
+            "scope=\"repository:m/public-enabled/dst:pull,push repository:m/private-enabled/src:pull\""
+        ),
+        "{}",
+        r.header("www-authenticate")
+    );
+    // Asking for both: mounted.
+    let both = app
+        .token(
+            Some(owner),
+            "repository:m/public-enabled/dst:pull,push%20repository:m/private-enabled/src:pull",
+        )
+        .await
+        .unwrap();
+    let r = app
+        .with_token(&both, Method::POST, &uri, None, vec![])
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    // A developer of dst who may not read src asks and is refused pull on it:
+    // no mount, an ordinary upload session instead (the blob is not exposed).
+    let uri = format!(
+        "/v2/m/public-enabled/dst2/blobs/uploads/?mount={blob}&from=m/private-disabled/src"
+    );
+    let dev = ("developer", "developer-secret");
+    let t = app
+        .token(
+            Some(dev),
+            "repository:m/public-enabled/dst2:pull,push%20repository:m/private-disabled/src:pull",
+        )
+        .await
+        .unwrap();
+    let r = app.with_token(&t, Method::POST, &uri, None, vec![]).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert!(
+        r.header("location")
+            .starts_with("/v2/m/public-enabled/dst2/blobs/uploads/")
+    );
+}

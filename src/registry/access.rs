@@ -76,10 +76,23 @@ fn challenge(
     value
 }
 
+/// The source repository of a cross-repository mount request.
+fn mount_source(route: &Route, query: Option<&str>) -> Option<String> {
+    if !matches!(route, Route::UploadStart { .. }) {
+        return None;
+    }
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query?.as_bytes())
+        .into_owned()
+        .collect();
+    pairs.iter().any(|(k, _)| k == "mount").then_some(())?;
+    pairs.into_iter().find(|(k, _)| k == "from").map(|(_, v)| v)
+}
+
 pub(crate) fn authorize(
     reg: &Registry,
     method: &Method,
     route: &Route,
+    query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Caller> {
     let Some(auth) = &reg.auth else {
@@ -97,13 +110,18 @@ pub(crate) fn authorize(
             ),
         ));
     }
+    let mount_from = mount_source(route, query);
     let scope = match need {
         Need::AnyToken => None,
         Need::Catalog => Some("registry:catalog:*".to_string()),
+        // A mount also asks to pull from the source, as distribution does.
         Need::Repository {
             name,
             action: "push",
-        } => Some(format!("repository:{name}:pull,push")),
+        } => Some(match &mount_from {
+            Some(from) => format!("repository:{name}:pull,push repository:{from}:pull"),
+            None => format!("repository:{name}:pull,push"),
+        }),
         Need::Repository { name, action } => Some(format!("repository:{name}:{action}")),
     };
     let unauthorized = |message: String, error: Option<&str>| {
@@ -141,6 +159,19 @@ pub(crate) fn authorize(
             Some("insufficient_scope"),
         )
         .with_status(axum::http::StatusCode::UNAUTHORIZED));
+    }
+    // A mount whose token never asked about the source gets a challenge for
+    // it; a token that asked and was refused pull falls back to an upload.
+    if let Some(from) = &mount_from
+        && !claims
+            .access
+            .iter()
+            .any(|a| a.kind == "repository" && &a.name == from)
+    {
+        return Err(unauthorized(
+            format!("mounting from {from} needs a token that asks to pull from it"),
+            Some("insufficient_scope"),
+        ));
     }
     Ok(Caller::Token(claims))
 }

@@ -118,7 +118,7 @@ async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
 async fn route_request(reg: &Registry, req: Request) -> Result<Response> {
     let route = parse_route(req.uri().path())?;
     let method = req.method().clone();
-    let caller = access::authorize(reg, &method, &route, req.headers())?;
+    let caller = access::authorize(reg, &method, &route, req.uri().query(), req.headers())?;
     let (parts, body) = req.into_parts();
     let query = parse_query(parts.uri.query());
     let headers = &parts.headers;
