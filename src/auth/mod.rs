@@ -131,7 +131,10 @@ impl AccessModel {
             .declared
             .projects
             .iter()
-            .filter(|p| repo == p.path || repo.starts_with(&format!("{}/", p.path)))
+            .filter(|p| {
+                repo.strip_prefix(p.path.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
             .max_by_key(|p| p.path.len());
         match best {
             None => Location::Outside,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -86,7 +86,7 @@ pub struct TokenService {
     pub service: String,
     pub ttl: Duration,
     /// Verified tokens, so each is checked cryptographically once.
-    verified: Mutex<HashMap<String, Claims>>,
+    verified: Mutex<HashMap<String, Arc<Claims>>>,
 }
 
 impl TokenService {
@@ -176,7 +176,9 @@ impl TokenService {
     }
 
     /// Verifies signature, algorithm, issuer, audience and time window.
-    pub fn verify(&self, token: &str) -> Result<Claims, String> {
+    /// Verified tokens are kept (until they expire), so each is checked
+    /// cryptographically once and then shared, not copied, per request.
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, String> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -188,7 +190,7 @@ impl TokenService {
             .get(token)
             && c.exp > now
         {
-            return Ok(c.clone());
+            return Ok(Arc::clone(c));
         }
         let mut validation = Validation::new(self.algorithm);
         validation.set_audience(&[&self.service]);
@@ -196,9 +198,11 @@ impl TokenService {
         validation.validate_nbf = true;
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .map_err(|e| e.to_string())?
-            .claims;
+        let claims = Arc::new(
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+                .map_err(|e| e.to_string())?
+                .claims,
+        );
         let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= Self::CACHE {
             cache.retain(|_, c| c.exp > now);
@@ -206,7 +210,7 @@ impl TokenService {
                 cache.clear();
             }
         }
-        cache.insert(token.to_string(), claims.clone());
+        cache.insert(token.to_string(), Arc::clone(&claims));
         Ok(claims)
     }
 }
@@ -301,7 +305,7 @@ mod tests {
         let access = vec![parse_scope("repository:a/b:pull").unwrap()];
         let (token, claims) = svc.issue("user:alice", access).unwrap();
         let verified = again.verify(&token).unwrap();
-        assert_eq!(verified, claims);
+        assert_eq!(*verified, claims);
         assert!(verified.allows("a/b", "pull"));
         assert!(!verified.allows("a/b", "push"));
         assert!(!verified.allows("a/c", "pull"));

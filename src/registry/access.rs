@@ -6,6 +6,8 @@ use axum::http::{HeaderMap, Method, header};
 
 use super::error::{ErrorCode, RegistryError, Result};
 use super::{Registry, Route};
+use std::sync::Arc;
+
 use crate::auth::token::Claims;
 use crate::auth::{Auth, Identity, Location};
 
@@ -37,7 +39,7 @@ pub(crate) fn need<'a>(method: &Method, route: &'a Route) -> Need<'a> {
 pub(crate) enum Caller {
     /// Authentication is off.
     Open,
-    Token(Claims),
+    Token(Arc<Claims>),
 }
 
 impl Caller {
@@ -88,6 +90,14 @@ fn mount_source(route: &Route, query: Option<&str>) -> Option<String> {
     pairs.into_iter().find(|(k, _)| k == "from").map(|(_, v)| v)
 }
 
+/// Why a request was refused; turned into an error (with its challenge) only
+/// on that path, so the accepted path allocates nothing.
+enum Refusal {
+    NoToken,
+    InvalidToken(String),
+    InsufficientScope(String),
+}
+
 pub(crate) fn authorize(
     reg: &Registry,
     method: &Method,
@@ -99,51 +109,31 @@ pub(crate) fn authorize(
         return Ok(Caller::Open);
     };
     let need = need(method, route);
-    if let Need::Repository { name, .. } = need
-        && let Location::TooDeep { project, levels } = auth.model().locate(name)
-    {
-        return Err(RegistryError::new(
-            ErrorCode::NameInvalid,
-            format!(
-                "repository {name} is {levels} levels below project {project}; at most {} are allowed",
-                crate::auth::MAX_LEVELS_BELOW_PROJECT
-            ),
-        ));
-    }
     let mount_from = mount_source(route, query);
-    let scope = match need {
-        Need::AnyToken => None,
-        Need::Catalog => Some("registry:catalog:*".to_string()),
-        // A mount also asks to pull from the source, as distribution does.
-        Need::Repository {
-            name,
-            action: "push",
-        } => Some(match &mount_from {
-            Some(from) => format!("repository:{name}:pull,push repository:{from}:pull"),
-            None => format!("repository:{name}:pull,push"),
-        }),
-        Need::Repository { name, action } => Some(format!("repository:{name}:{action}")),
-    };
-    let unauthorized = |message: String, error: Option<&str>| {
-        RegistryError::new(ErrorCode::Unauthorized, message).with_header(
-            header::WWW_AUTHENTICATE,
-            challenge(auth, headers, scope.clone(), error),
-        )
-    };
+    match check(auth, &need, mount_from.as_deref(), headers) {
+        Ok(claims) => Ok(Caller::Token(claims)),
+        Err(refusal) => Err(refuse(auth, &need, mount_from.as_deref(), headers, refusal)),
+    }
+}
+
+fn check(
+    auth: &Auth,
+    need: &Need,
+    mount_from: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Arc<Claims>, Refusal> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
-        });
-    let Some(token) = bearer else {
-        return Err(unauthorized("authentication required".into(), None));
-    };
+        })
+        .ok_or(Refusal::NoToken)?;
     let claims = auth
         .tokens
-        .verify(token.trim())
-        .map_err(|e| unauthorized(format!("invalid token: {e}"), Some("invalid_token")))?;
+        .verify(bearer.trim())
+        .map_err(Refusal::InvalidToken)?;
     let allowed = match need {
         Need::AnyToken => true,
         Need::Catalog => claims
@@ -153,27 +143,69 @@ pub(crate) fn authorize(
         Need::Repository { name, action } => claims.allows(name, action),
     };
     if !allowed {
-        let what = scope.clone().unwrap_or_default();
-        return Err(unauthorized(
-            format!("the token does not grant {what}"),
-            Some("insufficient_scope"),
-        )
-        .with_status(axum::http::StatusCode::UNAUTHORIZED));
+        return Err(Refusal::InsufficientScope(
+            "the token does not grant".into(),
+        ));
     }
     // A mount whose token never asked about the source gets a challenge for
     // it; a token that asked and was refused pull falls back to an upload.
-    if let Some(from) = &mount_from
+    if let Some(from) = mount_from
         && !claims
             .access
             .iter()
-            .any(|a| a.kind == "repository" && &a.name == from)
+            .any(|a| a.kind == "repository" && a.name == from)
     {
-        return Err(unauthorized(
-            format!("mounting from {from} needs a token that asks to pull from it"),
-            Some("insufficient_scope"),
-        ));
+        return Err(Refusal::InsufficientScope(format!(
+            "mounting from {from} needs a token that asks to pull from it; the token does not grant"
+        )));
     }
-    Ok(Caller::Token(claims))
+    Ok(claims)
+}
+
+fn refuse(
+    auth: &Auth,
+    need: &Need,
+    mount_from: Option<&str>,
+    headers: &HeaderMap,
+    refusal: Refusal,
+) -> RegistryError {
+    // A name too deep below its project is no matter of credentials.
+    if let Need::Repository { name, .. } = need
+        && let Location::TooDeep { project, levels } = auth.model().locate(name)
+    {
+        return RegistryError::new(
+            ErrorCode::NameInvalid,
+            format!(
+                "repository {name} is {levels} levels below project {project}; at most {} are allowed",
+                crate::auth::MAX_LEVELS_BELOW_PROJECT
+            ),
+        );
+    }
+    let scope = match need {
+        Need::AnyToken => None,
+        Need::Catalog => Some("registry:catalog:*".to_string()),
+        // A mount also asks to pull from the source, as distribution does.
+        Need::Repository {
+            name,
+            action: "push",
+        } => Some(match mount_from {
+            Some(from) => format!("repository:{name}:pull,push repository:{from}:pull"),
+            None => format!("repository:{name}:pull,push"),
+        }),
+        Need::Repository { name, action } => Some(format!("repository:{name}:{action}")),
+    };
+    let (message, error) = match refusal {
+        Refusal::NoToken => ("authentication required".to_string(), None),
+        Refusal::InvalidToken(e) => (format!("invalid token: {e}"), Some("invalid_token")),
+        Refusal::InsufficientScope(m) => (
+            format!("{m} {}", scope.clone().unwrap_or_default()),
+            Some("insufficient_scope"),
+        ),
+    };
+    RegistryError::new(ErrorCode::Unauthorized, message).with_header(
+        header::WWW_AUTHENTICATE,
+        challenge(auth, headers, scope, error),
+    )
 }
 
 /// A predicate for the catalog: may this caller pull from the repository?
