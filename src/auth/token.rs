@@ -318,4 +318,35 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn rs256_from_an_rsa_key_file() {
+        use rsa::pkcs8::EncodePrivateKey;
+        let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let pem = key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rsa.pem");
+        std::fs::write(&path, pem.as_bytes()).unwrap();
+        let svc =
+            TokenService::from_key_file(&path, false, "berth", "registry", Duration::from_secs(60))
+                .unwrap();
+        assert_eq!(svc.algorithm(), Algorithm::RS256);
+        let (token, claims) = svc.issue("admin", vec![]).unwrap();
+        assert_eq!(*svc.verify(&token).unwrap(), claims);
+        // A key file that is neither kind is refused with its path named.
+        std::fs::write(&path, "not a key").unwrap();
+        let err =
+            TokenService::from_key_file(&path, false, "berth", "registry", Duration::from_secs(60))
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(err.contains("rsa.pem"), "{err}");
+        // A configured key file is never generated.
+        let missing = dir.path().join("missing.pem");
+        assert!(
+            TokenService::from_key_file(&missing, false, "b", "r", Duration::from_secs(60))
+                .is_err()
+        );
+        assert!(!missing.exists());
+    }
 }
