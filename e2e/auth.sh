@@ -118,14 +118,7 @@ YAML
   mv "$MDIR/project.yaml.tmp" "$MDIR/project.yaml"
 }
 write_project private enabled
-cat >"$MDIR/tokens.yaml" <<YAML
-apiVersion: v1
-kind: Secret
-metadata:
-  name: $BERTH_USER-pat
-  labels: {berth.dev/user: $BERTH_USER}
-  annotations: {berth.dev/scopes: "read_registry,write_registry"}
-stringData: {token: $BERTH_PASS}
+{ pat_secret_yaml "$BERTH_USER" "$BERTH_PASS"; cat <<YAML
 ---
 apiVersion: v1
 kind: Secret
@@ -141,6 +134,7 @@ metadata:
   annotations: {berth.dev/project: $PROJECT, berth.dev/token: $DEPLOY_USER}
 stringData: {token: $DEPLOY_PASS}
 YAML
+} >"$MDIR/tokens.yaml"
 
 step "start berth with token authentication (manifests: $MDIR)"
 BERTH_MANIFESTS="$MDIR" start_berth "$W/registry"

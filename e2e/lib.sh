@@ -139,16 +139,8 @@ spec:
     - {user: $BERTH_USER, role: Owner}
 YAML
     done
-    cat <<YAML
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: $BERTH_USER-pat
-  labels: {berth.dev/user: $BERTH_USER}
-  annotations: {berth.dev/scopes: "read_registry,write_registry"}
-stringData: {token: $BERTH_PASS}
-YAML
+    echo "---"
+    pat_secret_yaml "$BERTH_USER" "$BERTH_PASS"
   } >"$f"
 }
 
@@ -395,16 +387,36 @@ show_server_log_tail() {
   tail -n "${1:-20}" "$BERTH_LOG" | sed 's/^/    /' >&2
 }
 
+# pat_secret_yaml USER TOKEN: the manifest of a personal access token Secret (both scopes).
+pat_secret_yaml() {
+  cat <<YAML
+apiVersion: v1
+kind: Secret
+metadata:
+  name: $1-pat
+  labels: {berth.dev/user: $1}
+  annotations: {berth.dev/scopes: "read_registry,write_registry"}
+stringData: {token: $2}
+YAML
+}
+
+# _run_to_log LOGNAME CMD...: runs CMD with its output in $E2E_OUT/LOGNAME.log (the command
+# line first, BERTH_PASS hidden); sets RUN_LOG, RUN_SHOWN and RUN_RC.
+_run_to_log() {
+  local name="$1"; shift
+  RUN_LOG="$E2E_OUT/$name.log"; RUN_SHOWN="$*"
+  [ -n "$BERTH_PASS" ] && RUN_SHOWN="${RUN_SHOWN//$BERTH_PASS/<password>}"
+  printf '$ %s\n' "$RUN_SHOWN" >"$RUN_LOG"
+  RUN_RC=0
+  "$@" >>"$RUN_LOG" 2>&1 || RUN_RC=$?
+}
+
 # run_logged LOGNAME CMD...: run a client, output to $E2E_OUT/LOGNAME.log; on failure show its
 # tail (the --debug trace has the HTTP requests) and the registry log tail. BERTH_PASS is
 # replaced by <password> in what is shown.
 run_logged() {
-  local name="$1"; shift
-  local logf="$E2E_OUT/$name.log" shown="$*"
-  [ -n "$BERTH_PASS" ] && shown="${shown//$BERTH_PASS/<password>}"
-  printf '$ %s\n' "$shown" >"$logf"
-  local rc=0
-  "$@" >>"$logf" 2>&1 || rc=$?
+  _run_to_log "$@"
+  local logf="$RUN_LOG" shown="$RUN_SHOWN" rc="$RUN_RC"
   [ "$rc" -eq 0 ] && return 0
   {
     printf '  command failed (exit %d): %s\n' "$rc" "$shown"
@@ -419,12 +431,8 @@ run_logged() {
 # failed (its last line is kept in REFUSED_MSG), else shows its output and returns 1.
 REFUSED_MSG=""
 run_refused() {
-  local name="$1"; shift
-  local logf="$E2E_OUT/$name.log" shown="$*"
-  [ -n "$BERTH_PASS" ] && shown="${shown//$BERTH_PASS/<password>}"
-  printf '$ %s\n' "$shown" >"$logf"
-  local rc=0
-  "$@" >>"$logf" 2>&1 || rc=$?
+  _run_to_log "$@"
+  local logf="$RUN_LOG" shown="$RUN_SHOWN" rc="$RUN_RC"
   REFUSED_MSG="$(grep -v '^\$ ' "$logf" | grep -v '^time=.*level=debug' | tail -n 1 | cut -c1-300)"
   [ "$rc" -ne 0 ] && return 0
   {
