@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod crd;
 pub mod metadata;
 pub mod observability;
 pub mod oci;

@@ -23,6 +23,12 @@ struct Cli {
 enum Command {
     /// Run the registry (standalone by default: local data directory, embedded SQLite).
     Serve(ServeArgs),
+    /// Print the CustomResourceDefinitions (YAML), or write one file per CRD to --dir.
+    Crds {
+        /// Write `<crd name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -75,6 +81,23 @@ impl ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Crds { dir: None } => {
+            print!("{}", berth::crd::crds_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Crds { dir: Some(dir) } => {
+            for (name, yaml) in berth::crd::crd_files() {
+                let path = dir.join(name);
+                if let Err(e) =
+                    std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, yaml))
+                {
+                    eprintln!("berth: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+                println!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
         Command::Serve(args) => {
             let config = match args.into_config() {
                 Ok(c) => c,

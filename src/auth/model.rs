@@ -4,9 +4,16 @@
 
 use std::time::SystemTime;
 
-use serde::Deserialize;
+use kube::CustomResource;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+use crate::crd::{Condition, LocalRef};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Role {
     Guest,
     Reporter,
@@ -15,7 +22,7 @@ pub enum Role {
     Owner,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     Public,
@@ -26,7 +33,7 @@ pub enum Visibility {
 
 /// GitLab's "Container Registry" setting: `enabled` is "Everyone With
 /// Access", `private` is "Only Project Members".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RegistryAccessLevel {
     #[default]
@@ -35,59 +42,140 @@ pub enum RegistryAccessLevel {
     Disabled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     ReadRegistry,
     WriteRegistry,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServiceAccountRef {
+    #[schemars(length(min = 1, max = 63))]
     pub namespace: String,
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A user (by the name their personal access tokens carry) or a Kubernetes
+/// ServiceAccount, with a role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.user) != has(self.serviceAccount)").message("each member needs exactly one of `user` or `serviceAccount`"))]
 pub struct Member {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub user: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<ServiceAccountRef>,
     pub role: Role,
 }
 
 /// A deploy token (no role: its scopes alone decide) or a project access
 /// token (a role, capped by its scopes). Its secret value lives elsewhere.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TokenSpec {
+    /// The user name the token logs in with; also names its Secret.
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
+    #[schemars(length(min = 1, max = 2))]
     pub scopes: Vec<Scope>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
-    #[serde(default, with = "rfc3339_opt")]
+    /// RFC 3339; the token is refused from then on.
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub expires_at: Option<SystemTime>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// What happens to a project's images when the Project is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub enum DeletionPolicy {
+    #[default]
+    Delete,
+    Retain,
+}
+
+/// A repository path component as GitLab allows it: lower case letters and
+/// digits, separated by one `.`, `_`, `__` or `-` (so no leading `_`, no
+/// trailing or double `-`, which break Docker clients).
+pub const PATH_PATTERN: &str =
+    r"^[a-z0-9]+(?:(?:\.|_|__|-)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-)[a-z0-9]+)*)*$";
+
+/// A `Project`: a path in the registry with visibility, members and tokens.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "berth.dev",
+    version = "v1alpha1",
+    kind = "Project",
+    namespaced,
+    status = "ProjectStatus",
+    shortname = "proj",
+    category = "berth",
+    doc = "A berth project: a repository path with visibility, members and tokens",
+    printcolumn(name = "Path", type_ = "string", json_path = ".status.path"),
+    printcolumn(name = "Visibility", type_ = "string", json_path = ".spec.visibility"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.accessTokens.all(t, has(t.role))").message("every access token needs a role (deploy tokens have none)"))]
+#[x_kube(validation = Rule::new("self.path == '' || self.path.matches('^[a-z0-9]+(([._]|__|-)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-)[a-z0-9]+)*)*$')").message("path must be lower-case components of letters and digits separated by one '.', '_', '__' or '-' (no leading '_', no trailing or double '-': Docker clients break on those), joined by '/'"))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProjectSpec {
+    /// The Registry (in the Project's namespace) that serves this project.
+    /// Required in a cluster; ignored by a standalone registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_ref: Option<LocalRef>,
     /// `group/subgroup/project`; default `<namespace>/<name>`.
     #[serde(default)]
+    #[schemars(length(max = 200))]
     pub path: String,
     #[serde(default)]
     pub visibility: Visibility,
     #[serde(default)]
     pub registry_access_level: RegistryAccessLevel,
     #[serde(default)]
+    #[schemars(length(max = 500))]
     pub members: Vec<Member>,
     #[serde(default)]
+    #[schemars(length(max = 50), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub deploy_tokens: Vec<TokenSpec>,
     #[serde(default)]
+    #[schemars(length(max = 50), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub access_tokens: Vec<TokenSpec>,
+    /// `Delete` (default): deleting the Project deletes its images.
+    /// `Retain`: they stay (reachable by the admin only).
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// What the operator reports about a Project.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The effective project path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The `kubernetes.io/dockerconfigjson` Secrets made for its tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_secrets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
 
 impl ProjectSpec {
@@ -104,7 +192,14 @@ impl ProjectSpec {
 pub(crate) mod rfc3339_opt {
     use std::time::SystemTime;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string()),
+            None => s.serialize_none(),
+        }
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
         let Some(text) = Option::<String>::deserialize(d)? else {
@@ -113,5 +208,37 @@ pub(crate) mod rfc3339_opt {
         humantime::parse_rfc3339_weak(&text)
             .map(Some)
             .map_err(|e| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CRD's path pattern refuses exactly what the registry's name check
+    /// refuses, so bad paths are caught at admission.
+    #[test]
+    fn path_pattern_agrees_with_the_name_grammar() {
+        let re = regex::Regex::new(PATH_PATTERN).unwrap();
+        for path in [
+            "group/app",
+            "a",
+            "a.b/c_d/e__f/g-h",
+            "_lead",
+            "trail-",
+            "dou--ble",
+            "Upper/case",
+            "a//b",
+            "a/",
+            "a..b",
+            "a___b",
+            "a-_b",
+        ] {
+            assert_eq!(
+                re.is_match(path),
+                crate::oci::validate_repository(path).is_ok(),
+                "{path}"
+            );
+        }
     }
 }

@@ -107,6 +107,8 @@ mod tests {
             members: vec![],
             deploy_tokens: vec![],
             access_tokens: vec![],
+            registry_ref: None,
+            deletion_policy: Default::default(),
         }
     }
 

@@ -1,0 +1,484 @@
+//! The custom resources of group `berth.dev`, version `v1alpha1`: `Registry`,
+//! `Project` (its spec is [`crate::auth::model::ProjectSpec`], the same shape
+//! a standalone registry reads from its manifest directory) and
+//! `CleanupPolicy`. `berth crds` prints their CRDs; `crds/` holds that output
+//! and a test fails when it drifts. Validation lives in the schema (types,
+//! enums, lengths, patterns) and in CEL rules, so the API server refuses bad
+//! objects with a message that says what to change.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::CustomResourceExt;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use crate::auth::model::{Project, ProjectSpec, ProjectStatus};
+pub use crate::config::LogFormat;
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+pub const GROUP: &str = "berth.dev";
+pub const VERSION: &str = "v1alpha1";
+
+/// A reference to an object in the same namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+// ---------------------------------------------------------------- Registry
+
+/// A berth registry: pods serving the OCI API, their storage and metadata.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "berth.dev",
+    version = "v1alpha1",
+    kind = "Registry",
+    namespaced,
+    status = "RegistryStatus",
+    shortname = "reg",
+    category = "berth",
+    doc = "A berth container registry: pods, storage, metadata database and service",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.replicas <= 1 || self.database.kind == 'postgres'").message("database.kind sqlite supports one replica only: use postgres for replicas > 1"))]
+#[x_kube(validation = Rule::new("self.replicas <= 1 || self.storage.kind == 's3'").message("storage.kind filesystem (a ReadWriteOnce volume) supports one replica only: use s3 for replicas > 1"))]
+pub struct RegistrySpec {
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Container image; default: the operator's own image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub database: Database,
+    #[serde(default)]
+    pub service: ServiceSettings,
+    /// `host[:port]` clients use to reach the registry (written into the
+    /// token Secrets). Default: the ingress host, else the Service's DNS name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub public_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSettings>,
+    #[serde(default)]
+    pub token: TokenSettings,
+    #[serde(default)]
+    pub garbage_collection: GcSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default = "json_logs")]
+    pub log_format: LogFormat,
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn json_logs() -> LogFormat {
+    LogFormat::Json
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    #[default]
+    Filesystem,
+    S3,
+}
+
+/// Where blobs live: a PersistentVolumeClaim, or S3-compatible object storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.kind != 's3' || has(self.s3)").message("storage.s3 (endpoint, bucket, credentialsSecret) is required when storage.kind is s3"))]
+pub struct Storage {
+    #[serde(default)]
+    pub kind: StorageKind,
+    #[serde(default)]
+    pub filesystem: FilesystemStorage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Storage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FilesystemStorage {
+    /// Size of the PersistentVolumeClaim, e.g. `10Gi`.
+    #[serde(default = "ten_gi")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"))]
+    pub size: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for FilesystemStorage {
+    fn default() -> Self {
+        FilesystemStorage {
+            size: ten_gi(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn ten_gi() -> String {
+    "10Gi".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct S3Storage {
+    #[schemars(length(min = 1, max = 512))]
+    pub endpoint: String,
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// A Secret with keys `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret: LocalRef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseKind {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+/// The metadata database: embedded SQLite (one replica) or PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.kind != 'postgres' || has(self.connectionSecret)").message("database.connectionSecret (a Secret with key `url`) is required when database.kind is postgres"))]
+pub struct Database {
+    #[serde(default)]
+    pub kind: DatabaseKind,
+    /// A Secret whose key `url` holds the PostgreSQL connection URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_secret: Option<LocalRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceSettings {
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// The port the pods listen on and the Service exposes.
+    #[serde(default = "registry_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            type_: ServiceType::default(),
+            port: registry_port(),
+        }
+    }
+}
+
+fn registry_port() -> i32 {
+    5000
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IngressSettings {
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// A `kubernetes.io/tls` Secret for `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TokenSettings {
+    /// The `iss` of issued tokens; default `berth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default = "token_ttl")]
+    #[schemars(range(min = 30, max = 86400))]
+    pub ttl_seconds: i32,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            issuer: None,
+            ttl_seconds: token_ttl(),
+        }
+    }
+}
+
+fn token_ttl() -> i32 {
+    300
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GcSettings {
+    /// How long after an event a manifest or blob is reviewed (default 24h).
+    #[serde(default = "review_delay")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h|d))+$"))]
+    pub review_delay: String,
+    /// How often the sweep runs (default 1h).
+    #[serde(default = "sweep_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h|d))+$"))]
+    pub sweep_interval: String,
+}
+
+impl Default for GcSettings {
+    fn default() -> Self {
+        GcSettings {
+            review_delay: review_delay(),
+            sweep_interval: sweep_interval(),
+        }
+    }
+}
+
+fn review_delay() -> String {
+    "24h".into()
+}
+
+fn sweep_interval() -> String {
+    "1h".into()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `host[:port]` clients push to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub replicas: i32,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// The Secret holding the token signing key (generated once, kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+// ----------------------------------------------------------- CleanupPolicy
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub enum Cadence {
+    #[default]
+    #[serde(rename = "1d")]
+    Daily,
+    #[serde(rename = "7d")]
+    Weekly,
+    #[serde(rename = "14d")]
+    Fortnightly,
+    #[serde(rename = "1month")]
+    Monthly,
+    #[serde(rename = "3month")]
+    Quarterly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OlderThan {
+    #[serde(rename = "7d")]
+    Days7,
+    #[serde(rename = "14d")]
+    Days14,
+    #[serde(rename = "30d")]
+    Days30,
+    #[serde(rename = "90d")]
+    Days90,
+}
+
+/// GitLab's cleanup policy over the tags of the selected Projects.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "berth.dev",
+    version = "v1alpha1",
+    kind = "CleanupPolicy",
+    namespaced,
+    status = "CleanupPolicyStatus",
+    shortname = "cp",
+    category = "berth",
+    doc = "Which tags of which Projects are deleted, and how often (GitLab's cleanup policy)",
+    printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
+    ),
+    printcolumn(name = "Cadence", type_ = "string", json_path = ".spec.cadence"),
+    printcolumn(name = "Last run", type_ = "date", json_path = ".status.lastRun"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.projectRef) != has(self.selector)").message("set exactly one of projectRef (one Project) or selector (Projects by label)"))]
+#[x_kube(validation = Rule::new("!has(self.nameRegex) || ''.matches(self.nameRegex) || !''.matches(self.nameRegex)").message("nameRegex is not a valid regular expression"))]
+#[x_kube(validation = Rule::new("!has(self.nameRegexKeep) || ''.matches(self.nameRegexKeep) || !''.matches(self.nameRegexKeep)").message("nameRegexKeep is not a valid regular expression"))]
+pub struct CleanupPolicySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_ref: Option<LocalRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub cadence: Cadence,
+    /// Keep this many of the newest tags (1, 5, 10, 25, 50 or 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [1, 5, 10, 25, 50, 100]))]
+    pub keep_n: Option<i32>,
+    /// Only tags older than this may be deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older_than: Option<OlderThan>,
+    /// Tags matching this (anchored at both ends) may be deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
+    pub name_regex: Option<String>,
+    /// Tags matching this (anchored at both ends) are always kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
+    pub name_regex_keep: Option<String>,
+    /// Report what would be deleted in status instead of deleting.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Never delete a tag whose image runs in the cluster now.
+    #[serde(default = "yes")]
+    pub keep_in_use: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The three CRDs as one YAML stream, in the order they are printed.
+pub fn crds_yaml() -> String {
+    let mut out = String::new();
+    for crd in [Registry::crd(), Project::crd(), CleanupPolicy::crd()] {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(&crd).expect("CRDs serialize"));
+    }
+    out
+}
+
+/// File name under `crds/` for each CRD, with its YAML.
+pub fn crd_files() -> Vec<(String, String)> {
+    [Registry::crd(), Project::crd(), CleanupPolicy::crd()]
+        .into_iter()
+        .map(|crd| {
+            let name = format!(
+                "{}.yaml",
+                crd.metadata.name.as_deref().expect("CRDs are named")
+            );
+            let yaml = serde_yaml_ng::to_string(&crd).expect("CRDs serialize");
+            (name, yaml)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crds_have_status_columns_and_short_names() {
+        for crd in [Registry::crd(), Project::crd(), CleanupPolicy::crd()] {
+            assert_eq!(crd.spec.group, GROUP);
+            assert_eq!(crd.spec.scope, "Namespaced");
+            let v = &crd.spec.versions[0];
+            assert_eq!(v.name, VERSION);
+            assert!(v.subresources.as_ref().unwrap().status.is_some());
+            assert!(v.additional_printer_columns.as_ref().unwrap().len() >= 3);
+            assert!(!crd.spec.names.short_names.clone().unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn defaults_fill_an_empty_registry_spec() {
+        let spec: RegistrySpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(spec.replicas, 1);
+        assert_eq!(spec.storage.kind, StorageKind::Filesystem);
+        assert_eq!(spec.storage.filesystem.size, "10Gi");
+        assert_eq!(spec.database.kind, DatabaseKind::Sqlite);
+        assert_eq!(spec.service.port, 5000);
+        assert_eq!(spec.token.ttl_seconds, 300);
+        assert_eq!(spec.garbage_collection.review_delay, "24h");
+    }
+
+    /// `crds/` must be exactly what `berth crds` prints: regenerate with
+    /// `cargo run -- crds --dir crds` after changing a type.
+    #[test]
+    fn crds_directory_matches_the_types() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for dir in ["crds", "charts/berth/crds"] {
+            for (name, yaml) in crd_files() {
+                let path = root.join(dir).join(&name);
+                let on_disk = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(
+                    on_disk == yaml,
+                    "{} drifted from the Rust types: run `cargo run -- crds --dir {dir}`",
+                    path.display()
+                );
+            }
+        }
+    }
+}
