@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Config {
     /// Address the registry listens on.
@@ -16,9 +16,21 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    /// In-cluster mode: Projects and token Secrets come from the API server
+    /// (the Registry's namespace), not from a manifest directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The Registry object this pod serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesConfig {
+    pub namespace: String,
+    pub registry: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct AuthConfig {
     /// Token authentication; when off, everyone may do everything.
@@ -51,7 +63,7 @@ impl Default for AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -83,6 +95,7 @@ impl Default for Config {
             data_dir: PathBuf::from("berth-data"),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
+            kubernetes: None,
         }
     }
 }
@@ -148,6 +161,17 @@ impl Config {
             return Err((
                 "auth.tokenTtlSeconds".into(),
                 format!("{} is outside 30..=86400", self.auth.token_ttl_seconds),
+            ));
+        }
+        if let Some(k) = &self.kubernetes
+            && self.auth.manifest_dir.is_some()
+        {
+            return Err((
+                "auth.manifestDir".into(),
+                format!(
+                    "cannot be used with `kubernetes` (projects come from namespace {})",
+                    k.namespace
+                ),
             ));
         }
         if let Some(realm) = &self.auth.realm

@@ -6,6 +6,9 @@
 //! enums, lengths, patterns) and in CEL rules, so the API server refuses bad
 //! objects with a message that says what to change.
 
+// kube's `printcolumn(...)` attributes repeat keys such as `type_` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::CustomResourceExt;

@@ -16,6 +16,7 @@ pub mod crd;
 pub mod metadata;
 pub mod observability;
 pub mod oci;
+pub mod operator;
 pub mod registry;
 pub mod server;
 pub mod storage;

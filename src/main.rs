@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the registry (standalone by default: local data directory, embedded SQLite).
     Serve(ServeArgs),
+    /// Run the operator: reconcile Registry, Project and CleanupPolicy objects.
+    Operator(OperatorArgs),
     /// Print the CustomResourceDefinitions (YAML), or write one file per CRD to --dir.
     Crds {
         /// Write `<crd name>.yaml` files into this directory instead of printing.
@@ -51,6 +53,38 @@ struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+}
+
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// Image for Registries that do not name one.
+    #[arg(long, env = "BERTH_REGISTRY_IMAGE", default_value = concat!("berth:", env!("CARGO_PKG_VERSION")))]
+    registry_image: String,
+    /// How to reach registry pods for API calls: `service` in the cluster,
+    /// `public-host` (spec.publicHost) when the operator runs outside it.
+    #[arg(long, value_enum, default_value = "service")]
+    registry_address: berth::operator::Connect,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_listen: std::net::SocketAddr,
+    /// Namespace of the leader election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "berth-system")]
+    lease_namespace: String,
+    /// Name of the leader election Lease.
+    #[arg(long, default_value = "berth-operator")]
+    lease_name: String,
+    /// Run without leader election (only ever one replica).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// This replica's name in the Lease and in Events [default: the pod name, else host name and pid].
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter, such as `info` or `berth=debug,info`; RUST_LOG wins.
+    #[arg(long, default_value = "info")]
+    log_level: String,
 }
 
 impl ServeArgs {
@@ -97,6 +131,41 @@ fn main() -> ExitCode {
                 println!("wrote {}", path.display());
             }
             ExitCode::SUCCESS
+        }
+        Command::Operator(args) => {
+            berth::observability::init_logging(&berth::config::LogConfig {
+                format: args.log_format,
+                level: args.log_level.clone(),
+            });
+            let identity = args.identity.clone().unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "berth".into());
+                format!("{host}-{}", std::process::id())
+            });
+            let settings = berth::operator::Settings {
+                registry_image: args.registry_image,
+                connect: args.registry_address,
+                metrics_listen: args.metrics_listen,
+                lease_namespace: (!args.no_leader_election).then_some(args.lease_namespace),
+                lease_name: args.lease_name,
+                identity,
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("berth: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(berth::operator::run(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("berth operator: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Serve(args) => {
             let config = match args.into_config() {

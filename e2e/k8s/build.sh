@@ -90,6 +90,7 @@ stop_sampler() { [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null; wait 
 trap 'stop_sampler; rm -f "$peak_file"' EXIT
 
 built=() skipped=() failed=()
+cpu_total=0
 total_start=$(now)
 # build NAME MODULE_DIR PACKAGE LDFLAGS STAMP
 build() {
@@ -100,11 +101,13 @@ build() {
   say "$name: building $pkg ($stamp, -p $PAR) ..."
   local t0 rss_file; t0=$(now); rss_file="$(mktemp)"
   local -a timer=()
-  [ -x /usr/bin/time ] && timer=(/usr/bin/time -o "$rss_file" -f '%M')
+  [ -x /usr/bin/time ] && timer=(/usr/bin/time -o "$rss_file" -f '%M %U %S')
   if (cd "$dir" && "${timer[@]}" go build -p "$PAR" -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg"); then
     mv -f "$out.tmp" "$out"; echo "$stamp" >"$out.version"
-    local rss=""; [ -s "$rss_file" ] && rss=", largest process $(awk '{printf "%.1f GiB", $1/1048576}' "$rss_file")"
+    local rss=""
+    [ -s "$rss_file" ] && rss="$(awk 'END{printf ", %.0f CPU-s, largest process %.1f GiB", $2+$3, $1/1048576}' "$rss_file")"
     say "$name: built in $(elapsed "$t0") s ($(du -h "$out" | cut -f1)$rss)"
+    [ -s "$rss_file" ] && cpu_total=$(awk -v t="$cpu_total" 'END{printf "%.0f", t+$2+$3}' "$rss_file")
     built+=("$name")
   else
     rm -f "$out.tmp"; say "ERROR: $name failed after $(elapsed "$t0") s"; failed+=("$name")
@@ -128,7 +131,7 @@ build helm "$HERE/helm" helm.sh/helm/v4/cmd/helm "$helm_ldflags" "$HELM_VERSION"
 if [ -n "$need_build" ]; then
   stop_sampler
   read -r base peak <"$peak_file"
-  say "builds took $(elapsed "$total_start") s in all; peak memory in use on the machine" \
+  say "builds took $(elapsed "$total_start") s in all (${cpu_total} CPU-s); peak memory in use on the machine" \
       "$(awk -v p="$peak" -v b="$base" 'BEGIN{printf "%.1f GiB (%.1f GiB above the %.1f GiB before the build)", p/1048576, (p-b)/1048576, b/1048576}')"
 fi
 say "built: ${built[*]:-(nothing)}; already there: ${skipped[*]:-(nothing)}"

@@ -61,7 +61,8 @@ pid_alive() {
   [ -s "$f" ] || return 1
   pid="$(cat "$f")"
   [ -d "/proc/$pid" ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1" || return 1
+  local exe; exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
+  exe="${exe##*/}"; [ "${exe%% (deleted)}" = "$1" ] || return 1
   # a zombie (exited, not yet reaped) counts as dead
   [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
 }
@@ -234,6 +235,7 @@ EOF
     --kubeconfig="$dir/kubeconfig" \
     --authentication-kubeconfig="$dir/kubeconfig" \
     --authorization-kubeconfig="$dir/kubeconfig" \
+    --authentication-skip-lookup=true \
     --bind-address=127.0.0.1 --secure-port="$kcm_port" --cert-dir="$dir/certs-kcm" \
     --leader-elect=false \
     --controllers='*' \

@@ -2,6 +2,9 @@
 //! same YAML is read from a manifest directory in standalone mode): projects
 //! with visibility, registry access level, members and tokens; roles; scopes.
 
+// kube's `printcolumn(...)` attributes repeat keys such as `type_` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use std::time::SystemTime;
 
 use kube::CustomResource;

@@ -215,12 +215,18 @@ impl TokenService {
     }
 }
 
-fn write_new_key(path: &Path) -> std::io::Result<()> {
+/// A fresh EC P-256 private key, PKCS#8 PEM.
+pub fn new_key_pem() -> Result<String, String> {
     use p256::pkcs8::EncodePrivateKey;
     let secret = p256::SecretKey::random(&mut rand_core::OsRng);
     let pem = secret
         .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
+    Ok(pem.to_string())
+}
+
+fn write_new_key(path: &Path) -> std::io::Result<()> {
+    let pem = new_key_pem().map_err(std::io::Error::other)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

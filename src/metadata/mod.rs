@@ -375,6 +375,16 @@ impl Metadata {
         .await
     }
 
+    /// Deletes a repository with its tags, manifests, blob links and uploads;
+    /// `false` when absent. Blobs stay for garbage collection.
+    pub async fn delete_repository(&self, repo: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM repositories WHERE name = ?")
+            .bind(repo)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Deletes a tag (not the manifest it points at); `false` when absent.
     pub async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
         self.delete_in_repository(

@@ -26,7 +26,10 @@ pub(crate) fn need<'a>(method: &Method, route: &'a Route) -> Need<'a> {
     let action = match (method, route) {
         (_, Route::Base) => return Need::AnyToken,
         (_, Route::Catalog) => return Need::Catalog,
-        (&Method::DELETE, Route::Manifest { .. } | Route::Blob { .. }) => "delete",
+        (
+            &Method::DELETE,
+            Route::Manifest { .. } | Route::Blob { .. } | Route::Repository { .. },
+        ) => "delete",
         (&Method::PUT, Route::Manifest { .. }) => "push",
         (_, Route::UploadStart { .. } | Route::Upload { .. }) => "push",
         _ => "pull",

@@ -8,6 +8,7 @@
 //! Kubernetes.
 
 mod access;
+mod api;
 mod blobs;
 pub mod error;
 mod listing;
@@ -88,6 +89,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*path}", any(dispatch))
+        .route("/api/v1/repositories/{*name}", any(api::repository))
         .route("/jwt/auth", get(token::token))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -25,6 +25,8 @@ pub enum Route {
     Upload { name: String, id: String },
     /// `/v2/<name>/referrers/<digest>`
     Referrers { name: String, digest: String },
+    /// `/api/v1/repositories/<name>` (management API)
+    Repository { name: String },
 }
 
 impl Route {
@@ -37,7 +39,8 @@ impl Route {
             | Route::Blob { name, .. }
             | Route::UploadStart { name }
             | Route::Upload { name, .. }
-            | Route::Referrers { name, .. } => Some(name),
+            | Route::Referrers { name, .. }
+            | Route::Repository { name } => Some(name),
         }
     }
 }

@@ -1,0 +1,665 @@
+//! Pure builders: a `Registry` in, the Kubernetes objects that run it out.
+//! No API calls here, so every object can be checked in unit tests.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use kube::ResourceExt;
+use sha2::Digest as _;
+
+use crate::config::{AuthConfig, Config, KubernetesConfig, LogConfig};
+use crate::crd::{Registry, StorageKind};
+
+pub const MANAGED_BY: &str = "berth-operator";
+pub const CONFIG_DIR: &str = "/etc/berth/config";
+pub const CONFIG_FILE: &str = "berth.yaml";
+pub const SIGNING_DIR: &str = "/etc/berth/signing";
+pub const SIGNING_KEY: &str = "key.pem";
+pub const DATA_DIR: &str = "/var/lib/berth";
+/// The uid/gid the registry runs as (distroless "nonroot").
+pub const RUN_AS: i64 = 65532;
+
+/// Names of a Registry's children.
+pub struct Names {
+    pub base: String,
+    pub config: String,
+    pub signing_key: String,
+    pub data: String,
+    /// Cluster-scoped: lets the pods create TokenReviews.
+    pub token_review_binding: String,
+}
+
+impl Names {
+    pub fn of(reg: &Registry) -> Names {
+        let base = reg.name_any();
+        Names {
+            config: format!("{base}-config"),
+            signing_key: format!("{base}-signing-key"),
+            data: format!("{base}-data"),
+            token_review_binding: format!(
+                "berth:{}:{base}:tokenreview",
+                reg.namespace().unwrap_or_default()
+            ),
+            base,
+        }
+    }
+}
+
+/// The pod selector labels.
+pub fn selector(reg: &Registry) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "berth".into()),
+        ("app.kubernetes.io/instance".into(), reg.name_any()),
+        ("app.kubernetes.io/component".into(), "registry".into()),
+    ])
+}
+
+pub fn labels(reg: &Registry) -> BTreeMap<String, String> {
+    let mut l = selector(reg);
+    l.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
+    l
+}
+
+fn owner(reg: &Registry) -> OwnerReference {
+    reg.controller_owner_ref(&())
+        .expect("a Registry read from the API server has a uid")
+}
+
+fn meta(reg: &Registry, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: reg.namespace(),
+        labels: Some(labels(reg)),
+        owner_references: Some(vec![owner(reg)]),
+        ..Default::default()
+    }
+}
+
+/// `host[:port]` clients use.
+pub fn endpoint(reg: &Registry) -> String {
+    if let Some(h) = &reg.spec.public_host {
+        return h.clone();
+    }
+    if let Some(i) = &reg.spec.ingress {
+        return i.host.clone();
+    }
+    service_host(reg)
+}
+
+/// The Service's in-cluster address.
+pub fn service_host(reg: &Registry) -> String {
+    format!(
+        "{}.{}.svc:{}",
+        reg.name_any(),
+        reg.namespace().unwrap_or_default(),
+        reg.spec.service.port
+    )
+}
+
+/// The `berth serve` configuration the pods read.
+pub fn serve_config(reg: &Registry) -> Config {
+    Config {
+        listen: SocketAddr::from(([0, 0, 0, 0], reg.spec.service.port as u16)),
+        data_dir: PathBuf::from(DATA_DIR),
+        log: LogConfig {
+            format: reg.spec.log_format,
+            ..LogConfig::default()
+        },
+        auth: AuthConfig {
+            enabled: true,
+            manifest_dir: None,
+            signing_key_file: Some(PathBuf::from(SIGNING_DIR).join(SIGNING_KEY)),
+            issuer: reg
+                .spec
+                .token
+                .issuer
+                .clone()
+                .unwrap_or_else(|| "berth".into()),
+            service: "berth".into(),
+            token_ttl_seconds: reg.spec.token.ttl_seconds as u64,
+            realm: None,
+        },
+        kubernetes: Some(KubernetesConfig {
+            namespace: reg.namespace().unwrap_or_default(),
+            registry: reg.name_any(),
+        }),
+    }
+}
+
+pub fn config_map(reg: &Registry) -> ConfigMap {
+    let n = Names::of(reg);
+    let yaml = serde_yaml_ng::to_string(&serve_config(reg)).expect("config serializes");
+    ConfigMap {
+        metadata: meta(reg, &n.config),
+        data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), yaml)])),
+        ..Default::default()
+    }
+}
+
+pub fn service_account(reg: &Registry) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(reg, &Names::of(reg).base),
+        ..Default::default()
+    }
+}
+
+/// What the registry pods may read in their namespace: the Projects and
+/// CleanupPolicies they serve and the token Secrets.
+pub fn role(reg: &Registry) -> Role {
+    let read = || vec!["get".to_string(), "list".into(), "watch".into()];
+    Role {
+        metadata: meta(reg, &Names::of(reg).base),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec![crate::crd::GROUP.into()]),
+                resources: Some(vec!["projects".into(), "cleanuppolicies".into()]),
+                verbs: read(),
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["secrets".into()]),
+                verbs: read(),
+                ..Default::default()
+            },
+        ]),
+    }
+}
+
+fn pod_subject(reg: &Registry) -> Subject {
+    Subject {
+        kind: "ServiceAccount".into(),
+        name: reg.name_any(),
+        namespace: reg.namespace(),
+        ..Default::default()
+    }
+}
+
+pub fn role_binding(reg: &Registry) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(reg, &Names::of(reg).base),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: reg.name_any(),
+        },
+        subjects: Some(vec![pod_subject(reg)]),
+    }
+}
+
+/// Binds the pods' ServiceAccount to `system:auth-delegator` so they can
+/// check ServiceAccount tokens with TokenReview. Cluster-scoped, so it cannot
+/// be owned by the Registry: the Registry's finalizer deletes it.
+pub fn token_review_binding(reg: &Registry) -> ClusterRoleBinding {
+    let mut labels = labels(reg);
+    labels.insert(
+        "berth.dev/registry-namespace".into(),
+        reg.namespace().unwrap_or_default(),
+    );
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(Names::of(reg).token_review_binding),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: "system:auth-delegator".into(),
+        },
+        subjects: Some(vec![pod_subject(reg)]),
+    }
+}
+
+pub fn data_claim(reg: &Registry) -> Option<PersistentVolumeClaim> {
+    if reg.spec.storage.kind != StorageKind::Filesystem {
+        return None;
+    }
+    let fs = &reg.spec.storage.filesystem;
+    Some(PersistentVolumeClaim {
+        metadata: meta(reg, &Names::of(reg).data),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: fs.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(fs.size.clone()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn hash_of(text: &str) -> String {
+    hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
+}
+
+pub fn deployment(reg: &Registry, default_image: &str) -> Deployment {
+    let n = Names::of(reg);
+    let config = config_map(reg);
+    let config_hash = hash_of(
+        config
+            .data
+            .as_ref()
+            .and_then(|d| d.get(CONFIG_FILE))
+            .map(String::as_str)
+            .unwrap_or(""),
+    );
+    let filesystem = reg.spec.storage.kind == StorageKind::Filesystem;
+    let http = || IntOrString::String("http".into());
+    let probe = |path: &str, period| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: http(),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        ..Default::default()
+    };
+    let data_volume = if filesystem {
+        Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: n.data.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    } else {
+        Volume {
+            name: "data".into(),
+            empty_dir: Some(Default::default()),
+            ..Default::default()
+        }
+    };
+    let container = Container {
+        name: "registry".into(),
+        image: Some(
+            reg.spec
+                .image
+                .clone()
+                .unwrap_or_else(|| default_image.into()),
+        ),
+        image_pull_policy: reg.spec.image_pull_policy.map(|p| format!("{p:?}")),
+        command: Some(vec!["berth".into()]),
+        args: Some(vec![
+            "serve".into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: reg.spec.service.port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(probe("/readyz", 5)),
+        liveness_probe: Some(probe("/healthz", 10)),
+        resources: reg.spec.resources.clone(),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "signing-key".into(),
+                mount_path: SIGNING_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                ..Default::default()
+            },
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut pod_annotations = BTreeMap::new();
+    pod_annotations.insert("berth.dev/config-hash".to_string(), config_hash);
+    Deployment {
+        metadata: meta(reg, &n.base),
+        spec: Some(DeploymentSpec {
+            replicas: Some(reg.spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(reg)),
+                ..Default::default()
+            },
+            // One ReadWriteOnce volume cannot be mounted by old and new pods at once.
+            strategy: filesystem.then(|| DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                ..Default::default()
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(reg)),
+                    annotations: Some(pod_annotations),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(n.base.clone()),
+                    security_context: Some(PodSecurityContext {
+                        run_as_user: Some(RUN_AS),
+                        run_as_group: Some(RUN_AS),
+                        fs_group: Some(RUN_AS),
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    // Long enough for in-flight uploads to finish on SIGTERM.
+                    termination_grace_period_seconds: Some(60),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: n.config.clone(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "signing-key".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(n.signing_key.clone()),
+                                default_mode: Some(0o440),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        data_volume,
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn service(reg: &Registry) -> Service {
+    Service {
+        metadata: meta(reg, &Names::of(reg).base),
+        spec: Some(ServiceSpec {
+            type_: Some(format!("{:?}", reg.spec.service.type_)),
+            selector: Some(selector(reg)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: reg.spec.service.port,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Only with more than one replica: keeps one pod up through node drains.
+pub fn disruption_budget(reg: &Registry) -> Option<PodDisruptionBudget> {
+    (reg.spec.replicas > 1).then(|| PodDisruptionBudget {
+        metadata: meta(reg, &Names::of(reg).base),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(reg)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+pub fn ingress(reg: &Registry) -> Option<Ingress> {
+    let settings = reg.spec.ingress.as_ref()?;
+    let mut m = meta(reg, &Names::of(reg).base);
+    // Image layers are large: no body size limit, long timeouts (ingress-nginx).
+    m.annotations = Some(BTreeMap::from([
+        (
+            "nginx.ingress.kubernetes.io/proxy-body-size".to_string(),
+            "0".to_string(),
+        ),
+        (
+            "nginx.ingress.kubernetes.io/proxy-read-timeout".to_string(),
+            "600".to_string(),
+        ),
+        (
+            "nginx.ingress.kubernetes.io/proxy-send-timeout".to_string(),
+            "600".to_string(),
+        ),
+    ]));
+    Some(Ingress {
+        metadata: m,
+        spec: Some(IngressSpec {
+            ingress_class_name: settings.class_name.clone(),
+            tls: settings.tls_secret_name.as_ref().map(|s| {
+                vec![IngressTLS {
+                    hosts: Some(vec![settings.host.clone()]),
+                    secret_name: Some(s.clone()),
+                }]
+            }),
+            rules: Some(vec![IngressRule {
+                host: Some(settings.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/".into()),
+                        path_type: "Prefix".into(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: reg.name_any(),
+                                port: Some(ServiceBackendPort {
+                                    name: Some("http".into()),
+                                    ..Default::default()
+                                }),
+                            }),
+                            ..Default::default()
+                        },
+                    }],
+                }),
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The token signing key Secret: made once with a fresh P-256 key, then
+/// never rewritten by the operator (rotating it would log everyone out).
+pub fn signing_key_secret(reg: &Registry, pem: String) -> k8s_openapi::api::core::v1::Secret {
+    let mut m = meta(reg, &Names::of(reg).signing_key);
+    m.annotations = Some(BTreeMap::from([(
+        "berth.dev/purpose".to_string(),
+        "registry token signing key (generated once; delete to rotate)".to_string(),
+    )]));
+    k8s_openapi::api::core::v1::Secret {
+        metadata: m,
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([(SIGNING_KEY.to_string(), pem)])),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::RegistrySpec;
+
+    pub(crate) fn registry(spec: serde_json::Value) -> Registry {
+        let mut r = Registry::new("reg", serde_json::from_value(spec).unwrap());
+        r.metadata.namespace = Some("team".into());
+        r.metadata.uid = Some("u-1".into());
+        r
+    }
+
+    #[test]
+    fn every_child_is_owned_and_labelled() {
+        let r = registry(serde_json::json!({"replicas": 1}));
+        let metas = [
+            config_map(&r).metadata,
+            service_account(&r).metadata,
+            role(&r).metadata,
+            role_binding(&r).metadata,
+            data_claim(&r).unwrap().metadata,
+            deployment(&r, "img").metadata,
+            service(&r).metadata,
+        ];
+        for m in metas {
+            let owner = &m.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.name.as_str()),
+                ("Registry", "reg")
+            );
+            assert_eq!(owner.controller, Some(true));
+            assert_eq!(m.namespace.as_deref(), Some("team"));
+            assert_eq!(
+                m.labels.unwrap()["app.kubernetes.io/managed-by"],
+                MANAGED_BY
+            );
+        }
+        // Cluster-scoped: no owner, found by label, deleted by the finalizer.
+        let crb = token_review_binding(&r);
+        assert!(crb.metadata.owner_references.is_none());
+        assert_eq!(crb.role_ref.name, "system:auth-delegator");
+    }
+
+    #[test]
+    fn one_replica_on_a_volume_has_no_budget_and_recreates() {
+        let r = registry(serde_json::json!({}));
+        assert!(disruption_budget(&r).is_none());
+        assert!(ingress(&r).is_none());
+        let d = deployment(&r, "berth:test");
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+        let pod = spec.template.spec.unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("berth:test"));
+        assert_eq!(
+            c.args.as_ref().unwrap().join(" "),
+            "serve --config /etc/berth/config/berth.yaml"
+        );
+        let claim = pod.volumes.unwrap()[2]
+            .persistent_volume_claim
+            .clone()
+            .unwrap();
+        assert_eq!(claim.claim_name, "reg-data");
+        assert_eq!(
+            data_claim(&r)
+                .unwrap()
+                .spec
+                .unwrap()
+                .resources
+                .unwrap()
+                .requests
+                .unwrap()["storage"],
+            Quantity("10Gi".into())
+        );
+    }
+
+    #[test]
+    fn several_replicas_on_s3_get_a_budget_and_no_claim() {
+        let r = registry(serde_json::json!({
+            "replicas": 3,
+            "storage": {"kind": "s3", "s3": {"endpoint": "http://s3", "bucket": "b", "credentialsSecret": {"name": "s3"}}},
+            "database": {"kind": "postgres", "connectionSecret": {"name": "pg"}},
+            "ingress": {"host": "registry.example.com", "tlsSecretName": "tls"},
+        }));
+        assert!(data_claim(&r).is_none());
+        let pdb = disruption_budget(&r).unwrap();
+        assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+        let d = deployment(&r, "img").spec.unwrap();
+        assert!(d.strategy.is_none());
+        assert!(
+            d.template.spec.unwrap().volumes.unwrap()[2]
+                .empty_dir
+                .is_some()
+        );
+        let ing = ingress(&r).unwrap().spec.unwrap();
+        assert_eq!(
+            ing.rules.unwrap()[0].host.as_deref(),
+            Some("registry.example.com")
+        );
+        assert_eq!(endpoint(&r), "registry.example.com");
+    }
+
+    #[test]
+    fn the_config_map_holds_a_config_berth_serve_accepts() {
+        let r = registry(
+            serde_json::json!({"token": {"issuer": "corp", "ttlSeconds": 600}, "service": {"port": 5050}}),
+        );
+        let yaml = config_map(&r).data.unwrap()[CONFIG_FILE].clone();
+        let c = Config::from_yaml(&yaml).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:5050");
+        assert_eq!(c.auth.issuer, "corp");
+        assert_eq!(c.auth.token_ttl_seconds, 600);
+        assert_eq!(
+            c.kubernetes,
+            Some(KubernetesConfig {
+                namespace: "team".into(),
+                registry: "reg".into()
+            })
+        );
+        assert_eq!(endpoint(&r), "reg.team.svc:5050");
+        // A config change rolls the pods.
+        let before = deployment(&registry(serde_json::json!({})), "i");
+        let after = deployment(&r, "i");
+        let hash = |d: &Deployment| {
+            d.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()["berth.dev/config-hash"]
+                .clone()
+        };
+        assert_ne!(hash(&before), hash(&after));
+        let _: RegistrySpec = r.spec.clone();
+    }
+}

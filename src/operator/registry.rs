@@ -1,0 +1,254 @@
+//! The Registry reconciler: children applied, signing key made once,
+//! status from the Deployment, Events on changes and failures.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+
+use super::apply::{FIELD_MANAGER, apply, delete_if_present};
+use super::children::{self, Names};
+use super::status::{RegistryObserved, registry_status, same};
+use super::{Context, Error, now};
+use crate::crd::{DatabaseKind, Registry, StorageKind};
+
+pub const FINALIZER: &str = "berth.dev/cluster-objects";
+
+pub async fn reconcile(reg: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = reg.namespace().unwrap_or_default();
+    let api: Api<Registry> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, reg, |event| async {
+        match event {
+            Finalizer::Apply(reg) => apply_registry(&reg, &ctx).await,
+            Finalizer::Cleanup(reg) => cleanup(&reg, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// What the data plane cannot serve yet; such a spec is reported, not deployed.
+fn unsupported(reg: &Registry) -> Option<String> {
+    let mut missing = Vec::new();
+    if reg.spec.storage.kind == StorageKind::S3 {
+        missing.push("storage.kind s3");
+    }
+    if reg.spec.database.kind == DatabaseKind::Postgres {
+        missing.push("database.kind postgres");
+    }
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{} is not supported by this berth version yet; use filesystem storage and sqlite with one replica",
+            missing.join(" and ")
+        )
+    })
+}
+
+async fn apply_registry(reg: &Registry, ctx: &Context) -> Result<Action, Error> {
+    let ns = reg.namespace().unwrap_or_default();
+    let names = Names::of(reg);
+    let mut problem = unsupported(reg).map(|m| ("NotSupported", m));
+    let applied = if problem.is_none() {
+        match apply_children(reg, ctx, &ns).await {
+            Ok(written) => written,
+            Err(e) => {
+                problem = Some(("ReconcileFailed", e.to_string()));
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    if !applied.is_empty() {
+        ctx.event(
+            reg,
+            EventType::Normal,
+            "Applied",
+            format!("applied {}", applied.join(", ")),
+        )
+        .await;
+    }
+    if let Some((reason, message)) = &problem {
+        ctx.event(reg, EventType::Warning, reason, message.clone())
+            .await;
+    }
+    let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&names.base)
+        .await?;
+    let status = registry_status(
+        reg,
+        &RegistryObserved {
+            deployment: deployment.as_ref(),
+            problem: problem.clone(),
+            signing_key_secret: Some(names.signing_key.clone()),
+        },
+        &now(),
+    );
+    if !reg.status.as_ref().is_some_and(|s| same(s, &status)) {
+        let api: Api<Registry> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = serde_json::json!({
+            "apiVersion": "berth.dev/v1alpha1",
+            "kind": "Registry",
+            "status": status,
+        });
+        api.patch_status(
+            &reg.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    }
+    match problem {
+        Some(("ReconcileFailed", message)) => Err(Error::Reconcile(message)),
+        // Nothing changes until the spec does.
+        Some(_) => Ok(Action::await_change()),
+        None => Ok(Action::requeue(Duration::from_secs(300))),
+    }
+}
+
+/// Applies every child; returns the kinds that were written.
+async fn apply_children(reg: &Registry, ctx: &Context, ns: &str) -> Result<Vec<String>, Error> {
+    let c = &ctx.client;
+    let names = Names::of(reg);
+    let mut written = Vec::new();
+    let mut note = |wrote: bool, what: &str| {
+        if wrote {
+            written.push(what.to_string());
+        }
+    };
+    if ensure_signing_key(reg, ctx, ns).await? {
+        note(true, "Secret (signing key, generated)");
+    }
+    note(
+        apply(
+            &Api::<ServiceAccount>::namespaced(c.clone(), ns),
+            children::service_account(reg),
+        )
+        .await?,
+        "ServiceAccount",
+    );
+    note(
+        apply(&Api::<Role>::namespaced(c.clone(), ns), children::role(reg)).await?,
+        "Role",
+    );
+    note(
+        apply(
+            &Api::<RoleBinding>::namespaced(c.clone(), ns),
+            children::role_binding(reg),
+        )
+        .await?,
+        "RoleBinding",
+    );
+    note(
+        apply(
+            &Api::<ClusterRoleBinding>::all(c.clone()),
+            children::token_review_binding(reg),
+        )
+        .await?,
+        "ClusterRoleBinding",
+    );
+    note(
+        apply(
+            &Api::<ConfigMap>::namespaced(c.clone(), ns),
+            children::config_map(reg),
+        )
+        .await?,
+        "ConfigMap",
+    );
+    if let Some(pvc) = children::data_claim(reg) {
+        note(
+            apply(
+                &Api::<PersistentVolumeClaim>::namespaced(c.clone(), ns),
+                pvc,
+            )
+            .await?,
+            "PersistentVolumeClaim",
+        );
+    }
+    note(
+        apply(
+            &Api::<Service>::namespaced(c.clone(), ns),
+            children::service(reg),
+        )
+        .await?,
+        "Service",
+    );
+    note(
+        apply(
+            &Api::<Deployment>::namespaced(c.clone(), ns),
+            children::deployment(reg, &ctx.settings.registry_image),
+        )
+        .await?,
+        "Deployment",
+    );
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(c.clone(), ns);
+    match children::disruption_budget(reg) {
+        Some(pdb) => note(apply(&pdbs, pdb).await?, "PodDisruptionBudget"),
+        None => note(
+            delete_if_present(&pdbs, &names.base).await?,
+            "PodDisruptionBudget (deleted)",
+        ),
+    }
+    let ingresses = Api::<Ingress>::namespaced(c.clone(), ns);
+    match children::ingress(reg) {
+        Some(i) => note(apply(&ingresses, i).await?, "Ingress"),
+        None => note(
+            delete_if_present(&ingresses, &names.base).await?,
+            "Ingress (deleted)",
+        ),
+    }
+    Ok(written)
+}
+
+/// Creates the signing key Secret if it does not exist; never rewrites it.
+async fn ensure_signing_key(reg: &Registry, ctx: &Context, ns: &str) -> Result<bool, Error> {
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let name = Names::of(reg).signing_key;
+    if api.get_opt(&name).await?.is_some() {
+        return Ok(false);
+    }
+    let pem = crate::auth::token::new_key_pem().map_err(Error::Reconcile)?;
+    match api
+        .create(
+            &PostParams::default(),
+            &children::signing_key_secret(reg, pem),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        // Another operator instance made it first: keep theirs.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The Registry is being deleted: its namespaced children go with it by
+/// owner reference; the cluster-scoped binding is ours to delete.
+async fn cleanup(reg: &Registry, ctx: &Context) -> Result<Action, Error> {
+    let api = Api::<ClusterRoleBinding>::all(ctx.client.clone());
+    let name = Names::of(reg).token_review_binding;
+    let live = api.get_opt(&name).await?;
+    // Only delete the binding if it is this Registry's (same labels).
+    if let Some(crb) = live {
+        let labels = crb.labels();
+        if labels.get("app.kubernetes.io/instance") == Some(&reg.name_any())
+            && labels.get("berth.dev/registry-namespace") == reg.namespace().as_ref()
+        {
+            delete_if_present(&api, &name).await?;
+        }
+    }
+    tracing::info!(registry = %super::status::display(reg), "registry deleted; cluster-scoped binding removed");
+    let _ = reg.object_ref(&());
+    Ok(Action::await_change())
+}

@@ -1,0 +1,249 @@
+//! Status computation: pure functions from what was observed to the status
+//! written back, with standard conditions (`Ready`, `Progressing`,
+//! `Degraded`; `Accepted` for CleanupPolicy) carrying `observedGeneration`.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::crd::{Condition, Registry, RegistryStatus};
+
+/// A condition to set: (type, status, reason, message).
+pub struct Cond<'a> {
+    pub type_: &'a str,
+    pub ok: bool,
+    pub reason: &'a str,
+    pub message: String,
+}
+
+/// Builds the conditions list, keeping each condition's
+/// `lastTransitionTime` from `old` when its status did not change.
+pub fn conditions(
+    old: &[Condition],
+    new: Vec<Cond<'_>>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    new.into_iter()
+        .map(|c| {
+            let status = if c.ok { "True" } else { "False" }.to_string();
+            let since = old
+                .iter()
+                .find(|o| o.type_ == c.type_ && o.status == status)
+                .map(|o| o.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: c.type_.to_string(),
+                status,
+                reason: c.reason.to_string(),
+                message: c.message,
+                observed_generation: generation,
+                last_transition_time: since,
+            }
+        })
+        .collect()
+}
+
+/// What the registry reconcile saw.
+pub struct RegistryObserved<'a> {
+    pub deployment: Option<&'a Deployment>,
+    /// A reconcile error, or a spec the data plane cannot honour yet.
+    pub problem: Option<(&'a str, String)>,
+    pub signing_key_secret: Option<String>,
+}
+
+pub fn registry_status(reg: &Registry, seen: &RegistryObserved<'_>, now: &Time) -> RegistryStatus {
+    let old = reg.status.clone().unwrap_or_default();
+    let want = reg.spec.replicas;
+    let dep_status = seen
+        .deployment
+        .and_then(|d| d.status.clone())
+        .unwrap_or_default();
+    let ready = dep_status.ready_replicas.unwrap_or(0);
+    let updated = dep_status.updated_replicas.unwrap_or(0);
+    let rolled_out = seen.deployment.is_some_and(|d| {
+        d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation
+    }) && updated >= want
+        && dep_status.replicas.unwrap_or(0) == want;
+    let mut conds = Vec::new();
+    match &seen.problem {
+        Some((reason, message)) => conds.push(Cond {
+            type_: "Degraded",
+            ok: true,
+            reason,
+            message: message.clone(),
+        }),
+        None => conds.push(Cond {
+            type_: "Degraded",
+            ok: false,
+            reason: "AsExpected",
+            message: "every child object is applied".into(),
+        }),
+    }
+    let progressing = !(rolled_out && ready >= want);
+    conds.push(Cond {
+        type_: "Progressing",
+        ok: progressing && seen.problem.is_none(),
+        reason: if progressing {
+            "RollingOut"
+        } else {
+            "Complete"
+        },
+        message: format!("{ready} of {want} pods ready, {updated} up to date"),
+    });
+    let (ok, reason, message) = if let Some((reason, message)) = &seen.problem {
+        (false, *reason, message.clone())
+    } else if want == 0 {
+        (false, "ScaledToZero", "spec.replicas is 0".to_string())
+    } else if ready >= want && rolled_out {
+        (true, "Available", format!("{ready} of {want} pods ready"))
+    } else {
+        (
+            false,
+            "PodsNotReady",
+            format!("{ready} of {want} pods ready"),
+        )
+    };
+    conds.push(Cond {
+        type_: "Ready",
+        ok,
+        reason,
+        message,
+    });
+    RegistryStatus {
+        observed_generation: reg.metadata.generation,
+        endpoint: Some(super::children::endpoint(reg)),
+        replicas: want,
+        ready_replicas: ready,
+        signing_key_secret: seen.signing_key_secret.clone(),
+        conditions: conditions(&old.conditions, conds, reg.metadata.generation, now),
+    }
+}
+
+/// Whether two statuses differ in anything but transition times (which
+/// `conditions` keeps anyway): an unchanged status is not written.
+pub fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}
+
+/// The name of the object for messages.
+pub fn display<K: kube::Resource>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+
+    fn reg(replicas: i32) -> Registry {
+        let mut r = Registry::new(
+            "reg",
+            serde_json::from_value(serde_json::json!({"replicas": replicas})).unwrap(),
+        );
+        r.metadata.namespace = Some("ns".into());
+        r.metadata.generation = Some(3);
+        r
+    }
+
+    fn deployment(ready: i32, replicas: i32, observed: i64) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(5);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(observed),
+            ready_replicas: Some(ready),
+            updated_replicas: Some(replicas),
+            replicas: Some(replicas),
+            ..Default::default()
+        });
+        d
+    }
+
+    fn cond<'a>(s: &'a RegistryStatus, t: &str) -> (&'a str, &'a str) {
+        let c = s.conditions.iter().find(|c| c.type_ == t).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_000_000).unwrap())
+    }
+
+    #[test]
+    fn ready_only_when_every_pod_is_ready_and_rolled_out() {
+        let r = reg(2);
+        fn seen(d: Option<&Deployment>) -> RegistryObserved<'_> {
+            RegistryObserved {
+                deployment: d,
+                problem: None,
+                signing_key_secret: Some("reg-signing-key".into()),
+            }
+        }
+        let s = registry_status(&r, &seen(None), &now());
+        assert_eq!(cond(&s, "Ready"), ("False", "PodsNotReady"));
+        assert_eq!(cond(&s, "Progressing"), ("True", "RollingOut"));
+        let half = deployment(1, 2, 5);
+        let s = registry_status(&r, &seen(Some(&half)), &now());
+        assert_eq!(cond(&s, "Ready"), ("False", "PodsNotReady"));
+        assert_eq!(s.ready_replicas, 1);
+        let stale = deployment(2, 2, 4);
+        assert_eq!(
+            cond(&registry_status(&r, &seen(Some(&stale)), &now()), "Ready").0,
+            "False"
+        );
+        let full = deployment(2, 2, 5);
+        let s = registry_status(&r, &seen(Some(&full)), &now());
+        assert_eq!(cond(&s, "Ready"), ("True", "Available"));
+        assert_eq!(cond(&s, "Progressing"), ("False", "Complete"));
+        assert_eq!(cond(&s, "Degraded"), ("False", "AsExpected"));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
+        assert_eq!(s.endpoint.as_deref(), Some("reg.ns.svc:5000"));
+    }
+
+    #[test]
+    fn problems_degrade_and_scaled_to_zero_is_not_ready() {
+        let s = registry_status(
+            &reg(1),
+            &RegistryObserved {
+                deployment: None,
+                problem: Some((
+                    "NotSupported",
+                    "storage.kind s3 is not supported yet".into(),
+                )),
+                signing_key_secret: None,
+            },
+            &now(),
+        );
+        assert_eq!(cond(&s, "Degraded"), ("True", "NotSupported"));
+        assert_eq!(cond(&s, "Ready"), ("False", "NotSupported"));
+        let s = registry_status(
+            &reg(0),
+            &RegistryObserved {
+                deployment: None,
+                problem: None,
+                signing_key_secret: None,
+            },
+            &now(),
+        );
+        assert_eq!(cond(&s, "Ready"), ("False", "ScaledToZero"));
+    }
+
+    #[test]
+    fn transition_times_survive_an_unchanged_status() {
+        let mut r = reg(1);
+        let full = deployment(1, 1, 5);
+        let seen = RegistryObserved {
+            deployment: Some(&full),
+            problem: None,
+            signing_key_secret: None,
+        };
+        let first = registry_status(&r, &seen, &now());
+        r.status = Some(first.clone());
+        let later = Time(k8s_openapi::jiff::Timestamp::from_second(2_000_000).unwrap());
+        let second = registry_status(&r, &seen, &later);
+        assert!(same(&first, &second), "an unchanged status is written once");
+    }
+}
