@@ -28,6 +28,8 @@ pub enum ServeError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cannot reach the Kubernetes API server: {0}")]
+    Kube(kube::Error),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -52,9 +54,29 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
             service: a.service.clone(),
             token_ttl: std::time::Duration::from_secs(a.token_ttl_seconds),
             realm: a.realm.clone(),
+            first_run_admin: config.kubernetes.is_none(),
         })?;
         let auth = Arc::new(auth);
-        auth.watch(std::time::Duration::from_secs(1));
+        match &config.kubernetes {
+            Some(k) => {
+                let client = kube::Client::try_default()
+                    .await
+                    .map_err(ServeError::Kube)?;
+                crate::auth::cluster::watch(
+                    client.clone(),
+                    &k.namespace,
+                    &k.registry,
+                    auth.clone(),
+                );
+                auth.set_external(Arc::new(crate::auth::cluster::TokenReviewer::new(client)));
+                tracing::info!(
+                    namespace = %k.namespace,
+                    registry = %k.registry,
+                    "in-cluster mode: Projects and token Secrets come from the API server"
+                );
+            }
+            None => auth.watch(std::time::Duration::from_secs(1)),
+        }
         (Some(auth), token)
     } else {
         (None, None)

@@ -55,34 +55,35 @@ pub struct ManifestError {
 }
 
 #[derive(Deserialize, Default)]
-struct ObjectMeta {
+pub struct ObjectMeta {
     #[serde(default)]
-    name: String,
+    pub name: String,
     #[serde(default)]
-    namespace: Option<String>,
+    pub namespace: Option<String>,
     #[serde(default)]
-    labels: HashMap<String, String>,
+    pub labels: HashMap<String, String>,
     #[serde(default)]
-    annotations: HashMap<String, String>,
+    pub annotations: HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ProjectManifest {
+pub struct ProjectManifest {
     #[serde(default)]
-    metadata: ObjectMeta,
-    spec: ProjectSpec,
+    pub metadata: ObjectMeta,
+    pub spec: ProjectSpec,
 }
 
-#[derive(Deserialize)]
+/// A Secret as written in YAML: `data` values are base64.
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct SecretManifest {
+pub struct SecretManifest {
     #[serde(default)]
-    metadata: ObjectMeta,
+    pub metadata: ObjectMeta,
     #[serde(default)]
-    data: HashMap<String, String>,
+    pub data: HashMap<String, String>,
     #[serde(default)]
-    string_data: HashMap<String, String>,
+    pub string_data: HashMap<String, String>,
 }
 
 /// Name, size and modification time of each manifest file.
@@ -180,7 +181,8 @@ pub fn load_text(text: &str, declared: &mut Declared) -> Result<(), (usize, Stri
     Ok(())
 }
 
-fn project(m: ProjectManifest) -> Result<ProjectSpec, String> {
+/// Checks a Project and fills in its default path.
+pub fn project(m: ProjectManifest) -> Result<ProjectSpec, String> {
     let mut spec = m.spec;
     if spec.path.is_empty() {
         spec.path = match m.metadata.namespace {
@@ -209,7 +211,9 @@ fn project(m: ProjectManifest) -> Result<ProjectSpec, String> {
     Ok(spec)
 }
 
-fn secret(m: SecretManifest, declared: &mut Declared) -> Result<(), String> {
+/// Adds a token Secret (personal or a project token's value) to `declared`;
+/// other Secrets are ignored.
+pub fn secret(m: SecretManifest, declared: &mut Declared) -> Result<(), String> {
     let meta = &m.metadata;
     let user = meta.labels.get("berth.dev/user");
     let project = meta.annotations.get("berth.dev/project");
@@ -232,9 +236,23 @@ fn secret(m: SecretManifest, declared: &mut Declared) -> Result<(), String> {
         hash_secret(
             &String::from_utf8(raw).map_err(|_| format!("{what}: data.token is not UTF-8"))?,
         )
+    } else if let Some(b64) = m.data.get(".dockerconfigjson") {
+        // The operator's pull secrets: the password of the (one) registry entry.
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| format!("{what}: data..dockerconfigjson is not base64: {e}"))?;
+        let json: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|e| format!("{what}: .dockerconfigjson is not JSON: {e}"))?;
+        let password = json["auths"]
+            .as_object()
+            .and_then(|a| a.values().find_map(|v| v["password"].as_str()))
+            .ok_or_else(|| {
+                format!("{what}: .dockerconfigjson has no auths entry with a password")
+            })?;
+        hash_secret(password)
     } else {
         return Err(format!(
-            "{what}: no token (stringData.token, data.token or stringData.tokenSha256)"
+            "{what}: no token (stringData.token, data.token, data..dockerconfigjson or stringData.tokenSha256)"
         ));
     };
     if let Some(user) = user {

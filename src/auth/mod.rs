@@ -4,6 +4,7 @@
 //! this module adds authentication, the live model (reloaded from a manifest
 //! directory when it changes) and token issuing. Nothing here knows HTTP.
 
+pub mod cluster;
 pub mod directory;
 pub mod model;
 pub mod policy;
@@ -28,9 +29,23 @@ pub const MAX_LEVELS_BELOW_PROJECT: usize = 2;
 pub enum Identity {
     Anonymous,
     Admin,
-    User { name: String, scopes: Scopes },
-    DeployToken { project: String, name: String },
-    AccessToken { project: String, name: String },
+    User {
+        name: String,
+        scopes: Scopes,
+    },
+    DeployToken {
+        project: String,
+        name: String,
+    },
+    AccessToken {
+        project: String,
+        name: String,
+    },
+    /// A Kubernetes ServiceAccount, proven by a TokenReview of its token.
+    ServiceAccount {
+        namespace: String,
+        name: String,
+    },
 }
 
 impl Identity {
@@ -50,6 +65,7 @@ impl Identity {
             }
             Identity::DeployToken { project, name } => format!("deploy:{name}:{project}"),
             Identity::AccessToken { project, name } => format!("access:{name}:{project}"),
+            Identity::ServiceAccount { namespace, name } => format!("sa:{namespace}:{name}"),
         }
     }
 
@@ -77,6 +93,10 @@ impl Identity {
             "access" => Identity::AccessToken {
                 project: second.into(),
                 name: first.into(),
+            },
+            "sa" => Identity::ServiceAccount {
+                namespace: first.into(),
+                name: second.into(),
             },
             _ => return None,
         })
@@ -225,6 +245,10 @@ impl AccessModel {
                     None => Standing::Anonymous,
                 }
             }
+            Identity::ServiceAccount { namespace, name } => Standing::Authenticated {
+                role: project.service_account_role(namespace, name),
+                scopes: None,
+            },
             // Project tokens count for nothing outside their project.
             Identity::DeployToken { .. } | Identity::AccessToken { .. } => Standing::Anonymous,
         }
@@ -294,6 +318,8 @@ pub struct AuthSettings {
     pub service: String,
     pub token_ttl: Duration,
     pub realm: Option<String>,
+    /// Create an admin token on a first run with no identities (standalone).
+    pub first_run_admin: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -316,6 +342,18 @@ pub struct Auth {
     model: RwLock<Arc<AccessModel>>,
     admin: Option<SecretHash>,
     manifest_dir: Option<PathBuf>,
+    /// Identities proven elsewhere (Kubernetes ServiceAccount tokens).
+    external: RwLock<Option<Arc<dyn ExternalIdentities>>>,
+    /// False until the first complete model is loaded (in-cluster mode).
+    synced: std::sync::atomic::AtomicBool,
+}
+
+/// A source of identities beyond the model's tokens, such as Kubernetes
+/// TokenReview for ServiceAccount tokens.
+#[async_trait::async_trait]
+pub trait ExternalIdentities: Send + Sync {
+    /// The identity a secret proves, if it is one of this source's.
+    async fn authenticate(&self, secret: &str) -> Option<Identity>;
 }
 
 impl Auth {
@@ -339,7 +377,10 @@ impl Auth {
             None => Declared::default(),
         };
         let probe = AccessModel::new(declared.clone(), None);
-        let (admin, created) = admin_token(&settings.data_dir, !probe.has_identities())?;
+        let (admin, created) = admin_token(
+            &settings.data_dir,
+            settings.first_run_admin && !probe.has_identities(),
+        )?;
         Ok((
             Auth {
                 tokens,
@@ -347,6 +388,8 @@ impl Auth {
                 model: RwLock::new(Arc::new(AccessModel::new(declared, admin))),
                 admin,
                 manifest_dir: settings.manifest_dir.clone(),
+                external: RwLock::new(None),
+                synced: std::sync::atomic::AtomicBool::new(true),
             },
             created,
         ))
@@ -354,6 +397,43 @@ impl Auth {
 
     pub fn model(&self) -> Arc<AccessModel> {
         self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the model with what another source declared (in-cluster).
+    pub fn set_declared(&self, declared: Declared) {
+        *self.model.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(AccessModel::new(declared, self.admin));
+        self.synced
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Marks the model as not yet loaded: `/readyz` fails until
+    /// [`Auth::set_declared`] is called.
+    pub fn expect_sync(&self) {
+        self.synced
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn set_external(&self, source: Arc<dyn ExternalIdentities>) {
+        *self.external.write().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
+    /// Checks a user name and secret against the model, then against the
+    /// external source (which ignores the user name: the secret says who).
+    pub async fn authenticate(&self, user: &str, secret: &str) -> Option<Identity> {
+        if let Some(id) = self.model().authenticate(user, secret, SystemTime::now()) {
+            return Some(id);
+        }
+        let external = self
+            .external
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        external?.authenticate(secret).await
     }
 
     /// Re-reads the manifest directory; on error the current model stays.

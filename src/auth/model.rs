@@ -182,6 +182,19 @@ pub struct ProjectStatus {
 }
 
 impl ProjectSpec {
+    /// The role of ServiceAccount `namespace/name` in this project, if a member.
+    pub fn service_account_role(&self, namespace: &str, name: &str) -> Option<Role> {
+        self.members
+            .iter()
+            .filter(|m| {
+                m.service_account
+                    .as_ref()
+                    .is_some_and(|sa| sa.namespace == namespace && sa.name == name)
+            })
+            .map(|m| m.role)
+            .max()
+    }
+
     /// The role of user `name` in this project, if a member.
     pub fn user_role(&self, name: &str) -> Option<Role> {
         self.members

@@ -99,6 +99,15 @@ pub fn router(registry: Arc<Registry>) -> Router {
 }
 
 async fn readyz(State(reg): State<Arc<Registry>>) -> Response {
+    if let Some(auth) = &reg.auth
+        && !auth.synced()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "projects and tokens not loaded yet",
+        )
+            .into_response();
+    }
     match reg.meta.ping().await {
         Ok(()) => "ok".into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),

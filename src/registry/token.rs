@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -18,13 +19,14 @@ use crate::auth::Identity;
 use crate::auth::token::parse_scope;
 
 pub(super) async fn token(State(reg): State<Arc<Registry>>, req: Request) -> Response {
-    match issue(&reg, &req) {
+    let (parts, _body) = req.into_parts();
+    match issue(&reg, &parts).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-fn issue(reg: &Registry, req: &Request) -> Result<Response, RegistryError> {
+async fn issue(reg: &Registry, req: &Parts) -> Result<Response, RegistryError> {
     let Some(auth) = &reg.auth else {
         return Err(RegistryError::not_found(
             "authentication is not enabled on this registry",
@@ -38,14 +40,14 @@ fn issue(reg: &Registry, req: &Request) -> Result<Response, RegistryError> {
     let identity = match basic_credentials(req) {
         Credentials::None => Identity::Anonymous,
         Credentials::Malformed => return Err(refused()),
-        Credentials::Basic(user, secret) => model
-            .authenticate(&user, &secret, SystemTime::now())
-            .ok_or_else(|| {
-            tracing::info!(user = %user, "token request with unknown or expired credentials");
-            refused()
-        })?,
+        Credentials::Basic(user, secret) => {
+            auth.authenticate(&user, &secret).await.ok_or_else(|| {
+                tracing::info!(user = %user, "token request with unknown or expired credentials");
+                refused()
+            })?
+        }
     };
-    let requested: Vec<_> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+    let requested: Vec<_> = form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes())
         .filter(|(k, _)| k == "scope")
         .flat_map(|(_, v)| v.split(' ').filter_map(parse_scope).collect::<Vec<_>>())
         .collect();
@@ -79,8 +81,8 @@ enum Credentials {
 
 /// Credentials presented are either well-formed Basic or refused; only their
 /// absence means anonymous.
-fn basic_credentials(req: &Request) -> Credentials {
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+fn basic_credentials(req: &Parts) -> Credentials {
+    let Some(value) = req.headers.get(header::AUTHORIZATION) else {
         return Credentials::None;
     };
     let parsed = (|| {
