@@ -68,16 +68,16 @@ pid_alive() {
 }
 
 stop_one() {
-  local name=$1 dir=$2 f="$2/$1.pid" pid i
+  local name=$1 dir=$2 f="$2/$1.pid" pid
   [ -f "$f" ] || return 0
   pid="$(cat "$f")"
   if pid_alive "$name" "$dir"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do pid_alive "$name" "$dir" || break; sleep 0.1; done
+    for _ in $(seq 1 100); do pid_alive "$name" "$dir" || break; sleep 0.1; done
     if pid_alive "$name" "$dir"; then
       say "$name (pid $pid) ignored SIGTERM for 10 s; SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
-      for i in $(seq 1 50); do pid_alive "$name" "$dir" || break; sleep 0.1; done
+      for _ in $(seq 1 50); do pid_alive "$name" "$dir" || break; sleep 0.1; done
     fi
     say "stopped $name (pid $pid)"
   fi
@@ -131,7 +131,7 @@ cmd_start() {
   for b in "$apiserver" "$kcm" "$kubectl"; do
     [ -x "$b" ] || die "$b missing: run $HERE/build.sh first"
   done
-  [ -n "$etcd" ] && [ -x "$etcd" ] || die "etcd not on PATH: run $HERE/build.sh (installs Debian etcd-server)"
+  { [ -n "$etcd" ] && [ -x "$etcd" ]; } || die "etcd not on PATH: run $HERE/build.sh (installs Debian etcd-server)"
   command -v openssl >/dev/null || die "openssl missing"
   command -v curl >/dev/null || die "curl missing"
 
@@ -139,6 +139,7 @@ cmd_start() {
   mkdir -p "$dir/logs" "$dir/certs" "$dir/certs-kcm"
   # If anything below fails, do not leave half a control plane running.
   CP_DIR="$dir"
+  # shellcheck disable=SC2154  # rc is assigned inside the trap string
   trap 'rc=$?; if [ $rc -ne 0 ]; then say "start failed; stopping what was started" >&2; cmd_stop "$CP_DIR" >&2; fi' EXIT
 
   local t_all; t_all=$(now)
@@ -182,7 +183,7 @@ cmd_start() {
     --service-account-issuer="$issuer" \
     --service-account-key-file="$dir/sa.pub" \
     --service-account-signing-key-file="$dir/sa.key" \
-    --api-audiences="$issuer,berth" \
+    --api-audiences="$issuer" \
     --disable-admission-plugins=ServiceAccount \
     --allow-privileged=true \
     --endpoint-reconciler-type=none \

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Paths for the e2e Kubernetes control plane. Source it (bash): `source e2e/k8s/env.sh`.
 # Sets (each may be overridden from the environment before sourcing):
 #   K8S_VERSION, K8S_STAGING_VERSION, HELM_VERSION   from versions.env

@@ -134,6 +134,7 @@ pub const PATH_PATTERN: &str =
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("has(self.registryRef)").message("registryRef names the Registry (in this namespace) that serves this Project"))]
 #[x_kube(validation = Rule::new("self.accessTokens.all(t, has(t.role))").message("every access token needs a role (deploy tokens have none)"))]
 #[x_kube(validation = Rule::new("self.path == '' || self.path.matches('^[a-z0-9]+(([._]|__|-)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-)[a-z0-9]+)*)*$')").message("path must be lower-case components of letters and digits separated by one '.', '_', '__' or '-' (no leading '_', no trailing or double '-': Docker clients break on those), joined by '/'"))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -1,0 +1,364 @@
+#!/usr/bin/env bash
+# The operator against a real Kubernetes control plane (etcd, kube-apiserver and
+# kube-controller-manager built from the k8s.io/kubernetes Go module, see k8s/):
+#   1. CRDs applied with kubectl; the Helm chart rendered and applied with --dry-run=server;
+#      the chart's RBAC applied for real, and the operator run with its ServiceAccount's
+#      token (so the least-privilege rules are what is tested);
+#   2. a Registry and a Project: Ready, every child object with its owner reference;
+#      invalid objects refused by the API server with a clear message;
+#   3. the registry "pod" started as a local process from the Pod the controller-manager made
+#      from the operator's Deployment (command, args, env, mounted ConfigMap/Secret/PVC,
+#      projected ServiceAccount token, user), marked ready: the Registry turns Ready;
+#   4. skopeo pushes and pulls with the generated dockerconfigjson Secrets; flipping the
+#      Project to private refuses anonymous pulls within seconds; a ServiceAccount token
+#      (audience berth) pushes;
+#   5. the operator is killed mid-reconcile and restarted: it converges with no duplicate
+#      objects, the signing key kept, and nothing rewritten for unchanged objects;
+#      a second replica stands by and takes the Lease when the leader dies;
+#   6. deleting the Project deletes its images; deleting the Registry garbage-collects
+#      every child (controller-manager) and the finalizer removes the cluster-scoped binding.
+# Prints the control-plane start time and the time to Ready.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+source "$E2E_DIR/k8s/env.sh"
+
+for c in jq python3 curl skopeo unshare setpriv base64 sqlite3; do
+  command -v "$c" >/dev/null || die "$c is missing (run e2e/setup.sh)"
+done
+[ -x "$BERTH_BIN" ] || die "berth binary not found at $BERTH_BIN"
+
+step "build the control plane (cached by version)"
+bash "$E2E_DIR/k8s/build.sh" >"$E2E_OUT/build.log" 2>&1 || { tail -30 "$E2E_OUT/build.log"; die "k8s/build.sh failed"; }
+grep -E 'built|cached|present|skip' "$E2E_OUT/build.log" | tail -6 || true
+
+e2e_tmpdir W
+chmod 755 "$W"
+CP="$W/cp"
+OPERATOR_PIDS=()
+REGISTRY_POD_PID=""
+cleanup_k8s() {
+  set +e
+  [ -n "$REGISTRY_POD_PID" ] && kill "$REGISTRY_POD_PID" 2>/dev/null
+  for p in "${OPERATOR_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 0.5
+  bash "$E2E_DIR/k8s/controlplane.sh" stop "$CP" >/dev/null 2>&1
+}
+trap 'cleanup_k8s; e2e_cleanup' EXIT
+
+step "start the control plane"
+t0=$(date +%s.%N)
+bash "$E2E_DIR/k8s/controlplane.sh" start "$CP" 2>&1 | tee "$E2E_OUT/controlplane.log" | grep -E 'ready|started' || true
+source "$CP/env"
+CP_SECONDS=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+log "TIMING control plane (etcd + kube-apiserver + kube-controller-manager) ready in ${CP_SECONDS} s"
+API_HOSTPORT="${KUBE_APISERVER_URL#https://}"
+k() { "$K8S_BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG" "$@"; }
+k version -o json | jq -r '"server " + .serverVersion.gitVersion'
+
+# ===================================================================== CRDs and chart
+step "apply crds/ and the Helm chart"
+k apply -f "$REPO_ROOT/crds/" >"$E2E_OUT/crds.log"
+check "CRDs established" k wait --for=condition=Established --timeout=30s \
+  crd/registries.berth.dev crd/projects.berth.dev crd/cleanuppolicies.berth.dev
+k create namespace berth-system >/dev/null
+"$K8S_BIN_DIR/helm" template berth "$REPO_ROOT/charts/berth" -n berth-system \
+  --set image.repository=berth --set image.tag=e2e >"$W/chart.yaml"
+check "the rendered Helm chart is accepted by the API server (apply --dry-run=server)" \
+  k apply --dry-run=server -n berth-system -f "$W/chart.yaml"
+# The chart's RBAC for real: the operator runs with its ServiceAccount's token.
+python3 - "$W/chart.yaml" "$W/chart-rbac.yaml" <<'PY'
+import sys
+docs = open(sys.argv[1]).read().split("\n---")
+keep = [d for d in docs if any(f"\nkind: {k}\n" in "\n" + d + "\n" for k in
+        ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"))]
+open(sys.argv[2], "w").write("\n---".join(keep))
+PY
+k apply -n berth-system -f "$W/chart-rbac.yaml" >"$E2E_OUT/chart-rbac.log"
+OP_SA="$(k get sa -n berth-system -o jsonpath='{.items[?(@.metadata.name!="default")].metadata.name}')"
+OP_TOKEN="$(k create token "$OP_SA" -n berth-system --duration 2h)"
+OPERATOR_KUBECONFIG="$W/operator.kubeconfig"
+cat >"$OPERATOR_KUBECONFIG" <<YAML
+apiVersion: v1
+kind: Config
+clusters: [{name: e2e, cluster: {server: "$KUBE_APISERVER_URL", certificate-authority: "$KUBE_CA_FILE"}}]
+users: [{name: operator, user: {token: "$OP_TOKEN"}}]
+contexts: [{name: e2e, context: {cluster: e2e, user: operator}}]
+current-context: e2e
+YAML
+log "operator runs as ServiceAccount berth-system/$OP_SA (the chart's RBAC)"
+
+# start_operator NAME METRICS_PORT: berth operator in the background, log in $E2E_OUT/NAME.log
+start_operator() {
+  KUBECONFIG="$OPERATOR_KUBECONFIG" "$BERTH_BIN" operator --registry-address public-host \
+    --metrics-listen "127.0.0.1:$2" --lease-namespace berth-system --identity "$1" \
+    --registry-image berth:e2e >>"$E2E_OUT/$1.log" 2>&1 &
+  OPERATOR_PIDS+=($!)
+  LAST_OPERATOR_PID=$!
+}
+ready_200() { curl -fsS -o /dev/null "http://127.0.0.1:$1/readyz"; }
+wait_until() { # wait_until SECONDS CMD...: poll every 0.25 s
+  local deadline=$(( $(date +%s) + $1 )); shift
+  until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -ge "$deadline" ] && return 1; sleep 0.25; done
+}
+M1=$(free_port); M2=$(free_port)
+start_operator operator-a "$M1"; OP_A=$LAST_OPERATOR_PID
+check "operator-a leads (its /readyz answers 200)" wait_until 30 ready_200 "$M1"
+
+# ===================================================================== Registry and Project
+step "create a Registry and a Project"
+k create namespace demo >/dev/null
+k create serviceaccount builder -n demo >/dev/null
+REG_PORT=$(free_port)
+k apply -f - >/dev/null <<YAML
+apiVersion: berth.dev/v1alpha1
+kind: Registry
+metadata: {name: berth, namespace: demo}
+spec:
+  replicas: 1
+  publicHost: "127.0.0.1:$REG_PORT"
+  service: {port: $REG_PORT}
+  storage: {kind: filesystem, filesystem: {size: 1Gi}}
+---
+apiVersion: berth.dev/v1alpha1
+kind: Project
+metadata: {name: app, namespace: demo}
+spec:
+  registryRef: {name: berth}
+  visibility: public
+  members:
+    - serviceAccount: {namespace: demo, name: builder}
+      role: Developer
+  deployTokens:
+    - {name: ci-pull, scopes: [read_registry]}
+  accessTokens:
+    - {name: ci-push, role: Developer, scopes: [read_registry, write_registry]}
+YAML
+T_CREATED=$(date +%s.%N)
+check "Project app is Ready" k wait --for=condition=Ready --timeout=60s project/app -n demo
+
+step "child objects and owner references"
+uid_reg="$(k get registry berth -n demo -o jsonpath='{.metadata.uid}')"
+owned_by() { # owned_by KIND NAME OWNER_KIND OWNER_UID
+  [ "$(k get "$1" "$2" -n demo -o jsonpath="{.metadata.ownerReferences[?(@.uid==\"$4\")].kind}" 2>/dev/null)" = "$3" ]
+}
+wait_until 30 k get deployment berth -n demo || true
+for obj in serviceaccount/berth role/berth rolebinding/berth configmap/berth-config \
+           secret/berth-signing-key persistentvolumeclaim/berth-data deployment/berth service/berth; do
+  check "$obj exists, owned by Registry berth" owned_by "${obj%%/*}" "${obj#*/}" Registry "$uid_reg"
+done
+absent() { ! k get "$@" >/dev/null 2>&1; }
+check "no PodDisruptionBudget for one replica" absent pdb berth -n demo
+check "ClusterRoleBinding for TokenReview, labelled for the Registry" bash -c \
+  "[ \"\$($(declare -f k); k get clusterrolebinding berth:demo:berth:tokenreview -o jsonpath='{.metadata.labels.app\.kubernetes\.io/instance} {.roleRef.name}')\" = 'berth system:auth-delegator' ]"
+uid_app="$(k get project app -n demo -o jsonpath='{.metadata.uid}')"
+for s in app-ci-pull app-ci-push; do
+  check "secret/$s is a dockerconfigjson owned by Project app" bash -c \
+    "[ \"\$($(declare -f k); k get secret $s -n demo -o jsonpath='{.type}')\" = kubernetes.io/dockerconfigjson ]"
+  check "secret/$s owned by Project app" owned_by secret "$s" Project "$uid_app"
+done
+check "the operator published Events for the Registry" bash -c \
+  "$(declare -f k); k get events -n demo --field-selector involvedObject.name=berth -o json | jq -e '[.items[] | select(.reason==\"Applied\")] | length > 0'"
+
+step "invalid objects are refused by the API server"
+# refused NAME EXPECTED_TEXT YAML: the API server refuses the object with a message containing the text
+refused() {
+  local out rc=0
+  out="$(printf '%s\n' "$3" | k apply --dry-run=server -f - 2>&1)" || rc=$?
+  printf '%s\n%s\n\n' "$1" "$out" >>"$E2E_OUT/refused.log"
+  if [ "$rc" -ne 0 ] && grep -qF -- "$2" <<<"$out"; then pass "refused: $1 ($(grep -oF -- "$2" <<<"$out" | head -1))"
+  else fail "not refused as expected: $1: $out"; fi
+}
+refused "SQLite with 3 replicas" "sqlite supports one replica only" \
+  "{apiVersion: berth.dev/v1alpha1, kind: Registry, metadata: {name: bad, namespace: demo}, spec: {replicas: 3, storage: {kind: s3, s3: {endpoint: 'http://s3', bucket: bkt, credentialsSecret: {name: s}}}}}"
+refused "filesystem storage with 2 replicas" "filesystem (a ReadWriteOnce volume) supports one replica only" \
+  "{apiVersion: berth.dev/v1alpha1, kind: Registry, metadata: {name: bad, namespace: demo}, spec: {replicas: 2, database: {kind: postgres, connectionSecret: {name: pg}}}}"
+refused "postgres without a connection Secret" "database.connectionSecret" \
+  "{apiVersion: berth.dev/v1alpha1, kind: Registry, metadata: {name: bad, namespace: demo}, spec: {database: {kind: postgres}}}"
+refused "a project path with a leading underscore" "Docker clients break on those" \
+  "{apiVersion: berth.dev/v1alpha1, kind: Project, metadata: {name: bad, namespace: demo}, spec: {registryRef: {name: berth}, path: _group/app}}"
+refused "a project path with a double hyphen" "Docker clients break on those" \
+  "{apiVersion: berth.dev/v1alpha1, kind: Project, metadata: {name: bad, namespace: demo}, spec: {registryRef: {name: berth}, path: group/my--app}}"
+refused "an unknown role" 'Unsupported value: "Boss"' \
+  "{apiVersion: berth.dev/v1alpha1, kind: Project, metadata: {name: bad, namespace: demo}, spec: {registryRef: {name: berth}, members: [{user: bob, role: Boss}]}}"
+refused "an unknown scope" 'Unsupported value: "admin_registry"' \
+  "{apiVersion: berth.dev/v1alpha1, kind: Project, metadata: {name: bad, namespace: demo}, spec: {registryRef: {name: berth}, deployTokens: [{name: t, scopes: [admin_registry]}]}}"
+refused "an access token without a role" "every access token needs a role" \
+  "{apiVersion: berth.dev/v1alpha1, kind: Project, metadata: {name: bad, namespace: demo}, spec: {registryRef: {name: berth}, accessTokens: [{name: t, scopes: [read_registry]}]}}"
+refused "a member that is both user and ServiceAccount" "exactly one of" \
+  "{apiVersion: berth.dev/v1alpha1, kind: Project, metadata: {name: bad, namespace: demo}, spec: {registryRef: {name: berth}, members: [{user: a, serviceAccount: {namespace: ci, name: s}, role: Guest}]}}"
+refused "a Project without registryRef" "registryRef" \
+  "{apiVersion: berth.dev/v1alpha1, kind: Project, metadata: {name: bad, namespace: demo}, spec: {}}"
+refused "an invalid nameRegex" "nameRegex is not a valid regular expression" \
+  "{apiVersion: berth.dev/v1alpha1, kind: CleanupPolicy, metadata: {name: bad, namespace: demo}, spec: {projectRef: {name: app}, nameRegex: 'v(.*'}}"
+refused "keepN 7" 'Unsupported value: 7' \
+  "{apiVersion: berth.dev/v1alpha1, kind: CleanupPolicy, metadata: {name: bad, namespace: demo}, spec: {projectRef: {name: app}, keepN: 7}}"
+refused "olderThan 3d" 'Unsupported value: "3d"' \
+  "{apiVersion: berth.dev/v1alpha1, kind: CleanupPolicy, metadata: {name: bad, namespace: demo}, spec: {projectRef: {name: app}, olderThan: 3d}}"
+refused "cadence 2d" 'Unsupported value: "2d"' \
+  "{apiVersion: berth.dev/v1alpha1, kind: CleanupPolicy, metadata: {name: bad, namespace: demo}, spec: {projectRef: {name: app}, cadence: 2d}}"
+refused "both projectRef and selector" "set exactly one of projectRef" \
+  "{apiVersion: berth.dev/v1alpha1, kind: CleanupPolicy, metadata: {name: bad, namespace: demo}, spec: {projectRef: {name: app}, selector: {matchLabels: {a: b}}}}"
+k apply -f - >/dev/null <<'YAML'
+apiVersion: berth.dev/v1alpha1
+kind: CleanupPolicy
+metadata: {name: weekly, namespace: demo}
+spec: {projectRef: {name: app}, cadence: 7d, keepN: 10, olderThan: 30d, nameRegex: ".*", nameRegexKeep: "main|release-.*"}
+YAML
+check "a valid CleanupPolicy is Accepted" k wait --for=condition=Accepted --timeout=30s cleanuppolicy/weekly -n demo
+
+# ===================================================================== the registry pod
+step "start the registry pod from the operator's Deployment"
+check "the controller-manager made a Pod from the Deployment" wait_until 30 \
+  bash -c "$(declare -f k); k get pods -n demo -l app.kubernetes.io/instance=berth -o name | grep -q pod/"
+POD="$(k get pods -n demo -l app.kubernetes.io/instance=berth -o jsonpath='{.items[0].metadata.name}')"
+k get pod "$POD" -n demo -o json >"$W/pod.json"
+POD_ROOT="$W/pod"
+python3 "$E2E_DIR/k8s/run_pod.py" "$W/pod.json" "$POD_ROOT" "$BERTH_BIN" \
+  "$K8S_BIN_DIR/kubectl" 127.0.0.1 "${API_HOSTPORT##*:}" "$KUBE_CA_FILE" \
+  >"$E2E_OUT/pod-spec.json" 2>"$E2E_OUT/run_pod.err" || { cat "$E2E_OUT/run_pod.err"; die "run_pod.py failed"; }
+log "pod $POD: $(cat "$E2E_OUT/pod-spec.json")"
+start_pod() {
+  "$POD_ROOT/launch.sh" >>"$E2E_OUT/registry-pod.log" 2>&1 &
+  REGISTRY_POD_PID=$!
+}
+PROBE_PATH="$(jq -r .path "$POD_ROOT/probe.json")"; PROBE_PORT="$(jq -r .port "$POD_ROOT/probe.json")"
+probe_ok() { curl -fsS -o /dev/null "http://127.0.0.1:$PROBE_PORT$PROBE_PATH"; }
+start_pod
+check "the pod's readiness probe ($PROBE_PATH on port $PROBE_PORT) passes" wait_until 30 probe_ok
+check "the pod runs as the user its security context names ($(jq -r .uid "$POD_ROOT/probe.json"))" \
+  pgrep -u "$(jq -r .uid "$POD_ROOT/probe.json")" -f "berth serve --config"
+mark_ready() {
+  local now; now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  k patch pod "$POD" -n demo --subresource=status --type=merge -p "{\"status\":{\"phase\":\"Running\",\"startTime\":\"$now\",
+    \"conditions\":[{\"type\":\"PodScheduled\",\"status\":\"True\",\"lastTransitionTime\":\"$now\"},
+                    {\"type\":\"Initialized\",\"status\":\"True\",\"lastTransitionTime\":\"$now\"},
+                    {\"type\":\"ContainersReady\",\"status\":\"True\",\"lastTransitionTime\":\"$now\"},
+                    {\"type\":\"Ready\",\"status\":\"True\",\"lastTransitionTime\":\"$now\"}],
+    \"containerStatuses\":[{\"name\":\"registry\",\"ready\":true,\"started\":true,\"restartCount\":0,\"image\":\"berth:e2e\",\"imageID\":\"\",
+                            \"state\":{\"running\":{\"startedAt\":\"$now\"}}}]}}" >/dev/null
+}
+mark_ready
+check "Registry berth is Ready" k wait --for=condition=Ready --timeout=60s registry/berth -n demo
+READY_SECONDS=$(awk -v a="$T_CREATED" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+log "TIMING Registry created -> Ready (incl. starting the pod by hand): ${READY_SECONDS} s"
+check "status.readyReplicas is 1 and the endpoint is the public host" bash -c \
+  "$(declare -f k); [ \"\$(k get registry berth -n demo -o jsonpath='{.status.readyReplicas} {.status.endpoint}')\" = '1 127.0.0.1:$REG_PORT' ]"
+
+# ===================================================================== clients
+step "push and pull with the generated Secrets"
+SRC="$W/src"
+python3 "$E2E_DIR/oci_image.py" "$SRC"
+REG="127.0.0.1:$REG_PORT"
+IMG="$REG/demo/app/hello"
+secret_authfile() { k get secret "$1" -n demo -o jsonpath='{.data.\.dockerconfigjson}' | base64 -d >"$W/$1.json"; }
+secret_authfile app-ci-push; secret_authfile app-ci-pull
+check "push with the ci-push access token Secret (skopeo --authfile)" run_logged push-ci-push \
+  skopeo copy --dest-tls-verify=false --authfile "$W/app-ci-push.json" "oci:$SRC:v1" "docker://$IMG:v1"
+check "pull with the ci-pull deploy token Secret" run_logged pull-ci-pull \
+  skopeo copy --src-tls-verify=false --authfile "$W/app-ci-pull.json" "docker://$IMG:v1" "oci:$W/pulled:v1"
+check "push with the read-only ci-pull Secret is refused" run_refused push-ci-pull \
+  skopeo copy --dest-tls-verify=false --authfile "$W/app-ci-pull.json" "oci:$SRC:v1" "docker://$IMG:refused"
+check "anonymous pull of the public project works" run_logged pull-anon-public \
+  skopeo inspect --tls-verify=false --no-creds "docker://$IMG:v1"
+
+step "flip the Project to private"
+k patch project app -n demo --type=merge -p '{"spec":{"visibility":"private"}}' >/dev/null
+t_flip=$(date +%s.%N)
+anon_refused() { ! skopeo inspect --tls-verify=false --no-creds "docker://$IMG:v1" >/dev/null 2>&1; }
+if wait_until 15 anon_refused; then
+  pass "anonymous pull refused $(awk -v a="$t_flip" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s after the Project became private"
+else fail "anonymous pull still works 15 s after the Project became private"; fi
+check "the deploy token still pulls the private project" run_logged pull-ci-pull-private \
+  skopeo inspect --tls-verify=false --authfile "$W/app-ci-pull.json" "docker://$IMG:v1"
+
+step "push with a ServiceAccount token (TokenReview)"
+SA_TOKEN="$(k create token builder -n demo --audience berth --duration 10m)"
+check "push with builder's projected token (audience berth)" run_logged push-sa \
+  skopeo copy --dest-tls-verify=false --dest-creds "builder:$SA_TOKEN" "oci:$SRC:v1" "docker://$IMG:sa"
+WRONG_AUD="$(k create token builder -n demo --duration 10m)"
+check "a token for another audience is refused" run_refused push-sa-wrong-audience \
+  skopeo copy --dest-tls-verify=false --dest-creds "builder:$WRONG_AUD" "oci:$SRC:v1" "docker://$IMG:wrong"
+k create serviceaccount stranger -n demo >/dev/null
+STRANGER="$(k create token stranger -n demo --audience berth --duration 10m)"
+check "a ServiceAccount that is not a member cannot push" run_refused push-sa-stranger \
+  skopeo copy --dest-tls-verify=false --dest-creds "stranger:$STRANGER" "oci:$SRC:v1" "docker://$IMG:stranger"
+
+# ===================================================================== convergence, leader election
+step "kill the operator mid-reconcile and restart it"
+snapshot() { # resourceVersions and uids of every child, the Registry and the Project (sorted)
+  for kind in serviceaccount role rolebinding configmap secret persistentvolumeclaim deployment service; do
+    k get "$kind" -n demo -l app.kubernetes.io/managed-by=berth-operator -o json |
+      jq -r '.items[] | "\(.kind)/\(.metadata.name) \(.metadata.uid) \(.metadata.resourceVersion)"'
+  done
+  k get secret berth-signing-key -n demo -o jsonpath='{.metadata.uid} {.data.key\.pem}{"\n"}' | sha256sum
+  k get registry berth -n demo -o jsonpath='registry {.metadata.resourceVersion}{"\n"}'
+  k get project app -n demo -o jsonpath='project {.metadata.resourceVersion}{"\n"}'
+}
+sleep 2
+snapshot | sort >"$W/before.txt"
+# A change for the operator to work on, killed while at it.
+k apply -f - >/dev/null <<YAML
+apiVersion: berth.dev/v1alpha1
+kind: Registry
+metadata: {name: second, namespace: demo}
+spec: {publicHost: "127.0.0.1:1", service: {port: 5999}}
+YAML
+sleep 0.3
+kill -9 "$OP_A"
+log "operator-a killed (SIGKILL) 0.3 s after Registry 'second' was created"
+sleep 1
+start_operator operator-b "$M2"; OP_B=$LAST_OPERATOR_PID
+check "operator-b takes the Lease after operator-a died (lease 15 s)" wait_until 40 ready_200 "$M2"
+check "Registry 'second' converged: its Deployment exists" wait_until 30 k get deployment second -n demo
+check "operator-b reconciled the Registries" wait_until 30 bash -c "[ \$(curl -fsS http://127.0.0.1:$M2/metrics | grep -c 'kind=\"Registry\",result=\"success\"') -ge 1 ]"
+sleep 2
+snapshot | sort >"$W/after.txt"
+if diff "$W/before.txt" <(grep -v '/second' "$W/after.txt" ) >"$W/snapshot.diff"; then
+  pass "a restarted operator rewrote nothing for unchanged objects (same uids and resourceVersions, same signing key)"
+else fail "objects changed across the operator restart: $(head -c 600 "$W/snapshot.diff")"; fi
+dups="$(k get deployments,services,configmaps,secrets -n demo -o json | jq -r '[.items[] | "\(.kind)/\(.metadata.name)"] | group_by(.) | map(select(length > 1)) | length')"
+check "no duplicate objects" [ "$dups" = 0 ]
+check "exactly 2 signing key Secrets (one per Registry)" bash -c \
+  "[ \$($(declare -f k); k get secrets -n demo -o name | grep -c signing-key) = 2 ]"
+start_operator operator-c "$(free_port)"; OP_C=$LAST_OPERATOR_PID
+sleep 3
+check "a second live replica stands by (lease held by operator-b)" bash -c \
+  "[ \"\$($(declare -f k); k get lease berth-operator -n berth-system -o jsonpath='{.spec.holderIdentity}')\" = operator-b ]"
+kill "$OP_C" 2>/dev/null || true
+check "operator metrics expose reconcile counts" bash -c "curl -fsS http://127.0.0.1:$M2/metrics | grep -c '^berth_operator_reconciles_total' >/dev/null"
+k delete registry second -n demo --wait=false >/dev/null
+
+# ===================================================================== deletions
+step "delete the Project: its images go"
+k delete project app -n demo --timeout=60s >/dev/null && pass "Project app deleted (finalizer done)" || fail "Project app not deleted"
+repos_left() { sqlite3 "file:$POD_ROOT/claims/berth-data/berth.db?mode=ro" "SELECT count(*) FROM repositories WHERE name = 'demo/app' OR name LIKE 'demo/app/%'"; }
+check "no repository of demo/app is left in the registry's database" [ "$(repos_left)" = 0 ]
+# Recreated public, the old image does not come back.
+k apply -f - >/dev/null <<'YAML'
+apiVersion: berth.dev/v1alpha1
+kind: Project
+metadata: {name: app, namespace: demo}
+spec: {registryRef: {name: berth}, visibility: public}
+YAML
+k wait --for=condition=Ready --timeout=30s project/app -n demo >/dev/null
+wait_until 10 bash -c "curl -fsS -o /dev/null http://$REG/v2/ ; true"
+sleep 2
+check "a recreated Project does not bring the old images back (manifest unknown)" run_refused pull-after-delete \
+  skopeo inspect --tls-verify=false --no-creds "docker://$IMG:v1"
+check "the refusal says the repository is unknown" grep -qiE 'name unknown|manifest unknown' "$E2E_OUT/pull-after-delete.log"
+
+check "the recreated (empty) Project deletes at once" k delete project app -n demo --timeout=60s
+
+step "delete the Registry: every child is garbage-collected"
+kill "$REGISTRY_POD_PID" 2>/dev/null; wait "$REGISTRY_POD_PID" 2>/dev/null || true; REGISTRY_POD_PID=""
+k delete registry berth -n demo --timeout=60s >/dev/null && pass "Registry berth deleted" || fail "Registry berth not deleted"
+gone() { ! k get "$1" -n demo >/dev/null 2>&1; }
+for obj in deployment/berth service/berth configmap/berth-config secret/berth-signing-key \
+           serviceaccount/berth role/berth rolebinding/berth persistentvolumeclaim/berth-data; do
+  check "$obj garbage-collected" wait_until 60 gone "$obj"
+done
+check "the ClusterRoleBinding is gone (Registry finalizer)" wait_until 30 \
+  absent clusterrolebinding berth:demo:berth:tokenreview
+
+log "TIMING control plane ready in ${CP_SECONDS} s; Registry Ready ${READY_SECONDS} s after creation"
+finish
