@@ -95,18 +95,24 @@ start_operator() {
   OPERATOR_PIDS+=($!)
   LAST_OPERATOR_PID=$!
 }
-ready_200() { curl -fsS -o /dev/null "http://127.0.0.1:$1/readyz"; }
+readyz_says() { [ "$(curl -fsS "http://127.0.0.1:$1/readyz")" = "$2" ]; }
+leader_is() { [ "$(k get lease berth-operator -n berth-system -o jsonpath='{.spec.holderIdentity}' 2>/dev/null)" = "$1" ]; }
 wait_until() { # wait_until SECONDS CMD...: poll every 0.25 s
   local deadline=$(( $(date +%s) + $1 )); shift
   until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -ge "$deadline" ] && return 1; sleep 0.25; done
 }
 M1=$(free_port); M2=$(free_port)
 start_operator operator-a "$M1"; OP_A=$LAST_OPERATOR_PID
-check "operator-a leads (its /readyz answers 200)" wait_until 30 ready_200 "$M1"
+check "operator-a holds the Lease and its /readyz says leader" wait_until 30 \
+  bash -c "$(declare -f k leader_is readyz_says); leader_is operator-a && readyz_says $M1 leader"
 
 # ===================================================================== Registry and Project
 step "create a Registry and a Project"
 k create namespace demo >/dev/null
+check "kubectl apply -k config/default is accepted (dry run on the server)" \
+  k apply --dry-run=server -k "$REPO_ROOT/config/default"
+check "the samples in config/samples are valid as they are (dry run on the server)" \
+  k apply --dry-run=server -k "$REPO_ROOT/config/samples"
 k create serviceaccount builder -n demo >/dev/null
 REG_PORT=$(free_port)
 k apply -f - >/dev/null <<YAML
@@ -308,7 +314,10 @@ kill -9 "$OP_A"
 log "operator-a killed (SIGKILL) 0.3 s after Registry 'second' was created"
 sleep 1
 start_operator operator-b "$M2"; OP_B=$LAST_OPERATOR_PID
-check "operator-b takes the Lease after operator-a died (lease 15 s)" wait_until 40 ready_200 "$M2"
+t_kill=$(date +%s.%N)
+if wait_until 40 bash -c "$(declare -f k leader_is readyz_says); leader_is operator-b && readyz_says $M2 leader"; then
+  pass "operator-b took the Lease $(awk -v a="$t_kill" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s after operator-a died (lease duration 15 s)"
+else fail "operator-b did not take the Lease within 40 s"; fi
 check "Registry 'second' converged: its Deployment exists" wait_until 30 k get deployment second -n demo
 check "operator-b reconciled the Registries" wait_until 30 bash -c "[ \$(curl -fsS http://127.0.0.1:$M2/metrics | grep -c 'kind=\"Registry\",result=\"success\"') -ge 1 ]"
 sleep 2
@@ -320,10 +329,13 @@ dups="$(k get deployments,services,configmaps,secrets -n demo -o json | jq -r '[
 check "no duplicate objects" [ "$dups" = 0 ]
 check "exactly 2 signing key Secrets (one per Registry)" bash -c \
   "[ \$($(declare -f k); k get secrets -n demo -o name | grep -c signing-key) = 2 ]"
-start_operator operator-c "$(free_port)"; OP_C=$LAST_OPERATOR_PID
-sleep 3
-check "a second live replica stands by (lease held by operator-b)" bash -c \
-  "[ \"\$($(declare -f k); k get lease berth-operator -n berth-system -o jsonpath='{.spec.holderIdentity}')\" = operator-b ]"
+M3=$(free_port)
+start_operator operator-c "$M3"; OP_C=$LAST_OPERATOR_PID
+check "a second live replica is ready and stands by" wait_until 20 readyz_says "$M3" standby
+sleep 2
+check "the Lease stays with operator-b" leader_is operator-b
+check "berth_operator_leader is 1 on the leader and 0 on the standby" bash -c \
+  "curl -fsS http://127.0.0.1:$M2/metrics | grep -qx 'berth_operator_leader 1' && curl -fsS http://127.0.0.1:$M3/metrics | grep -qx 'berth_operator_leader 0'"
 kill "$OP_C" 2>/dev/null || true
 check "operator metrics expose reconcile counts" bash -c "curl -fsS http://127.0.0.1:$M2/metrics | grep -c '^berth_operator_reconciles_total' >/dev/null"
 k delete registry second -n demo --wait=false >/dev/null

@@ -471,7 +471,7 @@ mod tests {
     #[test]
     fn crds_directory_matches_the_types() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        for dir in ["crds", "charts/berth/crds"] {
+        for dir in ["crds", "charts/berth/crds", "config/crd/bases"] {
             for (name, yaml) in crd_files() {
                 let path = root.join(dir).join(&name);
                 let on_disk = std::fs::read_to_string(&path)

@@ -208,12 +208,12 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         metrics: Metrics::new(),
         failures: Mutex::new(HashMap::new()),
     });
-    let ready = Arc::new(AtomicBool::new(false));
+    let leading = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(metrics_listen)
         .await
         .map_err(|e| Error::Reconcile(format!("cannot listen on {metrics_listen}: {e}")))?;
     tracing::info!("metrics and health on http://{metrics_listen}/metrics");
-    tokio::spawn(serve_metrics(listener, ctx.clone(), ready.clone()));
+    tokio::spawn(serve_metrics(listener, ctx.clone(), leading.clone()));
 
     let elector = settings.lease_namespace.as_ref().map(|ns| {
         leader::Elector::new(
@@ -232,7 +232,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         tracing::info!(identity = %settings.identity, "became the leader");
     }
     ctx.metrics.leader.set(1);
-    ready.store(true, Ordering::Relaxed);
+    leading.store(true, Ordering::Relaxed);
 
     let controllers = run_controllers(client, ctx.clone());
     let lost = async {
@@ -355,7 +355,7 @@ fn error_policy<K: Resource>(kind: &str, obj: Arc<K>, err: &Error, ctx: Arc<Cont
 async fn serve_metrics(
     listener: tokio::net::TcpListener,
     ctx: Arc<Context>,
-    ready: Arc<AtomicBool>,
+    leading: Arc<AtomicBool>,
 ) {
     let app = Router::new()
         .route(
@@ -387,17 +387,19 @@ async fn serve_metrics(
         .route(
             "/readyz",
             get(
-                |State((_, ready)): State<(Arc<Context>, Arc<AtomicBool>)>| async move {
-                    // A standby replica is healthy but not ready: it reconciles nothing.
-                    if ready.load(Ordering::Relaxed) {
-                        (StatusCode::OK, "ok")
+                |State((_, leading)): State<(Arc<Context>, Arc<AtomicBool>)>| async move {
+                    // Every replica is ready: a standby is what makes a fast
+                    // takeover possible, and rollouts must not wait on it. The
+                    // leader shows in the Lease and in berth_operator_leader.
+                    if leading.load(Ordering::Relaxed) {
+                        "leader"
                     } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "standing by")
+                        "standby"
                     }
                 },
             ),
         )
-        .with_state((ctx, ready));
+        .with_state((ctx, leading));
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("metrics server: {e}");
     }
