@@ -16,10 +16,53 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    pub gc: GcConfig,
     /// In-cluster mode: Projects and token Secrets come from the API server
     /// (the Registry's namespace), not from a manifest directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesConfig>,
+}
+
+/// Online garbage collection: durations such as `24h`, `30m`, `0s`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct GcConfig {
+    /// Delay between an event (tag deleted, blob uploaded...) and the review
+    /// of what it may have left dangling. `0s` for tests.
+    pub review_delay: String,
+    /// How often a sweep runs.
+    pub sweep_interval: String,
+    /// Upload sessions older than this are removed.
+    pub upload_expiry: String,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            review_delay: "24h".into(),
+            sweep_interval: "1h".into(),
+            upload_expiry: "24h".into(),
+        }
+    }
+}
+
+impl GcConfig {
+    /// The parsed durations; errors name the key.
+    pub fn settings(&self) -> Result<crate::gc::GcSettings, (String, String)> {
+        let parse = |key: &str, v: &str| {
+            humantime::parse_duration(v)
+                .map_err(|e| (format!("gc.{key}"), format!("{v:?} is not a duration: {e}")))
+        };
+        let settings = crate::gc::GcSettings {
+            review_delay: parse("reviewDelay", &self.review_delay)?,
+            sweep_interval: parse("sweepInterval", &self.sweep_interval)?,
+            upload_expiry: parse("uploadExpiry", &self.upload_expiry)?,
+        };
+        if settings.sweep_interval.is_zero() {
+            return Err(("gc.sweepInterval".into(), "must be more than 0".into()));
+        }
+        Ok(settings)
+    }
 }
 
 /// The Registry object this pod serves.
@@ -95,6 +138,7 @@ impl Default for Config {
             data_dir: PathBuf::from("berth-data"),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
+            gc: GcConfig::default(),
             kubernetes: None,
         }
     }
@@ -163,6 +207,7 @@ impl Config {
                 format!("{} is outside 30..=86400", self.auth.token_ttl_seconds),
             ));
         }
+        self.gc.settings()?;
         if let Some(k) = &self.kubernetes
             && self.auth.manifest_dir.is_some()
         {
@@ -223,6 +268,8 @@ mod tests {
             ("auth:\n  tokenTtlSeconds: 5\n", "auth.tokenTtlSeconds"),
             ("auth:\n  realm: ftp://x\n", "auth.realm"),
             ("auth:\n  enabled: maybe\n", "auth.enabled"),
+            ("gc:\n  reviewDelay: soon\n", "gc.reviewDelay"),
+            ("gc:\n  sweepInterval: 0s\n", "gc.sweepInterval"),
         ];
         for (yaml, key) in cases {
             let (got, message) = Config::from_yaml(yaml).unwrap_err();

@@ -13,6 +13,8 @@
 pub mod auth;
 pub mod config;
 pub mod crd;
+pub mod fsck;
+pub mod gc;
 pub mod metadata;
 pub mod observability;
 pub mod oci;

@@ -25,6 +25,19 @@ enum Command {
     Serve(ServeArgs),
     /// Run the operator: reconcile Registry, Project and CleanupPolicy objects.
     Operator(OperatorArgs),
+    /// Check a data directory offline: every blob's digest, every manifest's
+    /// references, orphans. Exit status 1 when problems remain.
+    Fsck {
+        /// The data directory [default: the config's, else ./berth-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// YAML configuration file (for its dataDir).
+        #[arg(long, short = 'c', env = "BERTH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Delete orphans (files and sessions nothing records or references).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Print the CustomResourceDefinitions (YAML), or write one file per CRD to --dir.
     Crds {
         /// Write `<crd name>.yaml` files into this directory instead of printing.
@@ -115,6 +128,73 @@ impl ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Fsck {
+            data_dir,
+            config,
+            repair,
+        } => {
+            let data_dir = match (data_dir, config) {
+                (Some(d), _) => d,
+                (None, Some(c)) => match Config::from_file(&c) {
+                    Ok(c) => c.data_dir,
+                    Err(e) => {
+                        eprintln!("berth: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, None) => Config::default().data_dir,
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("berth: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let started = std::time::Instant::now();
+            let report = runtime.block_on(berth::fsck::check(&data_dir, repair, &|line| {
+                eprintln!("fsck: {line}")
+            }));
+            match report {
+                Err(e) => {
+                    eprintln!("berth fsck: {e}");
+                    ExitCode::from(2)
+                }
+                Ok(r) => {
+                    for p in &r.problems {
+                        println!(
+                            "{}{p}",
+                            if repair && p.repairable() {
+                                "repaired: "
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    let left = r
+                        .problems
+                        .iter()
+                        .filter(|p| !(repair && p.repairable()))
+                        .count();
+                    println!(
+                        "fsck {}: {} blobs ({} bytes) verified, {} manifests, {} unreferenced blobs, {} problems, {} repaired, in {:.1} s",
+                        data_dir.display(),
+                        r.blobs,
+                        r.blob_bytes,
+                        r.manifests,
+                        r.unreferenced_blobs,
+                        r.problems.len(),
+                        r.repaired,
+                        started.elapsed().as_secs_f64()
+                    );
+                    if left == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
         Command::Crds { dir: None } => {
             print!("{}", berth::crd::crds_yaml());
             ExitCode::SUCCESS

@@ -28,6 +28,8 @@ pub enum ServeError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("cannot reach the Kubernetes API server: {0}")]
     Kube(kube::Error),
     #[error("server failed: {0}")]
@@ -81,7 +83,18 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
     } else {
         (None, None)
     };
-    Ok((Registry::new(meta, Arc::new(store), auth), admin_token))
+    let gc = config
+        .gc
+        .settings()
+        .map_err(|(key, message)| ServeError::Config(format!("{key}: {message}")))?;
+    meta.gc_set_review_delay(gc.review_delay).await?;
+    let registry = Registry::new(meta, Arc::new(store), auth);
+    registry.upload_expiry_ms.store(
+        gc.upload_expiry.as_millis() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    crate::gc::spawn(&registry, gc);
+    Ok((registry, admin_token))
 }
 
 pub async fn serve(config: Config) -> Result<(), ServeError> {

@@ -28,7 +28,7 @@ use kube::Resource;
 use kube::ResourceExt;
 use sha2::Digest as _;
 
-use crate::config::{AuthConfig, Config, KubernetesConfig, LogConfig};
+use crate::config::{AuthConfig, Config, GcConfig, KubernetesConfig, LogConfig};
 use crate::crd::{Registry, StorageKind};
 
 pub const MANAGED_BY: &str = "berth-operator";
@@ -139,6 +139,11 @@ pub fn serve_config(reg: &Registry) -> Config {
             service: "berth".into(),
             token_ttl_seconds: reg.spec.token.ttl_seconds as u64,
             realm: None,
+        },
+        gc: GcConfig {
+            review_delay: reg.spec.garbage_collection.review_delay.clone(),
+            sweep_interval: reg.spec.garbage_collection.sweep_interval.clone(),
+            ..GcConfig::default()
         },
         kubernetes: Some(KubernetesConfig {
             namespace: reg.namespace().unwrap_or_default(),

@@ -1,6 +1,6 @@
-//! The management API (JSON, same token authentication as the data plane).
-//! For now: deleting a whole repository, which the operator uses when a
-//! Project is deleted.
+//! The management API (JSON, same token authentication as the data plane):
+//! deleting a whole repository (the operator does when a Project is
+//! deleted), garbage collection status and sweeps (admin only).
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::access;
+use super::access::{self, Caller};
 use super::error::{ErrorCode, RegistryError};
 use super::{Registry, Route};
 use crate::oci::validate_repository;
@@ -58,4 +58,51 @@ async fn delete_repository(
         .status(StatusCode::NO_CONTENT)
         .body(Body::empty())
         .map_err(RegistryError::internal)
+}
+
+/// Garbage collection is the instance admin's (and the operator's, which
+/// signs admin tokens with the Registry's key).
+fn require_admin(reg: &Registry, headers: &axum::http::HeaderMap) -> Result<(), RegistryError> {
+    match access::authorize(reg, &Method::GET, &Route::Catalog, None, headers)? {
+        Caller::Open => Ok(()),
+        Caller::Token(claims) if claims.sub == "admin" => Ok(()),
+        Caller::Token(_) => Err(RegistryError::new(
+            ErrorCode::Denied,
+            "garbage collection is for the registry admin",
+        )),
+    }
+}
+
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Result<Response, RegistryError> {
+    Response::builder()
+        .status(status)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            serde_json::to_vec(body).map_err(RegistryError::internal)?,
+        ))
+        .map_err(RegistryError::internal)
+}
+
+/// `GET /api/v1/gc`: pending reviews, last sweep, totals deleted.
+pub(super) async fn gc_status(State(reg): State<Arc<Registry>>, req: Request) -> Response {
+    let (parts, _body) = req.into_parts();
+    let result = async {
+        require_admin(&reg, &parts.headers)?;
+        let status = reg.meta.gc_status(crate::metadata::now_ms()).await?;
+        json(StatusCode::OK, &status)
+    }
+    .await;
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+/// `POST /api/v1/gc/sweep`: runs a sweep now; answers what it deleted.
+pub(super) async fn gc_sweep(State(reg): State<Arc<Registry>>, req: Request) -> Response {
+    let (parts, _body) = req.into_parts();
+    let result = async {
+        require_admin(&reg, &parts.headers)?;
+        let counts = crate::gc::sweep(&reg, reg.upload_expiry()).await?;
+        json(StatusCode::OK, &counts)
+    }
+    .await;
+    result.unwrap_or_else(|e| e.into_response())
 }

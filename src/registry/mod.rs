@@ -47,6 +47,14 @@ pub struct Registry {
     /// arrives. Lost on restart; the upload is then re-read at completion.
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<UploadState>>>>,
     tag_pages: listing::TagPageCache,
+    /// Striped per-digest locks: making a blob visible (file in place, rows
+    /// written) and garbage-collecting it (rows deleted, file deleted) never
+    /// interleave for one digest.
+    blob_locks: Vec<tokio::sync::Mutex<()>>,
+    /// One sweep at a time (periodic or asked for through the API).
+    pub(crate) sweeping: tokio::sync::Mutex<()>,
+    /// Upload sessions older than this (milliseconds) are removed by sweeps.
+    pub upload_expiry_ms: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -67,7 +75,27 @@ impl Registry {
             auth,
             uploads: Mutex::new(HashMap::new()),
             tag_pages: listing::TagPageCache::default(),
+            blob_locks: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+            sweeping: tokio::sync::Mutex::new(()),
+            upload_expiry_ms: std::sync::atomic::AtomicU64::new(24 * 3600 * 1000),
         })
+    }
+
+    pub fn upload_expiry(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.upload_expiry_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Locks blob `digest` (see `blob_locks`).
+    pub async fn lock_blob(&self, digest: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = digest
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        self.blob_locks[stripe as usize % self.blob_locks.len()]
+            .lock()
+            .await
     }
 
     fn upload_state(&self, id: &str) -> Arc<tokio::sync::Mutex<UploadState>> {
@@ -90,6 +118,8 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/v2/", any(dispatch))
         .route("/v2/{*path}", any(dispatch))
         .route("/api/v1/repositories/{*name}", any(api::repository))
+        .route("/api/v1/gc", get(api::gc_status))
+        .route("/api/v1/gc/sweep", axum::routing::post(api::gc_sweep))
         .route("/jwt/auth", get(token::token))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

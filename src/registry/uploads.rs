@@ -37,6 +37,7 @@ pub(super) async fn start(
 ) -> Result<Response> {
     if let Some(mount) = query.get("mount") {
         let digest: Digest = mount.parse()?;
+        let _visible = reg.lock_blob(&digest.to_string()).await;
         if let Some(from) = query
             .get("from")
             .filter(|f| validate_repository(f).is_ok() && caller.may_pull(f))
@@ -319,6 +320,7 @@ async fn commit(
             format!("uploaded content has digest {actual}, not {digest}"),
         ));
     }
+    let _visible = reg.lock_blob(&digest.to_string()).await;
     reg.blobs.commit_upload(id, digest).await?;
     reg.meta.link_blob(name, digest, size).await?;
     Ok(blob_created(name, digest))

@@ -57,6 +57,28 @@ impl FsStore {
     fn upload_path(&self, id: &UploadId) -> PathBuf {
         self.root.join("uploads").join(id.to_string())
     }
+
+    /// The names and sizes of the files under `uploads/` (for fsck).
+    pub fn upload_files(&self) -> io::Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.root.join("uploads"))? {
+            let entry = entry?;
+            out.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.metadata()?.len(),
+            ));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes a file under `uploads/` by name (fsck repair).
+    pub fn remove_upload_file(&self, name: &str) -> io::Result<()> {
+        if name.contains('/') || name.starts_with('.') {
+            return Err(io::Error::other("not an upload file name"));
+        }
+        fs::remove_file(self.root.join("uploads").join(name))
+    }
 }
 
 async fn blocking<T: Send + 'static>(

@@ -1,0 +1,288 @@
+//! `berth fsck`: an offline check of a data directory. Verifies every blob's
+//! size and digest against the database, every manifest's references, and
+//! finds orphans (blob files without a row, upload files without a session,
+//! sessions without a file). `--repair` deletes orphans; it never deletes a
+//! blob the database knows, and never touches a referenced object.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use futures_util::StreamExt;
+
+use crate::metadata::Metadata;
+use crate::oci::{Digest, Hasher, manifest};
+use crate::storage::BlobStore;
+use crate::storage::fs::FsStore;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The database knows the blob; the store has no file.
+    MissingBlobFile {
+        digest: String,
+    },
+    SizeMismatch {
+        digest: String,
+        recorded: u64,
+        on_disk: u64,
+    },
+    DigestMismatch {
+        digest: String,
+        actual: String,
+    },
+    /// A file in the store with no row (a crash between rename and commit,
+    /// or a sweep between row deletion and file deletion).
+    OrphanBlobFile {
+        digest: String,
+        size: u64,
+    },
+    /// A manifest whose payload names a blob or child the database lacks.
+    BrokenManifest {
+        repository: String,
+        digest: String,
+        message: String,
+    },
+    OrphanUploadFile {
+        name: String,
+        size: u64,
+    },
+    UploadWithoutFile {
+        id: String,
+    },
+}
+
+impl Problem {
+    /// Whether `--repair` fixes it (by deleting the orphan).
+    pub fn repairable(&self) -> bool {
+        matches!(
+            self,
+            Problem::OrphanBlobFile { .. }
+                | Problem::OrphanUploadFile { .. }
+                | Problem::UploadWithoutFile { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::MissingBlobFile { digest } => {
+                write!(f, "blob {digest}: recorded, but its file is missing")
+            }
+            Problem::SizeMismatch {
+                digest,
+                recorded,
+                on_disk,
+            } => {
+                write!(
+                    f,
+                    "blob {digest}: recorded size {recorded}, file size {on_disk}"
+                )
+            }
+            Problem::DigestMismatch { digest, actual } => {
+                write!(f, "blob {digest}: content hashes to {actual}")
+            }
+            Problem::OrphanBlobFile { digest, size } => write!(
+                f,
+                "blob {digest}: file ({size} bytes) with no record (orphan)"
+            ),
+            Problem::BrokenManifest {
+                repository,
+                digest,
+                message,
+            } => write!(f, "manifest {repository}@{digest}: {message}"),
+            Problem::OrphanUploadFile { name, size } => write!(
+                f,
+                "upload file {name} ({size} bytes) with no session (orphan)"
+            ),
+            Problem::UploadWithoutFile { id } => write!(f, "upload session {id} has no file"),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub manifests: u64,
+    /// Blobs no manifest references (garbage collection reviews them).
+    pub unreferenced_blobs: u64,
+    pub problems: Vec<Problem>,
+    pub repaired: u64,
+}
+
+/// Checks `data_dir` (the registry should be stopped). `progress` gets a
+/// line now and then on long runs.
+pub async fn check(
+    data_dir: &Path,
+    repair: bool,
+    progress: &dyn Fn(&str),
+) -> Result<Report, String> {
+    let db = data_dir.join("berth.db");
+    if !db.exists() {
+        return Err(format!(
+            "{} has no berth.db: not a berth data directory",
+            data_dir.display()
+        ));
+    }
+    let meta = Metadata::open_sqlite(&db)
+        .await
+        .map_err(|e| e.to_string())?;
+    let store = FsStore::open(data_dir).map_err(|e| e.to_string())?;
+    let mut report = Report::default();
+
+    // Blobs: every row has a file of the right size and digest.
+    let rows = meta.all_blobs().await.map_err(|e| e.to_string())?;
+    let files: std::collections::HashMap<String, u64> = store
+        .list()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(d, s)| (d.to_string(), s))
+        .collect();
+    let known: HashSet<&str> = rows.iter().map(|(d, _)| d.as_str()).collect();
+    let total = rows.len();
+    for (i, (digest, size)) in rows.iter().enumerate() {
+        let recorded = *size as u64;
+        let Some(&on_disk) = files.get(digest) else {
+            report.problems.push(Problem::MissingBlobFile {
+                digest: digest.clone(),
+            });
+            continue;
+        };
+        if on_disk != recorded {
+            report.problems.push(Problem::SizeMismatch {
+                digest: digest.clone(),
+                recorded,
+                on_disk,
+            });
+            continue;
+        }
+        let parsed: Digest = digest.parse().map_err(|e| format!("{digest}: {e}"))?;
+        let mut hasher = Hasher::new(parsed.algorithm());
+        let mut stream = store
+            .get(&parsed, 0..on_disk)
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk.map_err(|e| format!("{digest}: {e}"))?);
+        }
+        let actual = hasher.finish();
+        if actual != parsed {
+            report.problems.push(Problem::DigestMismatch {
+                digest: digest.clone(),
+                actual: actual.to_string(),
+            });
+        }
+        report.blobs += 1;
+        report.blob_bytes += on_disk;
+        if (i + 1) % 1000 == 0 {
+            progress(&format!(
+                "verified {} of {total} blobs ({} bytes)",
+                i + 1,
+                report.blob_bytes
+            ));
+        }
+    }
+    for (digest, size) in &files {
+        if !known.contains(digest.as_str()) {
+            report.problems.push(Problem::OrphanBlobFile {
+                digest: digest.clone(),
+                size: *size,
+            });
+        }
+    }
+
+    // Manifests: what each payload names exists.
+    let mut referenced = HashSet::new();
+    let manifests = meta.all_manifests().await.map_err(|e| e.to_string())?;
+    let by_repo: HashSet<(String, String)> = manifests
+        .iter()
+        .map(|(_, r, d, _, _)| (r.clone(), d.clone()))
+        .collect();
+    for (_, repo, digest, media_type, payload) in &manifests {
+        report.manifests += 1;
+        let parsed = match manifest::parse(Some(media_type), payload) {
+            Ok(m) => m,
+            Err(e) => {
+                report.problems.push(Problem::BrokenManifest {
+                    repository: repo.clone(),
+                    digest: digest.clone(),
+                    message: format!("payload does not parse: {e}"),
+                });
+                continue;
+            }
+        };
+        for blob in &parsed.blobs {
+            referenced.insert(blob.to_string());
+            if !known.contains(blob.to_string().as_str()) {
+                report.problems.push(Problem::BrokenManifest {
+                    repository: repo.clone(),
+                    digest: digest.clone(),
+                    message: format!("references blob {blob}, which is not recorded"),
+                });
+            }
+        }
+        for child in &parsed.children {
+            if !by_repo.contains(&(repo.clone(), child.to_string())) {
+                report.problems.push(Problem::BrokenManifest {
+                    repository: repo.clone(),
+                    digest: digest.clone(),
+                    message: format!("lists manifest {child}, which is not in the repository"),
+                });
+            }
+        }
+    }
+    report.unreferenced_blobs = rows.iter().filter(|(d, _)| !referenced.contains(d)).count() as u64;
+
+    // Uploads: sessions and their files.
+    let sessions: HashSet<String> = meta
+        .all_uploads()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    let upload_files = store.upload_files().map_err(|e| e.to_string())?;
+    let upload_names: HashSet<&str> = upload_files.iter().map(|(n, _)| n.as_str()).collect();
+    for (name, size) in &upload_files {
+        if !sessions.contains(name) {
+            report.problems.push(Problem::OrphanUploadFile {
+                name: name.clone(),
+                size: *size,
+            });
+        }
+    }
+    for id in &sessions {
+        if !upload_names.contains(id.as_str()) {
+            report
+                .problems
+                .push(Problem::UploadWithoutFile { id: id.clone() });
+        }
+    }
+
+    if repair {
+        for p in &report.problems {
+            let done = match p {
+                Problem::OrphanBlobFile { digest, .. } => match digest.parse::<Digest>() {
+                    Ok(d) => store
+                        .delete(&d)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Problem::OrphanUploadFile { name, .. } => {
+                    store.remove_upload_file(name).map_err(|e| e.to_string())
+                }
+                Problem::UploadWithoutFile { id } => {
+                    meta.delete_upload(id).await.map_err(|e| e.to_string())
+                }
+                _ => continue,
+            };
+            match done {
+                Ok(()) => report.repaired += 1,
+                Err(e) => progress(&format!("could not repair ({p}): {e}")),
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,138 @@
+//! Online garbage collection. Database triggers queue reviews when something
+//! may have become dangling (see `migrations/sqlite/0003_gc.sql`); a sweep
+//! takes the due reviews and deletes, each in its own transaction that
+//! re-checks the references, manifests that are untagged and unreferenced and
+//! blobs that no manifest references. The registry never goes read-only:
+//! pushes race the sweep safely because
+//! - manifest writes and sweep deletions are serialized by the database, and
+//!   a manifest can only reference blobs linked in the same transaction;
+//! - making a blob visible (file renamed into place, rows written) and
+//!   collecting it (rows deleted, file deleted) hold the same per-digest lock;
+//! - a blob's review is dropped only after its file is gone, so a crash mid-
+//!   sweep leaves work for the next sweep, never a row without its file.
+//!
+//! Abandoned upload sessions older than the upload expiry are removed too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metadata::{BlobVerdict, SweepCounts, now_ms};
+use crate::oci::Digest;
+use crate::registry::Registry;
+
+/// How often and how eagerly to collect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcSettings {
+    pub review_delay: Duration,
+    pub sweep_interval: Duration,
+    pub upload_expiry: Duration,
+}
+
+const BATCH: i64 = 500;
+
+/// Runs one sweep to the end of what is due now. Only one runs at a time.
+pub async fn sweep(
+    reg: &Registry,
+    upload_expiry: Duration,
+) -> crate::registry::Result<SweepCounts> {
+    let _one = reg.sweeping.lock().await;
+    let started = std::time::Instant::now();
+    let now = now_ms();
+    let mut counts = SweepCounts::default();
+    // Manifests first: deleting them queues their blobs (due at once only
+    // with a zero review delay; otherwise a later sweep takes them).
+    loop {
+        let due = reg.meta.gc_due_manifests(now, BATCH).await?;
+        if due.is_empty() {
+            break;
+        }
+        for id in due {
+            if let Some(bytes) = reg.meta.gc_review_manifest(id, now).await? {
+                counts.manifests_deleted += 1;
+                counts.bytes_deleted += bytes as i64;
+            }
+        }
+    }
+    // The manifests just deleted may have queued blobs due now.
+    let now = now_ms().max(now);
+    loop {
+        let due = reg.meta.gc_due_blobs(now, BATCH).await?;
+        if due.is_empty() {
+            break;
+        }
+        let mut progressed = false;
+        for digest in due {
+            let _locked = reg.lock_blob(&digest).await;
+            match reg.meta.gc_review_blob(&digest, now).await? {
+                BlobVerdict::Kept => progressed = true,
+                BlobVerdict::Deleted { size } => {
+                    delete_file(reg, &digest).await?;
+                    reg.meta.gc_forget_blob_review(&digest).await?;
+                    counts.blobs_deleted += 1;
+                    counts.bytes_deleted += size as i64;
+                    progressed = true;
+                }
+                BlobVerdict::AlreadyGone => {
+                    delete_file(reg, &digest).await?;
+                    reg.meta.gc_forget_blob_review(&digest).await?;
+                    progressed = true;
+                }
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    let before = now - upload_expiry.as_millis() as i64;
+    for id in reg.meta.gc_expired_uploads(before).await? {
+        if let Some(upload) = crate::storage::UploadId::parse(&id) {
+            reg.blobs.abort_upload(&upload).await?;
+        }
+        reg.meta.delete_upload(&id).await?;
+        counts.uploads_expired += 1;
+    }
+    reg.meta.gc_record_sweep(&counts, now_ms()).await?;
+    let took_ms = started.elapsed().as_millis() as u64;
+    if counts != SweepCounts::default() {
+        tracing::info!(
+            manifests = counts.manifests_deleted,
+            blobs = counts.blobs_deleted,
+            bytes = counts.bytes_deleted,
+            uploads = counts.uploads_expired,
+            took_ms,
+            "garbage collection sweep"
+        );
+    } else {
+        tracing::debug!(took_ms, "garbage collection sweep: nothing to delete");
+    }
+    Ok(counts)
+}
+
+async fn delete_file(reg: &Registry, digest: &str) -> crate::registry::Result<()> {
+    match digest.parse::<Digest>() {
+        Ok(d) => {
+            reg.blobs.delete(&d).await?;
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(digest, "a blob review names no valid digest: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// Sweeps every `sweep_interval` until the registry is dropped.
+pub fn spawn(reg: &Arc<Registry>, settings: GcSettings) {
+    let weak = Arc::downgrade(reg);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(settings.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(reg) = weak.upgrade() else { return };
+            if let Err(e) = sweep(&reg, settings.upload_expiry).await {
+                tracing::error!("garbage collection sweep failed (will retry): {e:?}");
+            }
+        }
+    });
+}
