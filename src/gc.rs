@@ -46,12 +46,14 @@ pub async fn sweep(
         if due.is_empty() {
             break;
         }
+        let mut batch = SweepCounts::default();
         for id in due {
             if let Some(bytes) = reg.meta.gc_review_manifest(id, now).await? {
-                counts.manifests_deleted += 1;
-                counts.bytes_deleted += bytes as i64;
+                batch.manifests_deleted += 1;
+                batch.bytes_deleted += bytes as i64;
             }
         }
+        record(reg, &mut counts, batch).await?;
     }
     // The manifests just deleted may have queued blobs due now.
     let now = now_ms().max(now);
@@ -61,6 +63,7 @@ pub async fn sweep(
             break;
         }
         let mut progressed = false;
+        let mut batch = SweepCounts::default();
         for digest in due {
             let _locked = reg.lock_blob(&digest).await;
             match reg.meta.gc_review_blob(&digest, now).await? {
@@ -68,8 +71,8 @@ pub async fn sweep(
                 BlobVerdict::Deleted { size } => {
                     delete_file(reg, &digest).await?;
                     reg.meta.gc_forget_blob_review(&digest).await?;
-                    counts.blobs_deleted += 1;
-                    counts.bytes_deleted += size as i64;
+                    batch.blobs_deleted += 1;
+                    batch.bytes_deleted += size as i64;
                     progressed = true;
                 }
                 BlobVerdict::AlreadyGone => {
@@ -79,19 +82,22 @@ pub async fn sweep(
                 }
             }
         }
+        record(reg, &mut counts, batch).await?;
         if !progressed {
             break;
         }
     }
     let before = now - upload_expiry.as_millis() as i64;
+    let mut batch = SweepCounts::default();
     for id in reg.meta.gc_expired_uploads(before).await? {
         if let Some(upload) = crate::storage::UploadId::parse(&id) {
             reg.blobs.abort_upload(&upload).await?;
         }
         reg.meta.delete_upload(&id).await?;
-        counts.uploads_expired += 1;
+        batch.uploads_expired += 1;
     }
-    reg.meta.gc_record_sweep(&counts, now_ms()).await?;
+    record(reg, &mut counts, batch).await?;
+    reg.meta.gc_finish_sweep(now_ms()).await?;
     let took_ms = started.elapsed().as_millis() as u64;
     if counts != SweepCounts::default() {
         tracing::info!(
@@ -106,6 +112,28 @@ pub async fn sweep(
         tracing::debug!(took_ms, "garbage collection sweep: nothing to delete");
     }
     Ok(counts)
+}
+
+/// Adds a batch to this sweep's counts. The stored totals of manifests and
+/// blobs are kept by the deleting transactions themselves (exact even when a
+/// sweep is killed); expired uploads are added here.
+async fn record(
+    reg: &Registry,
+    counts: &mut SweepCounts,
+    batch: SweepCounts,
+) -> crate::registry::Result<()> {
+    if batch != SweepCounts::default() {
+        if batch.uploads_expired > 0 {
+            reg.meta
+                .gc_add_expired_uploads(batch.uploads_expired)
+                .await?;
+        }
+        counts.manifests_deleted += batch.manifests_deleted;
+        counts.blobs_deleted += batch.blobs_deleted;
+        counts.bytes_deleted += batch.bytes_deleted;
+        counts.uploads_expired += batch.uploads_expired;
+    }
+    Ok(())
 }
 
 async fn delete_file(reg: &Registry, digest: &str) -> crate::registry::Result<()> {
@@ -125,7 +153,9 @@ async fn delete_file(reg: &Registry, digest: &str) -> crate::registry::Result<()
 pub fn spawn(reg: &Arc<Registry>, settings: GcSettings) {
     let weak = Arc::downgrade(reg);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(settings.sweep_interval);
+        // The first sweep comes one interval after the start.
+        let first = tokio::time::Instant::now() + settings.sweep_interval;
+        let mut tick = tokio::time::interval_at(first, settings.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

@@ -587,12 +587,21 @@ impl Metadata {
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
-        if dangling.is_some() {
+        if let Some(size) = dangling {
             // Cascades queue its blobs, its children and its referrers.
             sqlx::query("DELETE FROM manifests WHERE id = ?")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            // Counted in the deleting transaction: the totals stay exact
+            // even when a sweep is killed.
+            sqlx::query(
+                "UPDATE gc_stats SET manifests_deleted = manifests_deleted + 1,
+                        bytes_deleted = bytes_deleted + ? WHERE id = 1",
+            )
+            .bind(size)
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query("DELETE FROM gc_manifest_reviews WHERE manifest_id = ?")
             .bind(id)
@@ -658,6 +667,13 @@ impl Metadata {
             .bind(digest)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "UPDATE gc_stats SET blobs_deleted = blobs_deleted + 1,
+                    bytes_deleted = bytes_deleted + ? WHERE id = 1",
+        )
+        .bind(size)
+        .execute(&mut *tx)
+        .await?;
         // The unlink trigger re-queued it: keep one review, due now, marked.
         sqlx::query(
             "INSERT OR REPLACE INTO gc_blob_reviews (digest, review_after, event) VALUES (?, ?, 'deleting')",
@@ -693,20 +709,22 @@ impl Metadata {
         )
     }
 
-    pub async fn gc_record_sweep(&self, counts: &SweepCounts, at: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE gc_stats SET last_sweep_at = ?, sweeps = sweeps + 1,
-                    manifests_deleted = manifests_deleted + ?, blobs_deleted = blobs_deleted + ?,
-                    bytes_deleted = bytes_deleted + ?, uploads_expired = uploads_expired + ?
-              WHERE id = 1",
-        )
-        .bind(at)
-        .bind(counts.manifests_deleted)
-        .bind(counts.blobs_deleted)
-        .bind(counts.bytes_deleted)
-        .bind(counts.uploads_expired)
-        .execute(&self.write)
-        .await?;
+    /// Marks a sweep finished at `at`.
+    pub async fn gc_finish_sweep(&self, at: i64) -> Result<()> {
+        sqlx::query("UPDATE gc_stats SET last_sweep_at = ?, sweeps = sweeps + 1 WHERE id = 1")
+            .bind(at)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Adds expired upload sessions to the totals (manifests and blobs are
+    /// counted in their deleting transactions).
+    pub async fn gc_add_expired_uploads(&self, n: i64) -> Result<()> {
+        sqlx::query("UPDATE gc_stats SET uploads_expired = uploads_expired + ? WHERE id = 1")
+            .bind(n)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 
