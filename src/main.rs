@@ -125,6 +125,12 @@ impl ServeArgs {
     }
 }
 
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new()
+        .map_err(|e| eprintln!("berth: cannot start the async runtime: {e}"))
+        .ok()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -144,12 +150,8 @@ fn main() -> ExitCode {
                 },
                 (None, None) => Config::default().data_dir,
             };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("berth: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             let started = std::time::Instant::now();
             let report = runtime.block_on(berth::fsck::check(&data_dir, repair, &|line| {
@@ -231,12 +233,8 @@ fn main() -> ExitCode {
                 lease_name: args.lease_name,
                 identity,
             };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("berth: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match runtime.block_on(berth::operator::run(settings)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -256,12 +254,8 @@ fn main() -> ExitCode {
                 }
             };
             berth::observability::init_logging(&config.log);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("berth: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match runtime.block_on(berth::server::serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -69,6 +69,25 @@ where
     Ok(true)
 }
 
+/// Server-side applies `status` to the status subresource of `obj`.
+pub async fn patch_status<K>(api: &Api<K>, obj: &K, status: &impl Serialize) -> kube::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Deletes `name` if it exists; returns whether anything was deleted.
 pub async fn delete_if_present<K>(api: &Api<K>, name: &str) -> kube::Result<bool>
 where

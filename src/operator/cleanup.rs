@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::apply::FIELD_MANAGER;
+use super::apply::patch_status;
 use super::status::{Cond, conditions, same};
 use super::{Context, Error, now};
 use crate::crd::{CleanupPolicy, CleanupPolicyStatus, Project};
@@ -71,18 +71,12 @@ pub async fn reconcile(policy: Arc<CleanupPolicy>, ctx: Arc<Context>) -> Result<
             ctx.event(&*policy, EventType::Warning, reason, message.clone())
                 .await;
         }
-        let patch = serde_json::json!({
-            "apiVersion": "berth.dev/v1alpha1",
-            "kind": "CleanupPolicy",
-            "status": status,
-        });
-        Api::<CleanupPolicy>::namespaced(ctx.client.clone(), &ns)
-            .patch_status(
-                &policy.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+        patch_status(
+            &Api::<CleanupPolicy>::namespaced(ctx.client.clone(), &ns),
+            &*policy,
+            &status,
+        )
+        .await?;
     }
     Ok(match verdict {
         Err(("ProjectNotFound", _)) => Action::requeue(Duration::from_secs(60)),

@@ -11,13 +11,13 @@ use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
-use super::apply::{FIELD_MANAGER, apply, delete_if_present};
+use super::apply::{apply, delete_if_present, patch_status};
 use super::children::{self, MANAGED_BY};
 use super::status::{Cond, conditions, same};
 use super::{Context, Error, now};
@@ -198,18 +198,12 @@ async fn apply_project(p: &Project, ctx: &Context) -> Result<Action, Error> {
         conditions: conditions(&old.conditions, conds, generation, &now()),
     };
     if !p.status.as_ref().is_some_and(|s| same(s, &status)) {
-        let patch = serde_json::json!({
-            "apiVersion": "berth.dev/v1alpha1",
-            "kind": "Project",
-            "status": status,
-        });
-        Api::<Project>::namespaced(ctx.client.clone(), &ns)
-            .patch_status(
-                &p.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+        patch_status(
+            &Api::<Project>::namespaced(ctx.client.clone(), &ns),
+            p,
+            &status,
+        )
+        .await?;
     }
     match outcome {
         Ok(()) => Ok(Action::requeue(Duration::from_secs(600))),

@@ -11,13 +11,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
-use super::apply::{FIELD_MANAGER, apply, delete_if_present};
+use super::apply::{apply, delete_if_present, patch_status};
 use super::children::{self, Names};
 use super::status::{RegistryObserved, registry_status, same};
 use super::{Context, Error, now};
@@ -97,17 +97,7 @@ async fn apply_registry(reg: &Registry, ctx: &Context) -> Result<Action, Error> 
     );
     if !reg.status.as_ref().is_some_and(|s| same(s, &status)) {
         let api: Api<Registry> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = serde_json::json!({
-            "apiVersion": "berth.dev/v1alpha1",
-            "kind": "Registry",
-            "status": status,
-        });
-        api.patch_status(
-            &reg.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        patch_status(&api, reg, &status).await?;
     }
     match problem {
         Some(("ReconcileFailed", message)) => Err(Error::Reconcile(message)),
