@@ -5,6 +5,8 @@
 //! - [`storage`]: content-addressed blob store behind a small trait;
 //! - [`metadata`]: repositories, manifests, tags and links in a database;
 //! - [`registry`]: the OCI Distribution API over HTTP, on top of the two;
+//! - [`lifecycle`]: cleanup policy evaluation (pure); [`gc`]: online garbage
+//!   collection sweeps; [`fsck`]: the offline check;
 //! - [`config`], [`observability`], [`server`]: running `berth serve`.
 //!
 //! The registry never depends on Kubernetes.
@@ -15,6 +17,7 @@ pub mod config;
 pub mod crd;
 pub mod fsck;
 pub mod gc;
+pub mod lifecycle;
 pub mod metadata;
 pub mod observability;
 pub mod oci;

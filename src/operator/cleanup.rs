@@ -14,20 +14,16 @@ use super::status::{Cond, conditions, same};
 use super::{Context, Error, now};
 use crate::crd::{CleanupPolicy, CleanupPolicyStatus, Project};
 
-/// Checks what the schema cannot: the regexes as berth compiles them
-/// (anchored at both ends), and that the referenced Project exists.
+/// Checks what the schema cannot: the policy compiles as berth runs it
+/// (regexes anchored at both ends, keepN among GitLab's values).
 pub fn check(spec: &crate::crd::CleanupPolicySpec) -> Result<(), (&'static str, String)> {
-    for (field, re) in [
-        ("nameRegex", &spec.name_regex),
-        ("nameRegexKeep", &spec.name_regex_keep),
-    ] {
-        if let Some(re) = re
-            && let Err(e) = regex::Regex::new(&format!("^(?:{re})$"))
-        {
-            return Err(("InvalidRegex", format!("{field}: {e}")));
+    match crate::lifecycle::policy::Rules::from_spec(spec) {
+        Ok(_) => Ok(()),
+        Err(e @ crate::lifecycle::policy::RuleError::Regex { .. }) => {
+            Err(("InvalidRegex", e.to_string()))
         }
+        Err(e) => Err(("Invalid", e.to_string())),
     }
-    Ok(())
 }
 
 pub async fn reconcile(policy: Arc<CleanupPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -97,11 +93,11 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(reason, "InvalidRegex");
-        assert!(message.starts_with("nameRegex:"), "{message}");
+        assert!(message.starts_with("nameRegex "), "{message}");
         let (_, message) = check(&spec(
             serde_json::json!({"selector": {}, "nameRegexKeep": "[z-a]"}),
         ))
         .unwrap_err();
-        assert!(message.starts_with("nameRegexKeep:"), "{message}");
+        assert!(message.starts_with("nameRegexKeep "), "{message}");
     }
 }

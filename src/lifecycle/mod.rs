@@ -1,0 +1,8 @@
+//! Tag lifecycle: which tags a cleanup policy or a bulk delete removes.
+//!
+//! Decisions only, as pure functions over plain values. This module owns the
+//! semantics; it must not touch the metadata database, the blob store or
+//! Kubernetes — whoever runs a policy lists the tags, asks [`policy::evaluate`]
+//! and performs the deletions itself.
+
+pub mod policy;
