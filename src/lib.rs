@@ -9,7 +9,9 @@
 //!   collection sweeps; [`fsck`]: the offline check;
 //! - [`config`], [`observability`], [`server`]: running `berth serve`.
 //!
-//! The registry never depends on Kubernetes.
+//! The `registry` module never depends on Kubernetes: the cluster reaches it
+//! only through the access model (`auth::cluster`) and the operator ([`crd`],
+//! [`operator`]).
 #![forbid(unsafe_code)]
 
 pub mod auth;
