@@ -62,30 +62,26 @@ pub async fn sweep(
         if due.is_empty() {
             break;
         }
-        let mut progressed = false;
         let mut batch = SweepCounts::default();
         for digest in due {
             let _locked = reg.lock_blob(&digest).await;
             match reg.meta.gc_review_blob(&digest, now).await? {
-                BlobVerdict::Kept => progressed = true,
+                BlobVerdict::Kept => {}
                 BlobVerdict::Deleted { size } => {
                     delete_file(reg, &digest).await?;
                     reg.meta.gc_forget_blob_review(&digest).await?;
                     batch.blobs_deleted += 1;
                     batch.bytes_deleted += size as i64;
-                    progressed = true;
                 }
                 BlobVerdict::AlreadyGone => {
                     delete_file(reg, &digest).await?;
                     reg.meta.gc_forget_blob_review(&digest).await?;
-                    progressed = true;
                 }
             }
         }
+        // Every review taken is either dropped or re-queued for later
+        // (then no longer due), so this loop ends.
         record(reg, &mut counts, batch).await?;
-        if !progressed {
-            break;
-        }
     }
     let before = now - upload_expiry.as_millis() as i64;
     let mut batch = SweepCounts::default();
