@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod directory;
 pub mod model;
 pub mod policy;
+pub mod tags;
 pub mod token;
 
 use std::path::{Path, PathBuf};

@@ -96,6 +96,45 @@ pub struct TokenSpec {
     pub expires_at: Option<SystemTime>,
 }
 
+/// The least a caller must be to push or delete a protected tag (GitLab's
+/// `minimum_access_level_for_push` / `_for_delete`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum ProtectionLevel {
+    Maintainer,
+    Owner,
+    Admin,
+}
+
+/// GitLab's protected container tag rule: tags matching `pattern` may be
+/// pushed and deleted only by callers of at least these levels. Deploy
+/// tokens have no role and never qualify. Cleanup policies keep them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("''.matches(self.pattern) || !''.matches(self.pattern)").message("pattern is not a valid regular expression"))]
+pub struct ProtectedTagRule {
+    /// A regular expression (RE2 syntax) searched in the tag name, as GitLab
+    /// does: `v.+` matches `v1` and `dev1`; anchor with `^...$` to match whole
+    /// names.
+    #[schemars(length(min = 1, max = 100))]
+    pub pattern: String,
+    pub minimum_access_level_for_push: ProtectionLevel,
+    pub minimum_access_level_for_delete: ProtectionLevel,
+}
+
+/// GitLab's immutable container tag rule: once a tag matching `pattern`
+/// exists, nobody (not even the admin, nor a cleanup policy) can move it to
+/// another manifest or delete it, nor delete its manifest by digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("''.matches(self.pattern) || !''.matches(self.pattern)").message("pattern is not a valid regular expression"))]
+pub struct ImmutableTagRule {
+    /// A regular expression (RE2 syntax) searched in the tag name.
+    #[schemars(length(min = 1, max = 100))]
+    pub pattern: String,
+}
+
 /// What happens to a project's images when the Project is deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 pub enum DeletionPolicy {
@@ -164,6 +203,14 @@ pub struct ProjectSpec {
     /// `Retain`: they stay (reachable by the admin only).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Tags only some roles may push or delete (at most 5, as in GitLab).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub protected_tags: Vec<ProtectedTagRule>,
+    /// Tags nobody may move or delete once they exist (at most 5, as in GitLab).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub immutable_tags: Vec<ImmutableTagRule>,
 }
 
 /// What the operator reports about a Project.

@@ -109,6 +109,8 @@ mod tests {
             access_tokens: vec![],
             registry_ref: None,
             deletion_policy: Default::default(),
+            protected_tags: vec![],
+            immutable_tags: vec![],
         }
     }
 

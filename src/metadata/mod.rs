@@ -32,6 +32,29 @@ pub enum MetadataError {
     ManifestUnknown(Digest),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
+    /// A protected or immutable tag rule forbids the write.
+    #[error("{0}")]
+    TagRefused(String),
+}
+
+/// What a write does to a tag, for protected and immutable tag rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagOp {
+    /// The tag does not exist yet.
+    Create,
+    /// The tag exists and would point at another manifest.
+    Move,
+    Delete,
+}
+
+/// Decides whether a tag write may happen (`Err`: why not). Called inside the
+/// writing transaction, on the tags as they are there, so no concurrent write
+/// can slip between the decision and the write.
+pub type TagCheck<'a> = &'a (dyn Fn(&str, TagOp) -> std::result::Result<(), String> + Send + Sync);
+
+/// A [`TagCheck`] that allows everything (no tag rules).
+pub fn any_tag_write(_: &str, _: TagOp) -> std::result::Result<(), String> {
+    Ok(())
 }
 
 /// Identifies one state of a repository's tag set.
@@ -226,6 +249,7 @@ impl Metadata {
         manifest: &Manifest,
         payload: &[u8],
         tag: Option<&str>,
+        check: TagCheck<'_>,
     ) -> Result<()> {
         let mut tx = self.write.begin().await?;
         let repo_id = Self::ensure_repository(&mut tx, repo).await?;
@@ -306,6 +330,21 @@ impl Metadata {
             }
         };
         if let Some(tag) = tag {
+            let current: Option<i64> = sqlx::query_scalar(
+                "SELECT manifest_id FROM tags WHERE repository_id = ? AND name = ?",
+            )
+            .bind(repo_id)
+            .bind(tag)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let op = match current {
+                None => Some(TagOp::Create),
+                Some(id) if id != manifest_id => Some(TagOp::Move),
+                Some(_) => None,
+            };
+            if let Some(op) = op {
+                check(tag, op).map_err(MetadataError::TagRefused)?;
+            }
             sqlx::query(
                 "INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT (repository_id, name) DO UPDATE
@@ -365,35 +404,87 @@ impl Metadata {
     }
 
     /// Deletes a manifest and every tag pointing at it; `false` when absent.
-    pub async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        self.delete_in_repository(
-            "DELETE FROM manifests
-              WHERE digest = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
-            digest.to_string(),
-            repo,
+    /// `check` is asked about each of those tags first.
+    pub async fn delete_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        check: TagCheck<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT m.id FROM manifests m JOIN repositories r ON r.id = m.repository_id
+              WHERE r.name = ? AND m.digest = ?",
         )
-        .await
+        .bind(repo)
+        .bind(digest.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            return Ok(false);
+        };
+        let tags: Vec<String> = sqlx::query_scalar("SELECT name FROM tags WHERE manifest_id = ?")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+        for tag in &tags {
+            check(tag, TagOp::Delete).map_err(MetadataError::TagRefused)?;
+        }
+        sqlx::query("DELETE FROM manifests WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Deletes a repository with its tags, manifests, blob links and uploads;
-    /// `false` when absent. Blobs stay for garbage collection.
-    pub async fn delete_repository(&self, repo: &str) -> Result<bool> {
+    /// `false` when absent. Blobs stay for garbage collection. `check` is
+    /// asked about every tag first.
+    pub async fn delete_repository(&self, repo: &str, check: TagCheck<'_>) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let tags: Vec<String> = sqlx::query_scalar(
+            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id WHERE r.name = ?",
+        )
+        .bind(repo)
+        .fetch_all(&mut *tx)
+        .await?;
+        for tag in &tags {
+            check(tag, TagOp::Delete).map_err(MetadataError::TagRefused)?;
+        }
         let done = sqlx::query("DELETE FROM repositories WHERE name = ?")
             .bind(repo)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// Deletes a tag (not the manifest it points at); `false` when absent.
-    pub async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
-        self.delete_in_repository(
+    pub async fn delete_tag(&self, repo: &str, tag: &str, check: TagCheck<'_>) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM tags t JOIN repositories r ON r.id = t.repository_id
+              WHERE r.name = ? AND t.name = ?",
+        )
+        .bind(repo)
+        .bind(tag)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        check(tag, TagOp::Delete).map_err(MetadataError::TagRefused)?;
+        sqlx::query(
             "DELETE FROM tags
               WHERE name = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
-            tag.to_string(),
-            repo,
         )
-        .await
+        .bind(tag)
+        .bind(repo)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The repository's id and tag version (see the `tags_version` migration),

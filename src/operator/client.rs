@@ -119,7 +119,10 @@ impl RegistryClient {
         }])?;
         let resp = self
             .http
-            .delete(format!("{}/api/v1/repositories/{repo}", self.base))
+            .delete(format!(
+                "{}/api/v1/repositories/{repo}?project_deleted=true",
+                self.base
+            ))
             .bearer_auth(&token)
             .send()
             .await

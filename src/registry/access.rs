@@ -8,8 +8,11 @@ use super::error::{ErrorCode, RegistryError, Result};
 use super::{Registry, Route};
 use std::sync::Arc;
 
+use crate::auth::model::ProtectionLevel;
+use crate::auth::tags::{Level, TagRules};
 use crate::auth::token::Claims;
 use crate::auth::{Auth, Identity, Location};
+use crate::metadata::TagOp;
 
 /// What a route requires of the caller's token.
 #[derive(Debug, PartialEq, Eq)]
@@ -209,6 +212,50 @@ fn refuse(
         header::WWW_AUTHENTICATE,
         challenge(auth, headers, scope, error),
     )
+}
+
+/// The protected and immutable tag rules as they apply to one caller in one
+/// repository; [`TagGuard::check`] is the metadata layer's `TagCheck`.
+pub(crate) struct TagGuard {
+    rules: Option<TagRules>,
+    level: Level,
+}
+
+impl TagGuard {
+    pub(crate) fn new(reg: &Registry, caller: &Caller, repo: &str) -> TagGuard {
+        let admin = Level::At(ProtectionLevel::Admin);
+        let (Caller::Token(claims), Some(auth)) = (caller, &reg.auth) else {
+            return TagGuard {
+                rules: None,
+                level: admin,
+            };
+        };
+        let model = auth.model();
+        let Location::InProject(project) = model.locate(repo) else {
+            return TagGuard {
+                rules: None,
+                level: admin,
+            };
+        };
+        let identity = Identity::from_subject(&claims.sub).unwrap_or(Identity::Anonymous);
+        let rules = TagRules::of(project);
+        TagGuard {
+            rules: (!rules.is_empty()).then_some(rules),
+            level: Level::of(model.standing(&identity, project)),
+        }
+    }
+
+    pub(crate) fn check(&self, tag: &str, op: TagOp) -> std::result::Result<(), String> {
+        match &self.rules {
+            Some(rules) => rules.check(tag, op, self.level),
+            None => Ok(()),
+        }
+    }
+
+    /// Is the caller the instance admin (or is authentication off)?
+    pub(crate) fn is_admin(&self) -> bool {
+        self.level == Level::At(ProtectionLevel::Admin)
+    }
 }
 
 /// A predicate for the catalog: may this caller pull from the repository?

@@ -43,11 +43,25 @@ async fn delete_repository(
         ));
     }
     let route = Route::Repository { name };
-    access::authorize(reg, &req.method, &route, None, &req.headers)?;
+    let caller = access::authorize(reg, &req.method, &route, None, &req.headers)?;
     let Route::Repository { name } = route else {
         unreachable!("built above")
     };
-    if !reg.meta.delete_repository(&name).await? {
+    // Tag rules hold for every tag that would go, except when the admin (the
+    // operator) empties a Project that is being deleted: the project and its
+    // rules cease to exist.
+    let guard = access::TagGuard::new(reg, &caller, &name);
+    let project_deleted = guard.is_admin()
+        && form_urlencoded::parse(req.uri.query().unwrap_or_default().as_bytes())
+            .any(|(k, v)| k == "project_deleted" && v == "true");
+    let check = |t: &str, op| {
+        if project_deleted {
+            Ok(())
+        } else {
+            guard.check(t, op)
+        }
+    };
+    if !reg.meta.delete_repository(&name, &check).await? {
         return Err(RegistryError::new(
             ErrorCode::NameUnknown,
             format!("repository {name} does not exist"),

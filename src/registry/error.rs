@@ -158,6 +158,7 @@ impl From<MetadataError> for RegistryError {
             MetadataError::BlobUnknown(_) | MetadataError::ManifestUnknown(_) => {
                 RegistryError::new(ErrorCode::ManifestBlobUnknown, e.to_string())
             }
+            MetadataError::TagRefused(why) => RegistryError::new(ErrorCode::Denied, why),
             other => RegistryError::internal(other),
         }
     }

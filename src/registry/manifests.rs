@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt;
 
+use super::access::{Caller, TagGuard};
 use super::error::{ErrorCode, RegistryError, Result};
 use super::{Registry, location};
 use crate::oci::{Digest, Reference, manifest};
@@ -83,6 +84,7 @@ async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Vec<u8>> {
 
 pub(super) async fn put(
     reg: &Registry,
+    caller: &Caller,
     name: &str,
     reference: &Reference,
     headers: &HeaderMap,
@@ -106,8 +108,11 @@ pub(super) async fn put(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let parsed = manifest::parse(content_type, &payload)?;
+    let guard = TagGuard::new(reg, caller, name);
     reg.meta
-        .put_manifest(name, &digest, &parsed, &payload, tag)
+        .put_manifest(name, &digest, &parsed, &payload, tag, &|t, op| {
+            guard.check(t, op)
+        })
         .await?;
     let mut builder = Response::builder()
         .status(StatusCode::CREATED)
@@ -123,10 +128,19 @@ pub(super) async fn put(
     builder.body(Body::empty()).map_err(RegistryError::internal)
 }
 
-pub(super) async fn delete(reg: &Registry, name: &str, reference: &Reference) -> Result<Response> {
+/// Deletes by digest (the manifest and its tags) or by tag; protected and
+/// immutable tag rules apply to every tag that would go.
+pub(super) async fn delete(
+    reg: &Registry,
+    caller: &Caller,
+    name: &str,
+    reference: &Reference,
+) -> Result<Response> {
+    let guard = TagGuard::new(reg, caller, name);
+    let check = |t: &str, op| guard.check(t, op);
     let deleted = match reference {
-        Reference::Digest(d) => reg.meta.delete_manifest(name, d).await?,
-        Reference::Tag(t) => reg.meta.delete_tag(name, t).await?,
+        Reference::Digest(d) => reg.meta.delete_manifest(name, d, &check).await?,
+        Reference::Tag(t) => reg.meta.delete_tag(name, t, &check).await?,
     };
     if !deleted {
         return Err(unknown(reg, name, reference).await);

@@ -179,10 +179,10 @@ async fn route_request(reg: &Registry, req: Request) -> Result<Response> {
             manifests::get(reg, &name, &reference, method == Method::HEAD).await
         }
         (&Method::PUT, Route::Manifest { name, reference }) => {
-            manifests::put(reg, &name, &reference, headers, body).await
+            manifests::put(reg, &caller, &name, &reference, headers, body).await
         }
         (&Method::DELETE, Route::Manifest { name, reference }) => {
-            manifests::delete(reg, &name, &reference).await
+            manifests::delete(reg, &caller, &name, &reference).await
         }
         (&Method::GET | &Method::HEAD, Route::Blob { name, digest }) => {
             blobs::get(reg, &name, &digest, headers, method == Method::HEAD).await
