@@ -120,19 +120,27 @@ impl TagRules {
                 r.pattern
             ));
         }
-        for r in &self.protected {
+        match self.protected_refusal(tag, op, level) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    /// Why a protected rule forbids a caller at `level` to do `op` to `tag`,
+    /// if one does (immutable rules aside). A bulk delete keeps such tags.
+    pub fn protected_refusal(&self, tag: &str, op: TagOp, level: Level) -> Option<String> {
+        self.protected.iter().find_map(|r| {
             let (need, verb) = match op {
                 TagOp::Create | TagOp::Move => (r.push, "push"),
                 TagOp::Delete => (r.delete, "delete"),
             };
-            if search(&r.re, tag) && level < Level::At(need) {
-                return Err(format!(
+            (search(&r.re, tag) && level < Level::At(need)).then(|| {
+                format!(
                     "tag {tag} is protected (rule {:?}): only {need:?} or above may {verb} it",
                     r.pattern
-                ));
-            }
-        }
-        Ok(())
+                )
+            })
+        })
     }
 }
 
@@ -215,6 +223,22 @@ mod tests {
         assert!(
             msg.contains("immutable") && msg.contains("overwritten"),
             "{msg}"
+        );
+        // Protected rules alone (what a bulk delete keeps for this caller).
+        assert!(
+            rules
+                .protected_refusal("v1", TagOp::Delete, MAINTAINER)
+                .is_some()
+        );
+        assert!(
+            rules
+                .protected_refusal("v1", TagOp::Delete, OWNER)
+                .is_none()
+        );
+        assert!(
+            rules
+                .protected_refusal("release-1", TagOp::Delete, Level::Below)
+                .is_none()
         );
         assert!(rules.protected("v3") && !rules.protected("x"));
         assert!(rules.immutable("release-x") && !rules.immutable("v3"));

@@ -1,11 +1,19 @@
 //! Registry metadata: repositories, manifests and their references, tags,
-//! per-repository blob links and uploads in progress. All SQL lives here.
+//! per-repository blob links and uploads in progress. All SQL lives here
+//! (the management API's queries in `manage.rs`).
 //!
 //! SQLite is the embedded default: a single writer connection (SQLite
 //! serialises writers anyway; one connection avoids busy/upgrade deadlocks) and
 //! a small pool of readers in WAL mode. The statements stay within what
 //! PostgreSQL also accepts, so a PostgreSQL backend can follow behind the same
 //! methods.
+
+mod manage;
+
+pub use manage::{
+    DeletionOutcome, PlannedDeletion, PolicyTag, RepositoryDeletions, RepositoryRow, TagDetail,
+    TagOrder, TagQuery,
+};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -35,6 +43,21 @@ pub enum MetadataError {
     /// A protected or immutable tag rule forbids the write.
     #[error("{0}")]
     TagRefused(String),
+}
+
+impl MetadataError {
+    /// SQLite's "database is locked" (SQLITE_BUSY): worth a retry.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            MetadataError::Database(sqlx::Error::Database(e)) => {
+                // Primary code 5, whatever the extended bits.
+                e.code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| c & 0xff == 5)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What a write does to a tag, for protected and immutable tag rules.
@@ -603,8 +626,9 @@ pub enum BlobVerdict {
     AlreadyGone,
 }
 
-/// Garbage collection figures.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+/// Garbage collection figures (the JSON of `GET /api/v1/gc`, which the
+/// operator reads back).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GcStatus {
     pub pending_manifest_reviews: i64,
     pub pending_blob_reviews: i64,
@@ -619,8 +643,8 @@ pub struct GcStatus {
     pub uploads_expired: i64,
 }
 
-/// What one sweep did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+/// What one sweep did (the JSON of `POST /api/v1/gc/sweep`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SweepCounts {
     pub manifests_deleted: i64,
     pub blobs_deleted: i64,

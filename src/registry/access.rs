@@ -1,6 +1,11 @@
 //! Authorisation of registry requests, decided in one place from
 //! (method, route) and the request's bearer token. Verification is local:
 //! the token's signature and claims, no database look-up.
+//!
+//! The management API (and the web UI) authenticate their caller once per
+//! request as a [`Principal`] (bearer token, Basic credentials, or none) and
+//! ask it what it may do; [`TagGuard`] carries a project's protected and
+//! immutable tag rules into the metadata layer's writing transactions.
 
 use axum::http::{HeaderMap, Method, header};
 
@@ -11,7 +16,7 @@ use std::sync::Arc;
 use crate::auth::model::ProtectionLevel;
 use crate::auth::tags::{Level, TagRules};
 use crate::auth::token::Claims;
-use crate::auth::{Auth, Identity, Location};
+use crate::auth::{AccessModel, Auth, Identity, Location};
 use crate::metadata::TagOp;
 
 /// What a route requires of the caller's token.
@@ -222,26 +227,30 @@ pub(crate) struct TagGuard {
 }
 
 impl TagGuard {
+    /// No rules, admin level: authentication off, or a repository in no project.
+    fn open() -> TagGuard {
+        TagGuard {
+            rules: None,
+            level: Level::At(ProtectionLevel::Admin),
+        }
+    }
+
     pub(crate) fn new(reg: &Registry, caller: &Caller, repo: &str) -> TagGuard {
-        let admin = Level::At(ProtectionLevel::Admin);
         let (Caller::Token(claims), Some(auth)) = (caller, &reg.auth) else {
-            return TagGuard {
-                rules: None,
-                level: admin,
-            };
+            return TagGuard::open();
         };
-        let model = auth.model();
+        TagGuard::of(&auth.model(), &subject_identity(claims), repo)
+    }
+
+    /// The rules of `repo`'s project as they apply to `identity`.
+    pub(crate) fn of(model: &AccessModel, identity: &Identity, repo: &str) -> TagGuard {
         let Location::InProject(project) = model.locate(repo) else {
-            return TagGuard {
-                rules: None,
-                level: admin,
-            };
+            return TagGuard::open();
         };
-        let identity = Identity::from_subject(&claims.sub).unwrap_or(Identity::Anonymous);
         let rules = TagRules::of(project);
         TagGuard {
             rules: (!rules.is_empty()).then_some(rules),
-            level: Level::of(model.standing(&identity, project)),
+            level: Level::of(model.standing(identity, project)),
         }
     }
 
@@ -252,9 +261,191 @@ impl TagGuard {
         }
     }
 
+    /// Does a protected rule forbid this caller to delete `tag`?
+    pub(crate) fn protected_against_delete(&self, tag: &str) -> bool {
+        self.rules.as_ref().is_some_and(|r| {
+            r.protected_refusal(tag, TagOp::Delete, self.level)
+                .is_some()
+        })
+    }
+
+    /// Does an immutable rule match `tag`?
+    pub(crate) fn immutable(&self, tag: &str) -> bool {
+        self.rules.as_ref().is_some_and(|r| r.immutable(tag))
+    }
+
     /// Is the caller the instance admin (or is authentication off)?
     pub(crate) fn is_admin(&self) -> bool {
         self.level == Level::At(ProtectionLevel::Admin)
+    }
+}
+
+/// The identity a token's subject names (anonymous if it names none).
+fn subject_identity(claims: &Claims) -> Identity {
+    Identity::from_subject(&claims.sub).unwrap_or(Identity::Anonymous)
+}
+
+/// A registry action, as the token protocol names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    Pull,
+    Delete,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// Who calls the management API (and, later, the web UI), authenticated once
+/// per request, with what they may do where. Three ways in:
+/// - a bearer JWT from `/jwt/auth`: what its claims grant (subject `admin`:
+///   everything);
+/// - Basic `user:secret` with a personal or project access token or the admin
+///   password (so `curl -u user:token` works), or no credentials at all
+///   (anonymous): what the access model grants that identity;
+/// - authentication off: everyone is the admin.
+pub(crate) enum Principal {
+    Open,
+    Token {
+        claims: Arc<Claims>,
+        model: Arc<AccessModel>,
+    },
+    Identity {
+        identity: Identity,
+        model: Arc<AccessModel>,
+    },
+}
+
+/// Why a caller could not be authenticated; the message, and the challenge
+/// to answer with.
+#[derive(Debug)]
+pub(crate) struct Unauthenticated {
+    pub(crate) message: String,
+    pub(crate) challenges: Vec<String>,
+}
+
+impl Principal {
+    /// Authenticates the caller of a request from its `Authorization` header.
+    pub(crate) async fn authenticate(
+        reg: &Registry,
+        headers: &HeaderMap,
+    ) -> std::result::Result<Principal, Unauthenticated> {
+        let Some(auth) = &reg.auth else {
+            return Ok(Principal::Open);
+        };
+        let refused = |message: String| Unauthenticated {
+            message,
+            challenges: Principal::challenges(reg, headers),
+        };
+        let model = auth.model();
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Ok(Principal::Identity {
+                identity: Identity::Anonymous,
+                model,
+            });
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| refused("the Authorization header is not text".into()))?;
+        let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
+        let credentials = credentials.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let claims = auth
+                .tokens
+                .verify(credentials)
+                .map_err(|e| refused(format!("invalid token: {e}")))?;
+            return Ok(Principal::Token { claims, model });
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            use base64::Engine;
+            let (user, secret) = base64::engine::general_purpose::STANDARD
+                .decode(credentials)
+                .ok()
+                .and_then(|raw| String::from_utf8(raw).ok())
+                .and_then(|text| {
+                    text.split_once(':')
+                        .map(|(u, s)| (u.to_string(), s.to_string()))
+                })
+                .ok_or_else(|| refused("malformed Basic credentials".into()))?;
+            let identity = auth
+                .authenticate(&user, &secret)
+                .await
+                .ok_or_else(|| refused("invalid username or token".into()))?;
+            // The model may have been reloaded while an external source answered.
+            return Ok(Principal::Identity {
+                identity,
+                model: auth.model(),
+            });
+        }
+        Err(refused(format!(
+            "unsupported authorization scheme {scheme:?}: use Basic or Bearer"
+        )))
+    }
+
+    /// `WWW-Authenticate` values for a 401 from the management API.
+    pub(crate) fn challenges(reg: &Registry, headers: &HeaderMap) -> Vec<String> {
+        let mut out = vec!["Basic realm=\"berth\"".to_string()];
+        if let Some(auth) = &reg.auth {
+            out.insert(0, challenge(auth, headers, None, None));
+        }
+        out
+    }
+
+    pub(crate) fn is_admin(&self) -> bool {
+        match self {
+            Principal::Open => true,
+            Principal::Token { claims, .. } => claims.sub == "admin",
+            Principal::Identity { identity, .. } => *identity == Identity::Admin,
+        }
+    }
+
+    pub(crate) fn is_anonymous(&self) -> bool {
+        match self {
+            Principal::Open => false,
+            Principal::Token { claims, .. } => claims.sub == "anonymous",
+            Principal::Identity { identity, .. } => *identity == Identity::Anonymous,
+        }
+    }
+
+    /// May the caller do `action` on repository `repo`?
+    pub(crate) fn may(&self, repo: &str, action: Action) -> bool {
+        match self {
+            Principal::Open => true,
+            Principal::Token { claims, .. } => {
+                claims.sub == "admin" || claims.allows(repo, action.as_str())
+            }
+            Principal::Identity { identity, model } => {
+                let can = model.actions(identity, repo);
+                match action {
+                    Action::Pull => can.pull,
+                    Action::Delete => can.delete,
+                }
+            }
+        }
+    }
+
+    /// The tag rules of `repo` as they apply to this caller.
+    pub(crate) fn tag_guard(&self, repo: &str) -> TagGuard {
+        match self {
+            Principal::Open => TagGuard::open(),
+            Principal::Token { claims, model } => {
+                TagGuard::of(model, &subject_identity(claims), repo)
+            }
+            Principal::Identity { identity, model } => TagGuard::of(model, identity, repo),
+        }
+    }
+
+    /// The access model, unless authentication is off.
+    pub(crate) fn model(&self) -> Option<&Arc<AccessModel>> {
+        match self {
+            Principal::Open => None,
+            Principal::Token { model, .. } | Principal::Identity { model, .. } => Some(model),
+        }
     }
 }
 
@@ -266,7 +457,7 @@ pub(crate) fn catalog_filter(
     match (caller, &reg.auth) {
         (Caller::Token(claims), Some(auth)) => {
             let model = auth.model();
-            let identity = Identity::from_subject(&claims.sub).unwrap_or(Identity::Anonymous);
+            let identity = subject_identity(claims);
             Box::new(move |repo| model.actions(&identity, repo).pull)
         }
         _ => Box::new(|_| true),

@@ -1,6 +1,7 @@
-//! The management API (JSON, same token authentication as the data plane):
-//! deleting a whole repository (the operator does when a Project is
-//! deleted), garbage collection status and sweeps (admin only).
+//! The operator's management endpoints (JSON, same token authentication as
+//! the data plane): deleting a whole repository by name (the operator does
+//! when a Project is deleted), garbage collection status and sweeps (admin
+//! only). The GitLab-like project API is in `management.rs`.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::access::{self, Caller};
+use super::access::{self, Principal};
 use super::error::{ErrorCode, RegistryError};
 use super::{Registry, Route};
 use crate::oci::validate_repository;
@@ -75,15 +76,29 @@ async fn delete_repository(
 }
 
 /// Garbage collection is the instance admin's (and the operator's, which
-/// signs admin tokens with the Registry's key).
-fn require_admin(reg: &Registry, headers: &axum::http::HeaderMap) -> Result<(), RegistryError> {
-    match access::authorize(reg, &Method::GET, &Route::Catalog, None, headers)? {
-        Caller::Open => Ok(()),
-        Caller::Token(claims) if claims.sub == "admin" => Ok(()),
-        Caller::Token(_) => Err(RegistryError::new(
+/// signs admin tokens with the Registry's key): an admin bearer token, or
+/// the admin's Basic credentials.
+async fn require_admin(
+    reg: &Registry,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), RegistryError> {
+    let unauthorized = |message: String, challenges: Vec<String>| {
+        challenges.into_iter().fold(
+            RegistryError::new(ErrorCode::Unauthorized, message),
+            |e, c| e.with_header(axum::http::header::WWW_AUTHENTICATE, c),
+        )
+    };
+    match Principal::authenticate(reg, headers).await {
+        Ok(p) if p.is_admin() => Ok(()),
+        Ok(p) if p.is_anonymous() => Err(unauthorized(
+            "authentication required".into(),
+            Principal::challenges(reg, headers),
+        )),
+        Ok(_) => Err(RegistryError::new(
             ErrorCode::Denied,
             "garbage collection is for the registry admin",
         )),
+        Err(u) => Err(unauthorized(u.message, u.challenges)),
     }
 }
 
@@ -101,7 +116,7 @@ fn json(status: StatusCode, body: &impl serde::Serialize) -> Result<Response, Re
 pub(super) async fn gc_status(State(reg): State<Arc<Registry>>, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
     let result = async {
-        require_admin(&reg, &parts.headers)?;
+        require_admin(&reg, &parts.headers).await?;
         let status = reg.meta.gc_status(crate::metadata::now_ms()).await?;
         json(StatusCode::OK, &status)
     }
@@ -113,7 +128,7 @@ pub(super) async fn gc_status(State(reg): State<Arc<Registry>>, req: Request) ->
 pub(super) async fn gc_sweep(State(reg): State<Arc<Registry>>, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
     let result = async {
-        require_admin(&reg, &parts.headers)?;
+        require_admin(&reg, &parts.headers).await?;
         let counts = crate::gc::sweep(&reg, reg.upload_expiry()).await?;
         json(StatusCode::OK, &counts)
     }

@@ -6,12 +6,19 @@
 //! and the blob store for bytes. Every failure is a [`RegistryError`], turned
 //! into the spec's JSON error body in one place. Nothing here knows about
 //! Kubernetes.
+//!
+//! Beside it: the GitLab-like management API (`management`, JSON errors of
+//! its own), the operator's endpoints (`api`), the token endpoint (`token`)
+//! and [`cleanup`], which runs cleanup policies over a project's
+//! repositories (also in process).
 
 mod access;
 mod api;
 mod blobs;
+pub mod cleanup;
 pub mod error;
 mod listing;
+mod management;
 mod manifests;
 pub mod route;
 mod token;
@@ -120,6 +127,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/api/v1/repositories/{*name}", any(api::repository))
         .route("/api/v1/gc", get(api::gc_status))
         .route("/api/v1/gc/sweep", axum::routing::post(api::gc_sweep))
+        .merge(management::routes())
         .route("/jwt/auth", get(token::token))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
