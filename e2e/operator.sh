@@ -15,7 +15,12 @@
 #   5. the operator is killed mid-reconcile and restarted: it converges with no duplicate
 #      objects, the signing key kept, and nothing rewritten for unchanged objects;
 #      a second replica stands by and takes the Lease when the leader dies;
-#   6. deleting the Project deletes its images; deleting the Registry garbage-collects
+#   6. garbage collection driven by the operator: the reviews the pushes queued are swept and
+#      status.garbageCollection shows it; a CleanupPolicy run on the berth.dev/run-now
+#      annotation, first as a dry run (would-delete list in status, nothing deleted), then for
+#      real: exactly the expected tags go, those whose digest a Pod runs stay, the annotation is
+#      removed, Events and metrics; the sweep after it frees their blobs (Registry status);
+#   7. deleting the Project deletes its images; deleting the Registry garbage-collects
 #      every child (controller-manager) and the finalizer removes the cluster-scoped binding.
 # Prints the control-plane start time and the time to Ready.
 set -euo pipefail
@@ -115,6 +120,7 @@ check "the samples in config/samples are valid as they are (dry run on the serve
   k apply --dry-run=server -k "$REPO_ROOT/config/samples"
 k create serviceaccount builder -n demo >/dev/null
 REG_PORT=$(free_port)
+GC_REVIEW_DELAY=10s
 k apply -f - >/dev/null <<YAML
 apiVersion: berth.dev/v1alpha1
 kind: Registry
@@ -124,6 +130,10 @@ spec:
   publicHost: "127.0.0.1:$REG_PORT"
   service: {port: $REG_PORT}
   storage: {kind: filesystem, filesystem: {size: 1Gi}}
+  # Short, so the cleanup section sees its blobs freed; not 0s: the operator sweeps whenever
+  # reviews are due, and with no delay a sweep could take a pushed blob before the manifest
+  # that references it arrives (the window the review delay exists for).
+  garbageCollection: {reviewDelay: $GC_REVIEW_DELAY}
 ---
 apiVersion: berth.dev/v1alpha1
 kind: Project
@@ -300,6 +310,13 @@ snapshot() { # resourceVersions and uids of every child, the Registry and the Pr
   k get registry berth -n demo -o jsonpath='registry {.metadata.resourceVersion}{"\n"}'
   k get project app -n demo -o jsonpath='project {.metadata.resourceVersion}{"\n"}'
 }
+# The pushes above queued GC reviews; once due, the operator sweeps them and writes the figures
+# to the Registry's status. Wait for that, so the status is settled before the snapshot.
+gc_field() { k get registry berth -n demo -o jsonpath="{.status.garbageCollection.$1}"; }
+gc_settled() { [ "$(gc_field pendingReviews)" = 0 ] && [ "$(gc_field sweeps)" -ge 1 ]; }
+check "the operator swept the GC reviews the pushes queued (Registry status: pendingReviews 0, sweeps >= 1)" \
+  wait_until 120 gc_settled
+k get registry berth -n demo -o jsonpath='{.status.garbageCollection}' >"$E2E_OUT/gc-after-pushes.json" || true
 sleep 2
 snapshot | sort >"$W/before.txt"
 # A change for the operator to work on, killed while at it.
@@ -339,6 +356,139 @@ check "berth_operator_leader is 1 on the leader and 0 on the standby" bash -c \
 kill "$OP_C" 2>/dev/null || true
 check "operator metrics expose reconcile counts" bash -c "curl -fsS http://127.0.0.1:$M2/metrics | grep -c '^berth_operator_reconciles_total' >/dev/null"
 k delete registry second -n demo --wait=false >/dev/null
+
+# ===================================================================== cleanup policy runs, GC
+step "CleanupPolicy: run-now as a dry run, then for real; images running in the cluster are kept"
+CREPO="$REG/demo/app/cleanup"
+# Seven distinct images (random layers, so digests and sizes differ), pushed in this order:
+# the registry orders tags by the time they were pushed.
+push_cleanup_tags() {
+  local t
+  for t in v1 v2 v3 v4 v5 v6 latest; do
+    python3 "$E2E_DIR/oci_image.py" "$W/img-$t"
+    run_logged "push-cleanup-$t" skopeo copy --dest-tls-verify=false --authfile "$W/app-ci-push.json" \
+      "oci:$W/img-$t:v1" "docker://$CREPO:$t" || return 1
+  done
+}
+check "push tags v1..v6 and latest of demo/app/cleanup (distinct images)" push_cleanup_tags
+tags_now() { skopeo list-tags --tls-verify=false --authfile "$W/app-ci-push.json" "docker://$CREPO" | jq -r '.Tags | sort | join(" ")'; }
+tags_are() { [ "$(tags_now)" = "$1" ]; }
+check "the registry lists the 7 tags" tags_are "latest v1 v2 v3 v4 v5 v6"
+digest_of() { skopeo inspect --tls-verify=false --authfile "$W/app-ci-push.json" --format '{{.Digest}}' "docker://$CREPO:$1"; }
+D3="$(digest_of v3)"; D4="$(digest_of v4)"
+log "v3 is $D3, v4 is $D4"
+# nameRegex v.* (v1..v6), nameRegexKeep v1, keepN 1 (the newest candidate, v6): v2..v5 go;
+# latest is never deleted.
+k apply -f - >/dev/null <<'YAML'
+apiVersion: berth.dev/v1alpha1
+kind: CleanupPolicy
+metadata: {name: tidy, namespace: demo}
+spec: {projectRef: {name: app}, cadence: 1d, nameRegex: "v.*", nameRegexKeep: "v1", keepN: 1, dryRun: true}
+YAML
+pol() { k get cleanuppolicy tidy -n demo -o jsonpath="$1"; }
+pol_jq() { k get cleanuppolicy tidy -n demo -o json | jq -e "$1" >/dev/null; }
+check "CleanupPolicy tidy is Accepted" k wait --for=condition=Accepted --timeout=30s cleanuppolicy/tidy -n demo
+check "... and Scheduled" k wait --for=condition=Scheduled --timeout=30s cleanuppolicy/tidy -n demo
+next_run_in_a_day() { # the first run is one cadence (1d) after the policy became Scheduled
+  local next left; next="$(pol '{.status.nextRun}')"; [ -n "$next" ] || return 1
+  left=$(( $(date -d "$next" +%s) - $(date +%s) ))
+  [ "$left" -gt $((86400 - 300)) ] && [ "$left" -le 86400 ]
+}
+not_run_yet() { [ -z "$(pol '{.status.lastRun}')" ]; }
+check "status.nextRun is one cadence (1d) away" next_run_in_a_day
+check "nothing ran yet (no status.lastRun)" not_run_yet
+# dump_policy NAME: the policy as it is now, for the logs
+dump_policy() { k get cleanuppolicy tidy -n demo -o yaml >"$E2E_OUT/cleanuppolicy-$1.yaml" 2>&1 || true; }
+last_run_done() { # last_run_done DRY_RUN: the last run had this dryRun and succeeded
+  pol_jq ".status.lastRunResult.dryRun == $1 and
+    ([.status.conditions[] | select(.type == \"LastRunSucceeded\" and .status == \"True\")] | length == 1)"
+}
+deleted_list() { pol '{.status.lastRunResult.projects[?(@.name=="app")].repositories[?(@.name=="demo/app/cleanup")].tagsDeleted[*]}'; }
+annotation_gone() { pol_jq '.metadata.annotations["berth.dev/run-now"] == null'; }
+event_says() { # event_says REASON TEXT: an Event about CleanupPolicy tidy with this reason contains TEXT
+  k get events -n demo --field-selector involvedObject.kind=CleanupPolicy,involvedObject.name=tidy -o json |
+    jq -e --arg r "$1" --arg t "$2" '[.items[] | select(.reason == $r and ((.message // .note // "") | contains($t)))] | length > 0' >/dev/null
+}
+
+k annotate cleanuppolicy tidy -n demo berth.dev/run-now=1 >/dev/null
+if wait_until 60 last_run_done true; then pass "run-now ran the dry run (lastRunResult.dryRun true, LastRunSucceeded True)"
+else dump_policy dry-run; fail "the dry run did not complete within 60 s (see $E2E_OUT/cleanuppolicy-dry-run.yaml)"; fi
+dump_policy dry-run
+check "dry run: status lists v2 v3 v4 v5 as the tags it would delete" [ "$(deleted_list)" = "v2 v3 v4 v5" ]
+check "dry run: tagsDeleted 4, labelled as a dry run triggered by run-now" \
+  pol_jq '.status.lastRunResult.tagsDeleted == 4 and .status.lastRunResult.trigger == "RunNow"
+    and (.status.lastRunResult.message | startswith("dry run: would delete 4 tags"))'
+check "dry run: every tag is still in the registry" tags_are "latest v1 v2 v3 v4 v5 v6"
+check "dry run: the run-now annotation was removed" annotation_gone
+check "dry run: a CleanupDryRun Event says what would be deleted" event_says CleanupDryRun "dry run: would delete 4 tags"
+next_run_a_day_after_last() {
+  local l n; l="$(pol '{.status.lastRun}')"; n="$(pol '{.status.nextRun}')"
+  [ -n "$l" ] && [ -n "$n" ] && [ $(( $(date -d "$n" +%s) - $(date -d "$l" +%s) )) -eq 86400 ]
+}
+check "dry run: status.lastRun is set and nextRun is one cadence (1d) after it" next_run_a_day_after_last
+
+# Two Pods "run" v3 and v4 (no kubelet here: their status is written through the status
+# subresource, as a kubelet would): runs-v3 pins the image by digest in its spec, runs-v4 names
+# the tag and only its status' imageID carries the digest.
+k apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: runs-v3, namespace: demo}
+spec: {containers: [{name: app, image: "$CREPO@$D3"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: runs-v4, namespace: demo}
+spec: {containers: [{name: app, image: "$CREPO:v4"}]}
+YAML
+pod_running() { # pod_running POD IMAGE IMAGE_ID
+  local now; now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  k patch pod "$1" -n demo --subresource=status --type=merge -p "{\"status\":{\"phase\":\"Running\",\"startTime\":\"$now\",
+    \"containerStatuses\":[{\"name\":\"app\",\"ready\":true,\"started\":true,\"restartCount\":0,\"image\":\"$2\",\"imageID\":\"$3\",
+                            \"state\":{\"running\":{\"startedAt\":\"$now\"}}}]}}" >/dev/null
+}
+check "Pod runs-v3 marked Running (imageID docker-pullable://...@digest of v3)" \
+  pod_running runs-v3 "$CREPO@$D3" "docker-pullable://$CREPO@$D3"
+check "Pod runs-v4 marked Running (spec names the tag v4; imageID ...@digest of v4)" \
+  pod_running runs-v4 "$CREPO:v4" "$CREPO@$D4"
+sleep 2 # the operator's Pod watch sees the statuses
+GC_BYTES_BEFORE="$(gc_field bytesDeleted)"; GC_BLOBS_BEFORE="$(gc_field blobsDeleted)"
+k patch cleanuppolicy tidy -n demo --type=merge \
+  -p '{"spec":{"dryRun":false},"metadata":{"annotations":{"berth.dev/run-now":"2"}}}' >/dev/null
+if wait_until 60 last_run_done false; then pass "run-now ran the policy for real (dryRun false, LastRunSucceeded True)"
+else dump_policy run; fail "the run did not complete within 60 s (see $E2E_OUT/cleanuppolicy-run.yaml)"; fi
+dump_policy run
+check "status lists exactly v2 v5 as deleted (v3 and v4 run in Pods)" [ "$(deleted_list)" = "v2 v5" ]
+check "status: tagsDeleted 2, 2 tags kept as in use, bytes reclaimable > 0" \
+  pol_jq '.status.lastRunResult.tagsDeleted == 2 and .status.lastRunResult.bytesReclaimable > 0
+    and .status.lastRunResult.dryRun == false and .status.consecutiveFailures == null
+    and ([.status.lastRunResult.projects[].repositories[] | select(.name == "demo/app/cleanup") | .keptByReason.in_use] == [2])'
+check "the registry's tags list no longer has v2 and v5; latest, v1, v3, v4, v6 stay" \
+  tags_are "latest v1 v3 v4 v6"
+check "the run-now annotation was removed" annotation_gone
+check "a CleanupRun Event says 2 tags were deleted in project demo/app" \
+  event_says CleanupRun "deleted 2 tags"
+metric_is() { curl -fsS "http://127.0.0.1:$M2/metrics" | grep -qx "$1"; }
+check "berth_operator_cleanup_tags_deleted_total is 2 on the leader" \
+  metric_is 'berth_operator_cleanup_tags_deleted_total 2'
+gc_freed() {
+  [ "$(gc_field blobsDeleted)" -ge $((GC_BLOBS_BEFORE + 4)) ] && [ "$(gc_field bytesDeleted)" -gt "$GC_BYTES_BEFORE" ]
+}
+if wait_until 150 gc_freed; then
+  pass "after the operator's sweeps, Registry status.garbageCollection: blobsDeleted $GC_BLOBS_BEFORE -> $(gc_field blobsDeleted) (the layers and configs of v2 and v5), bytesDeleted $GC_BYTES_BEFORE -> $(gc_field bytesDeleted)"
+else
+  k get registry berth -n demo -o yaml >"$E2E_OUT/registry-gc.yaml" 2>&1 || true
+  fail "the blobs of v2 and v5 were not collected within 150 s (blobsDeleted $GC_BLOBS_BEFORE -> $(gc_field blobsDeleted), bytesDeleted $GC_BYTES_BEFORE -> $(gc_field bytesDeleted); see $E2E_OUT/registry-gc.yaml)"
+fi
+registry_event() { # registry_event REASON: an Event about Registry berth with this reason
+  k get events -n demo --field-selector involvedObject.kind=Registry,involvedObject.name=berth -o json |
+    jq -e --arg r "$1" '[.items[] | select(.reason == $r)] | length > 0' >/dev/null
+}
+check "a GarbageCollected Event on the Registry" registry_event GarbageCollected
+check "the kept in-use image v3 still pulls whole after the sweep" run_logged pull-cleanup-v3 \
+  skopeo copy --src-tls-verify=false --authfile "$W/app-ci-push.json" "docker://$CREPO:v3" "oci:$W/pulled-v3:v3"
+k delete pod runs-v3 runs-v4 -n demo --wait=false >/dev/null
+k delete cleanuppolicy tidy -n demo >/dev/null
 
 # ===================================================================== deletions
 step "delete the Project: its images go"

@@ -9,8 +9,10 @@
 // kube's `printcolumn(...)` attributes repeat keys such as `type_` by design.
 #![allow(clippy::duplicated_attributes)]
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::core::CustomResourceExt;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -302,8 +304,42 @@ pub struct RegistryStatus {
     /// The Secret holding the token signing key (generated once, kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key_secret: Option<String>,
+    /// Garbage collection figures, read from the registry while it is Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub garbage_collection: Option<GcFigures>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A registry's garbage collection, as its metadata database counts it
+/// (exact figures, not estimates). The operator refreshes them while the
+/// Registry is Ready and runs a sweep as soon as reviews are due.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcFigures {
+    /// Manifests and blobs queued for review, due or not.
+    #[serde(default)]
+    pub pending_reviews: i64,
+    /// Reviews whose delay has passed: the next sweep takes them.
+    #[serde(default)]
+    pub due_reviews: i64,
+    /// When the last sweep finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sweep: Option<Time>,
+    /// Sweeps run since the registry's database was created.
+    #[serde(default)]
+    pub sweeps: i64,
+    /// Totals since the registry's database was created.
+    #[serde(default)]
+    pub manifests_deleted: i64,
+    #[serde(default)]
+    pub blobs_deleted: i64,
+    /// Bytes of manifests and blobs deleted.
+    #[serde(default)]
+    pub bytes_deleted: i64,
+    /// Abandoned upload sessions removed.
+    #[serde(default)]
+    pub uploads_expired: i64,
 }
 
 // ----------------------------------------------------------- CleanupPolicy
@@ -352,7 +388,15 @@ pub enum OlderThan {
         json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
     ),
     printcolumn(name = "Cadence", type_ = "string", json_path = ".spec.cadence"),
+    printcolumn(name = "Dry run", type_ = "boolean", json_path = ".spec.dryRun"),
+    printcolumn(
+        name = "Deleted",
+        type_ = "integer",
+        description = "Tags the last run deleted (or, in a dry run, would delete)",
+        json_path = ".status.lastRunResult.tagsDeleted"
+    ),
     printcolumn(name = "Last run", type_ = "date", json_path = ".status.lastRun"),
+    printcolumn(name = "Next run", type_ = "string", json_path = ".status.nextRun"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -399,17 +443,113 @@ fn yes() -> bool {
     true
 }
 
+/// Conditions: `Accepted` (the spec is valid and its Project exists),
+/// `Scheduled` (accepted and enabled: runs on cadence; its
+/// `lastTransitionTime` starts the schedule) and `LastRunSucceeded`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CleanupPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// When the last run started, whatever its outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_run: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    pub last_run: Option<Time>,
+    /// When the next run is due: one cadence after the last successful run
+    /// (or after the policy became Scheduled); after a failed run, a retry
+    /// with exponential backoff. Absent while the policy is not Scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_run: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    pub next_run: Option<Time>,
+    /// Runs that failed in a row; 0 (absent) after a success.
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub consecutive_failures: i32,
+    /// What the last run did, or with `dryRun` would have done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_result: Option<CleanupRunSummary>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
+/// What started a cleanup run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RunTrigger {
+    /// The cadence came round (or a retry after a failed run).
+    Schedule,
+    /// The `berth.dev/run-now` annotation (removed once the run started).
+    RunNow,
+}
+
+/// The last run of a CleanupPolicy over its Projects. In a dry run
+/// (`dryRun: true`) nothing was deleted: `tagsDeleted` lists and counts the
+/// tags that would have been.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupRunSummary {
+    pub trigger: RunTrigger,
+    pub dry_run: bool,
+    /// One line, e.g. `deleted 3 tags (1.2 MiB reclaimable) in 1 project` or
+    /// `dry run: would delete 3 tags ...`.
+    pub message: String,
+    /// Tags deleted (would be, in a dry run) over every Project.
+    pub tags_deleted: i64,
+    /// Bytes the deletions left unreferenced; garbage collection frees them
+    /// once the Registry's review delay has passed.
+    pub bytes_reclaimable: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<ProjectRunSummary>,
+}
+
+/// One Project's part of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectRunSummary {
+    /// The Project object's name.
+    pub name: String,
+    /// Its path in the registry.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    /// Why this Project's run failed (the other Projects still ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub tags_deleted: i64,
+    pub bytes_reclaimable: i64,
+    /// Repositories, those with deletions or failures first, then by name;
+    /// at most 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<RepositoryRunSummary>,
+    /// Repositories left out of `repositories`.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub repositories_not_listed: i64,
+}
+
+/// One repository's part of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryRunSummary {
+    pub name: String,
+    /// Tags deleted (would be, in a dry run), in name order; at most 50.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags_deleted: Vec<String>,
+    /// Tags deleted beyond those listed in `tagsDeleted`.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub tags_deleted_not_listed: i64,
+    pub tags_kept: i64,
+    /// How many tags each rule kept (`latest`, `not_matched`, `matched_keep`,
+    /// `newest`, `too_new`, `protected`, `immutable`, `in_use`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kept_by_reason: BTreeMap<String, i64>,
+    pub bytes_reclaimable: i64,
+    /// Tags the policy chose but that could not be deleted, with why; at
+    /// most 50.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed: BTreeMap<String, String>,
 }
 
 /// The three CRDs as one YAML stream, in the order they are printed.

@@ -145,6 +145,7 @@ pub fn serve_config(reg: &Registry) -> Config {
             sweep_interval: reg.spec.garbage_collection.sweep_interval.clone(),
             ..GcConfig::default()
         },
+        cleanup: Default::default(),
         kubernetes: Some(KubernetesConfig {
             namespace: reg.namespace().unwrap_or_default(),
             registry: reg.name_any(),

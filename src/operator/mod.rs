@@ -4,6 +4,11 @@
 //! - [`apply`] is server-side apply under one field manager, skipped when
 //!   nothing would change;
 //! - [`registry`], [`project`], [`cleanup`] are the reconcilers;
+//! - [`client`] calls a registry's management API with admin tokens it
+//!   signs itself (garbage collection figures and sweeps, cleanup runs,
+//!   repository deletion);
+//! - a Pod reflector (every namespace, trimmed to images) gives cleanup
+//!   policies the digests running in the cluster;
 //! - [`leader`] elects one active replica with a Lease;
 //! - `/metrics`, `/healthz` and `/readyz` are served on `--metrics-listen`.
 
@@ -29,7 +34,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -37,8 +42,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -90,11 +95,21 @@ struct ReconcileLabels {
     result: String,
 }
 
+/// Cleanup runs by result (`success`, `failure`) and mode (`delete`, `dry_run`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CleanupRunLabels {
+    result: String,
+    mode: String,
+}
+
 pub struct Metrics {
     registry: prometheus_client::registry::Registry,
     reconciles: Family<ReconcileLabels, Counter>,
     duration: Family<ReconcileLabels, Histogram>,
     leader: Gauge,
+    cleanup_runs: Family<CleanupRunLabels, Counter>,
+    cleanup_tags_deleted: Counter,
+    gc_sweeps: Counter,
 }
 
 impl Metrics {
@@ -118,12 +133,50 @@ impl Metrics {
             duration.clone(),
         );
         registry.register("leader", "1 while this replica leads", leader.clone());
+        let cleanup_runs = Family::<CleanupRunLabels, Counter>::default();
+        registry.register(
+            "cleanup_runs",
+            "CleanupPolicy runs by result and mode",
+            cleanup_runs.clone(),
+        );
+        let cleanup_tags_deleted = Counter::default();
+        registry.register(
+            "cleanup_tags_deleted",
+            "Tags deleted by CleanupPolicy runs (dry runs not counted)",
+            cleanup_tags_deleted.clone(),
+        );
+        let gc_sweeps = Counter::default();
+        registry.register(
+            "gc_sweeps",
+            "Garbage collection sweeps the operator asked registries for",
+            gc_sweeps.clone(),
+        );
         Metrics {
             registry,
             reconciles,
             duration,
             leader,
+            cleanup_runs,
+            cleanup_tags_deleted,
+            gc_sweeps,
         }
+    }
+
+    /// Counts one cleanup run and the tags it deleted.
+    pub fn cleanup_run(&self, ok: bool, dry_run: bool, tags_deleted: u64) {
+        self.cleanup_runs
+            .get_or_create(&CleanupRunLabels {
+                result: if ok { "success" } else { "failure" }.into(),
+                mode: if dry_run { "dry_run" } else { "delete" }.into(),
+            })
+            .inc();
+        if !dry_run {
+            self.cleanup_tags_deleted.inc_by(tags_deleted);
+        }
+    }
+
+    pub fn gc_sweep(&self) {
+        self.gc_sweeps.inc();
     }
 
     fn observe(&self, kind: &str, ok: bool, seconds: f64) {
@@ -140,9 +193,12 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     recorder: Recorder,
-    metrics: Metrics,
+    pub metrics: Metrics,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Every Pod in the cluster (trimmed to what image digests need), for
+    /// cleanup policies that keep the images in use.
+    pub pods: Store<Pod>,
 }
 
 impl Context {
@@ -159,7 +215,7 @@ impl Context {
             EventType::Normal => tracing::info!(object = %status::display(obj), reason, "{note}"),
         }
         let mut note = note;
-        note.truncate(1000);
+        clip(&mut note, 1000);
         let event = Event {
             type_,
             reason: reason.into(),
@@ -180,9 +236,25 @@ impl Context {
         }
         let n = f.entry(key).or_insert(0);
         *n = (*n + 1).min(8);
-        // 2 s, 4 s, ... up to about 8.5 minutes.
-        Duration::from_secs(1 << *n)
+        backoff_delay(*n)
     }
+}
+
+/// Shortens `s` to at most `max` bytes, on a character boundary.
+pub fn clip(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// The wait before retrying after `failures` failures in a row: 2 s, 4 s,
+/// ... doubling up to 256 s (from the 8th failure on).
+pub fn backoff_delay(failures: u32) -> Duration {
+    Duration::from_secs(1 << failures.clamp(1, 8))
 }
 
 pub fn now() -> Time {
@@ -201,12 +273,14 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         controller: "berth-operator".into(),
         instance: Some(settings.identity.clone()),
     };
+    let (pods, pods_writer) = reflector::store();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         settings: settings.clone(),
         metrics: Metrics::new(),
         failures: Mutex::new(HashMap::new()),
+        pods,
     });
     let leading = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(metrics_listen)
@@ -234,7 +308,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     ctx.metrics.leader.set(1);
     leading.store(true, Ordering::Relaxed);
 
-    let controllers = run_controllers(client, ctx.clone());
+    let controllers = run_controllers(client, ctx.clone(), pods_writer);
     let lost = async {
         match &elector {
             Some(e) => e.hold().await,
@@ -251,7 +325,20 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     result
 }
 
-async fn run_controllers(client: Client, ctx: Arc<Context>) {
+async fn run_controllers(client: Client, ctx: Arc<Context>, pods: reflector::store::Writer<Pod>) {
+    // Pods of every namespace, for the image digests cleanup policies keep.
+    // Only the leader watches them; only images and statuses are kept.
+    let pods = reflector::reflector(
+        pods,
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(cleanup::trim_pod),
+    )
+    .for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!("watching Pods: {e}");
+        }
+    });
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=berth-operator");
     let registries = Controller::new(
         Api::<Registry>::all(client.clone()),
@@ -317,7 +404,12 @@ async fn run_controllers(client: Client, ctx: Arc<Context>) {
         ctx,
     )
     .for_each(|_| async {});
-    tokio::join!(registries, projects, policies);
+    // The Pod watch never ends by itself: the controllers' end (on a
+    // shutdown signal) ends the operator.
+    tokio::select! {
+        _ = async { tokio::join!(registries, projects, policies) } => {}
+        _ = pods => {}
+    }
 }
 
 async fn timed<K, F, Fut>(

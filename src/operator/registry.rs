@@ -19,9 +19,11 @@ use kube::{Resource, ResourceExt};
 
 use super::apply::{apply, delete_if_present, patch_status};
 use super::children::{self, Names};
-use super::status::{RegistryObserved, registry_status, same};
+use super::client::RegistryClient;
+use super::status::{RegistryObserved, gc_figures, registry_status, same};
 use super::{Context, Error, now};
-use crate::crd::{DatabaseKind, Registry, StorageKind};
+use crate::crd::{DatabaseKind, GcFigures, Registry, StorageKind};
+use crate::metadata::SweepCounts;
 
 pub const FINALIZER: &str = "berth.dev/cluster-objects";
 
@@ -86,7 +88,7 @@ async fn apply_registry(reg: &Registry, ctx: &Context) -> Result<Action, Error> 
     let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&names.base)
         .await?;
-    let status = registry_status(
+    let mut status = registry_status(
         reg,
         &RegistryObserved {
             deployment: deployment.as_ref(),
@@ -95,6 +97,24 @@ async fn apply_registry(reg: &Registry, ctx: &Context) -> Result<Action, Error> 
         },
         &now(),
     );
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    if ready {
+        match garbage_collection(reg, ctx).await {
+            Ok(figures) => status.garbage_collection = Some(figures),
+            Err(e) => {
+                ctx.event(
+                    reg,
+                    EventType::Warning,
+                    "GarbageCollectionUnavailable",
+                    e.to_string(),
+                )
+                .await
+            }
+        }
+    }
     if !reg.status.as_ref().is_some_and(|s| same(s, &status)) {
         let api: Api<Registry> = Api::namespaced(ctx.client.clone(), &ns);
         patch_status(&api, reg, &status).await?;
@@ -103,8 +123,48 @@ async fn apply_registry(reg: &Registry, ctx: &Context) -> Result<Action, Error> 
         Some(("ReconcileFailed", message)) => Err(Error::Reconcile(message)),
         // Nothing changes until the spec does.
         Some(_) => Ok(Action::await_change()),
+        None if ready => Ok(Action::requeue(gc_refresh(reg))),
         None => Ok(Action::requeue(Duration::from_secs(300))),
     }
+}
+
+/// How often the garbage collection figures of a Ready Registry are
+/// refreshed (and due reviews swept): every 30 s, or every sweep interval
+/// if that is shorter, but not more often than every 5 s.
+pub fn gc_refresh(reg: &Registry) -> Duration {
+    let every = Duration::from_secs(30);
+    humantime::parse_duration(&reg.spec.garbage_collection.sweep_interval)
+        .map_or(every, |d| d.min(every))
+        .max(Duration::from_secs(5))
+}
+
+/// Reads the registry's garbage collection figures; when reviews are due,
+/// runs a sweep first (the registry pods' own timer sweeps are the
+/// fallback) and reads them again.
+async fn garbage_collection(reg: &Registry, ctx: &Context) -> Result<GcFigures, Error> {
+    let client = RegistryClient::new(reg, ctx).await?;
+    let mut gc = client.gc_status().await?;
+    if gc.due_manifest_reviews + gc.due_blob_reviews > 0 {
+        let swept = client.gc_sweep().await?;
+        ctx.metrics.gc_sweep();
+        if swept != SweepCounts::default() {
+            ctx.event(
+                reg,
+                EventType::Normal,
+                "GarbageCollected",
+                format!(
+                    "swept {} manifests and {} blobs ({}), {} expired uploads",
+                    swept.manifests_deleted,
+                    swept.blobs_deleted,
+                    super::cleanup::mib(swept.bytes_deleted),
+                    swept.uploads_expired
+                ),
+            )
+            .await;
+        }
+        gc = client.gc_status().await?;
+    }
+    Ok(gc_figures(&gc))
 }
 
 /// Applies every child; returns the kinds that were written.
@@ -241,4 +301,26 @@ async fn cleanup(reg: &Registry, ctx: &Context) -> Result<Action, Error> {
     tracing::info!(registry = %super::status::display(reg), "registry deleted; cluster-scoped binding removed");
     let _ = reg.object_ref(&());
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_figures_are_refreshed_every_30_s_or_each_shorter_sweep_interval() {
+        let reg = |interval: &str| {
+            Registry::new(
+                "reg",
+                serde_json::from_value(
+                    serde_json::json!({"garbageCollection": {"sweepInterval": interval}}),
+                )
+                .unwrap(),
+            )
+        };
+        assert_eq!(gc_refresh(&reg("1h")), Duration::from_secs(30));
+        assert_eq!(gc_refresh(&reg("20s")), Duration::from_secs(20));
+        assert_eq!(gc_refresh(&reg("1m30s")), Duration::from_secs(30));
+        assert_eq!(gc_refresh(&reg("1s")), Duration::from_secs(5));
+    }
 }

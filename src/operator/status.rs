@@ -6,7 +6,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::crd::{Condition, Registry, RegistryStatus};
+use crate::crd::{Condition, GcFigures, Registry, RegistryStatus};
+use crate::metadata::GcStatus;
 
 /// A condition to set: (type, status, reason, message).
 pub struct Cond<'a> {
@@ -116,7 +117,26 @@ pub fn registry_status(reg: &Registry, seen: &RegistryObserved<'_>, now: &Time) 
         replicas: want,
         ready_replicas: ready,
         signing_key_secret: seen.signing_key_secret.clone(),
+        // Refreshed by the caller while the registry is Ready; kept otherwise.
+        garbage_collection: old.garbage_collection,
         conditions: conditions(&old.conditions, conds, reg.metadata.generation, now),
+    }
+}
+
+/// The status figures from a registry's `GET /api/v1/gc` answer.
+pub fn gc_figures(gc: &GcStatus) -> GcFigures {
+    GcFigures {
+        pending_reviews: gc.pending_manifest_reviews + gc.pending_blob_reviews,
+        due_reviews: gc.due_manifest_reviews + gc.due_blob_reviews,
+        last_sweep: gc
+            .last_sweep_at_ms
+            .and_then(|ms| k8s_openapi::jiff::Timestamp::from_millisecond(ms).ok())
+            .map(Time),
+        sweeps: gc.sweeps,
+        manifests_deleted: gc.manifests_deleted,
+        blobs_deleted: gc.blobs_deleted,
+        bytes_deleted: gc.bytes_deleted,
+        uploads_expired: gc.uploads_expired,
     }
 }
 
@@ -229,6 +249,51 @@ mod tests {
             &now(),
         );
         assert_eq!(cond(&s, "Ready"), ("False", "ScaledToZero"));
+    }
+
+    #[test]
+    fn gc_figures_add_manifest_and_blob_reviews_and_keep_the_totals() {
+        let json = serde_json::json!({
+            "pending_manifest_reviews": 2, "pending_blob_reviews": 5,
+            "due_manifest_reviews": 1, "due_blob_reviews": 3, "review_delay_ms": 0,
+            "last_sweep_at_ms": 1_700_000_000_123_i64, "sweeps": 4, "manifests_deleted": 6,
+            "blobs_deleted": 7, "bytes_deleted": 8192, "uploads_expired": 1
+        });
+        let gc: GcStatus = serde_json::from_value(json).unwrap();
+        let f = gc_figures(&gc);
+        assert_eq!(
+            f,
+            GcFigures {
+                pending_reviews: 7,
+                due_reviews: 4,
+                last_sweep: Some(Time(
+                    k8s_openapi::jiff::Timestamp::from_millisecond(1_700_000_000_123).unwrap()
+                )),
+                sweeps: 4,
+                manifests_deleted: 6,
+                blobs_deleted: 7,
+                bytes_deleted: 8192,
+                uploads_expired: 1,
+            }
+        );
+        let never = GcStatus::default();
+        assert_eq!(gc_figures(&never).last_sweep, None);
+        // The status keeps the figures while the registry is not Ready.
+        let mut r = reg(1);
+        r.status = Some(RegistryStatus {
+            garbage_collection: Some(f.clone()),
+            ..Default::default()
+        });
+        let s = registry_status(
+            &r,
+            &RegistryObserved {
+                deployment: None,
+                problem: None,
+                signing_key_secret: None,
+            },
+            &now(),
+        );
+        assert_eq!(s.garbage_collection, Some(f));
     }
 
     #[test]
