@@ -17,6 +17,7 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub gc: GcConfig,
+    pub cleanup: CleanupConfig,
     /// In-cluster mode: Projects and token Secrets come from the API server
     /// (the Registry's namespace), not from a manifest directory.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,6 +63,39 @@ impl GcConfig {
             return Err(("gc.sweepInterval".into(), "must be more than 0".into()));
         }
         Ok(settings)
+    }
+}
+
+/// Cleanup policies in standalone mode (read from `auth.manifestDir`; in a
+/// cluster the operator runs them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct CleanupConfig {
+    /// How often the policies are read and the due ones run (a run-now
+    /// annotation takes effect within this time).
+    pub check_interval: String,
+}
+
+impl Default for CleanupConfig {
+    fn default() -> Self {
+        CleanupConfig {
+            check_interval: "1m".into(),
+        }
+    }
+}
+
+impl CleanupConfig {
+    pub fn check_interval(&self) -> Result<std::time::Duration, (String, String)> {
+        match humantime::parse_duration(&self.check_interval) {
+            Ok(d) if d.is_zero() => {
+                Err(("cleanup.checkInterval".into(), "must be more than 0".into()))
+            }
+            Ok(d) => Ok(d),
+            Err(e) => Err((
+                "cleanup.checkInterval".into(),
+                format!("{:?} is not a duration: {e}", self.check_interval),
+            )),
+        }
     }
 }
 
@@ -139,6 +173,7 @@ impl Default for Config {
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             gc: GcConfig::default(),
+            cleanup: CleanupConfig::default(),
             kubernetes: None,
         }
     }

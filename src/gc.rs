@@ -48,7 +48,7 @@ pub async fn sweep(
         }
         let mut batch = SweepCounts::default();
         for id in due {
-            if let Some(bytes) = reg.meta.gc_review_manifest(id, now).await? {
+            if let Some(bytes) = busy_retry(|| reg.meta.gc_review_manifest(id, now)).await? {
                 batch.manifests_deleted += 1;
                 batch.bytes_deleted += bytes as i64;
             }
@@ -65,17 +65,17 @@ pub async fn sweep(
         let mut batch = SweepCounts::default();
         for digest in due {
             let _locked = reg.lock_blob(&digest).await;
-            match reg.meta.gc_review_blob(&digest, now).await? {
+            match busy_retry(|| reg.meta.gc_review_blob(&digest, now)).await? {
                 BlobVerdict::Kept => {}
                 BlobVerdict::Deleted { size } => {
                     delete_file(reg, &digest).await?;
-                    reg.meta.gc_forget_blob_review(&digest).await?;
+                    busy_retry(|| reg.meta.gc_forget_blob_review(&digest)).await?;
                     batch.blobs_deleted += 1;
                     batch.bytes_deleted += size as i64;
                 }
                 BlobVerdict::AlreadyGone => {
                     delete_file(reg, &digest).await?;
-                    reg.meta.gc_forget_blob_review(&digest).await?;
+                    busy_retry(|| reg.meta.gc_forget_blob_review(&digest)).await?;
                 }
             }
         }
@@ -108,6 +108,28 @@ pub async fn sweep(
         tracing::debug!(took_ms, "garbage collection sweep: nothing to delete");
     }
     Ok(counts)
+}
+
+/// Runs one review transaction, retrying a few times when SQLite reports the
+/// database busy (seen once in about two dozen benchmark sweeps), so one
+/// transient lock does not end the whole sweep.
+async fn busy_retry<T, F, Fut>(mut op: F) -> crate::metadata::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::metadata::Result<T>>,
+{
+    let mut wait = Duration::from_millis(20);
+    for _ in 0..5 {
+        match op().await {
+            Err(e) if e.is_busy() => {
+                tracing::warn!("garbage collection: database busy, retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    op().await
 }
 
 /// Adds a batch to this sweep's counts. The stored totals of manifests and

@@ -7,7 +7,8 @@
 //! - [`registry`]: the OCI Distribution API over HTTP, on top of the two;
 //! - [`lifecycle`]: cleanup policy evaluation (pure); [`gc`]: online garbage
 //!   collection sweeps; [`fsck`]: the offline check;
-//! - [`config`], [`observability`], [`server`]: running `berth serve`.
+//! - [`config`], [`observability`], [`server`]: running `berth serve`;
+//!   [`scheduler`]: cleanup policies of a standalone registry.
 //!
 //! The `registry` module never depends on Kubernetes: the cluster reaches it
 //! only through the access model (`auth::cluster`) and the operator ([`crd`],
@@ -25,5 +26,6 @@ pub mod observability;
 pub mod oci;
 pub mod operator;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 pub mod storage;

@@ -94,6 +94,16 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
         std::sync::atomic::Ordering::Relaxed,
     );
     crate::gc::spawn(&registry, gc);
+    if config.kubernetes.is_none()
+        && config.auth.enabled
+        && let Some(dir) = &config.auth.manifest_dir
+    {
+        let every = config
+            .cleanup
+            .check_interval()
+            .map_err(|(key, message)| ServeError::Config(format!("{key}: {message}")))?;
+        crate::scheduler::Runner::new(registry.clone(), dir, &config.data_dir).spawn(every);
+    }
     Ok((registry, admin_token))
 }
 

@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::crd::{CleanupPolicySpec, OlderThan};
+use crate::crd::{Cadence, CleanupPolicySpec, OlderThan};
 
 /// The tag no policy and no bulk delete ever removes.
 pub const LATEST: &str = "latest";
@@ -149,6 +149,18 @@ fn anchored(field: &'static str, pattern: Option<&str>) -> Result<Option<Regex>>
     Regex::new(&format!(r"\A(?:{pattern})\z"))
         .map(Some)
         .map_err(err)
+}
+
+/// How often a policy runs: GitLab's cadences, a month being 30 days.
+pub fn cadence_period(c: Cadence) -> Duration {
+    let days = match c {
+        Cadence::Daily => 1,
+        Cadence::Weekly => 7,
+        Cadence::Fortnightly => 14,
+        Cadence::Monthly => 30,
+        Cadence::Quarterly => 90,
+    };
+    Duration::from_secs(days * DAY)
 }
 
 fn older_than_duration(o: OlderThan) -> Duration {

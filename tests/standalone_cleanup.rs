@@ -1,0 +1,258 @@
+//! Cleanup policies of a standalone registry (`berth::scheduler`): the
+//! manifest directory's CleanupPolicy runs on `berth.dev/run-now` (once per
+//! value) and on its cadence, deletes exactly GitLab's choice of tags, keeps
+//! protected and immutable ones, honours dryRun, and remembers its runs
+//! across a restart of the runner.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use berth::config::Config;
+use berth::oci::Digest;
+use berth::registry::{Registry, router};
+use berth::scheduler::Runner;
+use berth::server::open_registry;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const DAY: i64 = 86_400_000;
+
+struct App {
+    router: Router,
+    registry: Arc<Registry>,
+}
+
+impl App {
+    async fn open(data: &Path) -> App {
+        let mut config = Config {
+            data_dir: data.to_path_buf(),
+            ..Config::default()
+        };
+        config.auth.enabled = false;
+        config.gc.review_delay = "0s".into();
+        let (registry, _) = open_registry(&config).await.unwrap();
+        App {
+            router: router(registry.clone()),
+            registry,
+        }
+    }
+
+    async fn call(&self, method: Method, uri: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", OCI_MANIFEST)
+            .body(Body::from(body))
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, body.to_vec())
+    }
+
+    /// Pushes a one-layer image under `tag`; the layer is unique to the tag.
+    async fn push(&self, repo: &str, tag: &str) {
+        let mut digests = Vec::new();
+        for blob in [
+            format!("{{\"config\":\"{tag}\"}}").into_bytes(),
+            format!("layer of {repo}:{tag}").repeat(100).into_bytes(),
+        ] {
+            let d = Digest::sha256_of(&blob);
+            let (s, _) = self
+                .call(
+                    Method::POST,
+                    &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+                    blob.clone(),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED);
+            digests.push((d, blob.len()));
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digests[0].0.to_string(), "size": digests[0].1},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digests[1].0.to_string(), "size": digests[1].1}],
+        });
+        let (s, body) = self
+            .call(
+                Method::PUT,
+                &format!("/v2/{repo}/manifests/{tag}"),
+                serde_json::to_vec(&manifest).unwrap(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    }
+
+    async fn tags(&self, repo: &str) -> Vec<String> {
+        let (s, body) = self
+            .call(Method::GET, &format!("/v2/{repo}/tags/list"), vec![])
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let mut tags: Vec<String> = v["tags"]
+            .as_array()
+            .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        tags.sort();
+        tags
+    }
+}
+
+fn disk_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            disk_bytes(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+fn write_manifests(dir: &Path, run_now: &str, dry_run: bool) {
+    let yaml = format!(
+        r#"apiVersion: berth.dev/v1alpha1
+kind: Project
+metadata: {{name: app, namespace: demo, labels: {{team: a}}}}
+spec:
+  path: demo/app
+  protectedTags:
+    - {{pattern: "^v2$", minimumAccessLevelForPush: Maintainer, minimumAccessLevelForDelete: Maintainer}}
+  immutableTags:
+    - {{pattern: "^v3$"}}
+---
+apiVersion: berth.dev/v1alpha1
+kind: Project
+metadata: {{name: other, namespace: demo}}
+spec:
+  path: demo/other
+---
+apiVersion: berth.dev/v1alpha1
+kind: CleanupPolicy
+metadata:
+  name: weekly
+  namespace: demo
+  annotations: {{berth.dev/run-now: "{run_now}"}}
+spec:
+  selector: {{matchLabels: {{team: a}}}}
+  cadence: 7d
+  keepN: 1
+  nameRegex: "v.*"
+  nameRegexKeep: "v1"
+  dryRun: {dry_run}
+"#
+    );
+    std::fs::write(dir.join("policies.yaml"), yaml).unwrap();
+}
+
+#[tokio::test]
+async fn standalone_policies_run_on_run_now_and_cadence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let manifests = tmp.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let app = App::open(&data).await;
+    // Oldest first: v1 (kept by nameRegexKeep), v2 (protected), v3
+    // (immutable), v4, v5, v6 (the newest, kept by keepN 1), latest, and
+    // main (not matched by nameRegex).
+    for tag in ["v1", "v2", "v3", "v4", "v5", "v6", "latest", "main"] {
+        app.push("demo/app", tag).await;
+        app.push("demo/other", tag).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let all: Vec<String> = {
+        let mut v: Vec<String> = ["latest", "main", "v1", "v2", "v3", "v4", "v5", "v6"]
+            .map(String::from)
+            .to_vec();
+        v.sort();
+        v
+    };
+
+    // A dry run first: reports v4 and v5, deletes nothing.
+    write_manifests(&manifests, "1", true);
+    // The runner works on the registry as `berth serve` opens it with a
+    // manifest directory: authentication on, so the Projects' tag rules are
+    // known. (The test pushes through an open view of the same database.)
+    let mut served = Config {
+        data_dir: data.clone(),
+        ..Config::default()
+    };
+    served.auth.manifest_dir = Some(manifests.clone());
+    served.gc.review_delay = "0s".into();
+    let (served, _) = open_registry(&served).await.unwrap();
+    let runner = Runner::new(served.clone(), &manifests, &data);
+    let now = berth::metadata::now_ms();
+    assert_eq!(runner.tick(now).await, vec!["demo/weekly".to_string()]);
+    assert_eq!(app.tags("demo/app").await, all);
+    let state = runner.state();
+    let report = state["demo/weekly"].last_reports["demo/app"]
+        .clone()
+        .unwrap();
+    assert!(report.dry_run);
+    assert_eq!(report.repositories.len(), 1);
+    assert_eq!(report.repositories[0].tags_deleted, vec!["v4", "v5"]);
+    assert!(report.bytes_reclaimable > 0);
+    // The same run-now value does not run again.
+    assert!(runner.tick(now + 1).await.is_empty());
+
+    // A new run-now value, for real this time.
+    write_manifests(&manifests, "2", false);
+    assert_eq!(runner.tick(now + 2).await, vec!["demo/weekly".to_string()]);
+    let left: Vec<String> = all
+        .iter()
+        .filter(|t| *t != "v4" && *t != "v5")
+        .cloned()
+        .collect();
+    assert_eq!(app.tags("demo/app").await, left);
+    // The selector did not pick the other project.
+    assert_eq!(app.tags("demo/other").await, all);
+    let state = runner.state();
+    let real = state["demo/weekly"].last_reports["demo/app"]
+        .clone()
+        .unwrap();
+    assert!(!real.dry_run);
+    assert_eq!(real.tags_deleted, 2);
+    // The dry run measured what the real run freed.
+    assert_eq!(real.bytes_reclaimable, report.bytes_reclaimable);
+    // ...and garbage collection frees exactly that (review delay 0): the two
+    // manifests and their layers; the configs are shared with demo/other.
+    let before = disk_bytes(&data.join("blobs"));
+    let swept = berth::gc::sweep(&app.registry, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        (swept.manifests_deleted, swept.blobs_deleted),
+        (2, 2),
+        "{swept:?}"
+    );
+    assert_eq!(swept.bytes_deleted as u64, real.bytes_reclaimable);
+    let layers = 2 * "layer of demo/app:v4".len() as u64 * 100;
+    assert_eq!(before - disk_bytes(&data.join("blobs")), layers);
+
+    // A restarted runner remembers: nothing is due until a week after the
+    // last run.
+    drop(runner);
+    let runner = Runner::new(served.clone(), &manifests, &data);
+    assert!(runner.tick(now + 3).await.is_empty());
+    assert!(runner.tick(now + 2 + 7 * DAY - 1).await.is_empty());
+    app.push("demo/app", "v7").await;
+    assert_eq!(
+        runner.tick(now + 2 + 7 * DAY).await,
+        vec!["demo/weekly".to_string()]
+    );
+    // v7 is now the newest (kept); v6 goes. v2 and v3 are never deleted.
+    let tags = app.tags("demo/app").await;
+    assert!(!tags.contains(&"v6".to_string()), "{tags:?}");
+    for kept in ["v1", "v2", "v3", "v7", "latest", "main"] {
+        assert!(tags.contains(&kept.to_string()), "{kept} in {tags:?}");
+    }
+}
