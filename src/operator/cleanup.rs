@@ -58,8 +58,6 @@ pub const REPOSITORIES_LISTED: usize = 100;
 /// How long a run waits for the Pod cache to be filled after a start.
 const PODS_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
-const DAY_MS: i64 = 24 * 3600 * 1000;
-
 /// Checks what the schema cannot: the policy compiles as berth runs it
 /// (regexes anchored at both ends, keepN among GitLab's values), and its
 /// label selector can be sent to the API server.
@@ -111,14 +109,7 @@ pub fn selector_string(selector: &LabelSelector) -> Result<String, String> {
 
 /// The length of a cadence.
 pub fn cadence_ms(c: Cadence) -> i64 {
-    let days = match c {
-        Cadence::Daily => 1,
-        Cadence::Weekly => 7,
-        Cadence::Fortnightly => 14,
-        Cadence::Monthly => 30,
-        Cadence::Quarterly => 90,
-    };
-    days * DAY_MS
+    i64::try_from(crate::lifecycle::policy::cadence_period(c).as_millis()).unwrap_or(i64::MAX)
 }
 
 /// When the next run is due (Unix milliseconds), for a policy Scheduled
