@@ -33,6 +33,17 @@ pub struct RepositoryRow {
     pub created_at: i64,
 }
 
+/// A repository with what its listing shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositorySummary {
+    pub row: RepositoryRow,
+    pub tags: u64,
+    /// Bytes of the distinct blobs its manifests reference.
+    pub size: u64,
+    /// When a tag last changed (Unix milliseconds); `None` without tags.
+    pub last_update: Option<i64>,
+}
+
 /// How a page of tags is sorted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TagOrder {
@@ -41,6 +52,48 @@ pub enum TagOrder {
     PublishedAt,
     /// When the tag's manifest was pushed.
     CreatedAt,
+    /// By total size (see the module documentation). The sizes of every
+    /// matching tag's manifest are computed, then sorted: one query per 500
+    /// distinct manifests.
+    Size,
+}
+
+/// What kind of manifest a tag points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagKind {
+    /// An image manifest whose config is an image config.
+    Image,
+    /// An image index or Docker manifest list (multi-platform).
+    Index,
+    /// Any other manifest: signatures, SBOMs, attestations, Helm charts...
+    Artifact,
+}
+
+impl TagKind {
+    /// The SQL condition on `m` (the manifest) selecting this kind; built
+    /// from constants only.
+    fn condition(kind: Option<TagKind>) -> &'static str {
+        const INDEX: &str = "m.media_type IN ('application/vnd.oci.image.index.v1+json', \
+                             'application/vnd.docker.distribution.manifest.list.v2+json')";
+        match kind {
+            None => "1 = 1",
+            Some(TagKind::Index) => INDEX,
+            Some(TagKind::Image) => {
+                "m.media_type NOT IN ('application/vnd.oci.image.index.v1+json', \
+                                      'application/vnd.docker.distribution.manifest.list.v2+json') \
+                 AND (m.artifact_type IS NULL OR m.artifact_type IN \
+                      ('application/vnd.oci.image.config.v1+json', \
+                       'application/vnd.docker.container.image.v1+json'))"
+            }
+            Some(TagKind::Artifact) => {
+                "m.media_type NOT IN ('application/vnd.oci.image.index.v1+json', \
+                                      'application/vnd.docker.distribution.manifest.list.v2+json') \
+                 AND m.artifact_type IS NOT NULL AND m.artifact_type NOT IN \
+                      ('application/vnd.oci.image.config.v1+json', \
+                       'application/vnd.docker.container.image.v1+json')"
+            }
+        }
+    }
 }
 
 /// Which tags, in what order, which page.
@@ -48,6 +101,8 @@ pub enum TagOrder {
 pub struct TagQuery<'a> {
     /// Only names containing this (case-sensitive).
     pub name_contains: Option<&'a str>,
+    /// Only tags of this kind.
+    pub kind: Option<TagKind>,
     pub order: TagOrder,
     pub descending: bool,
     pub limit: u32,
@@ -183,27 +238,108 @@ impl Metadata {
         Ok((tags as u64, size as u64))
     }
 
-    /// How many tags of the repository contain `name_contains`.
-    pub async fn count_tags(&self, repository_id: i64, name_contains: Option<&str>) -> Result<u64> {
-        // instr is case-sensitive (SQLite's LIKE is not); PostgreSQL: strpos.
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tags WHERE repository_id = ? AND (? IS NULL OR instr(name, ?) > 0)",
+    /// Every repository named `path` or below `path/` with its tag count,
+    /// size and last tag change, in name order, in one query.
+    pub async fn repository_summaries(&self, path: &str) -> Result<Vec<RepositorySummary>> {
+        let rows: Vec<(i64, String, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT r.id, r.name, r.created_at,
+                    (SELECT count(*) FROM tags t WHERE t.repository_id = r.id),
+                    (SELECT COALESCE(SUM(b.size), 0) FROM blobs b
+                      WHERE b.digest IN (SELECT mb.digest FROM manifest_blobs mb
+                                           JOIN manifests m ON m.id = mb.manifest_id
+                                          WHERE m.repository_id = r.id)),
+                    (SELECT max(t.updated_at) FROM tags t WHERE t.repository_id = r.id)
+               FROM repositories r
+              WHERE r.name = ? OR (r.name > ? AND r.name < ?) ORDER BY r.name",
         )
-        .bind(repository_id)
-        .bind(name_contains)
-        .bind(name_contains)
-        .fetch_one(&self.read)
+        .bind(path)
+        .bind(format!("{path}/"))
+        .bind(format!("{path}0"))
+        .fetch_all(&self.read)
         .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, name, created_at, tags, size, last_update)| RepositorySummary {
+                    row: RepositoryRow {
+                        id,
+                        name,
+                        created_at,
+                    },
+                    tags: tags as u64,
+                    size: size as u64,
+                    last_update,
+                },
+            )
+            .collect())
+    }
+
+    /// Every repository's name (for grouping them when no projects are declared).
+    pub async fn repository_names(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT name FROM repositories ORDER BY name")
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// The manifests an index lists (its direct children): id and digest.
+    pub async fn child_manifests(&self, parent_id: i64) -> Result<Vec<(i64, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT m.id, m.digest FROM manifest_references r
+               JOIN manifests m ON m.id = r.child_id WHERE r.parent_id = ?",
+        )
+        .bind(parent_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// The stored payload of a manifest, by id.
+    pub async fn manifest_payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT payload FROM manifests WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    /// How many tags of the repository contain `name_contains` (and are of
+    /// `kind`).
+    pub async fn count_tags(
+        &self,
+        repository_id: i64,
+        name_contains: Option<&str>,
+        kind: Option<TagKind>,
+    ) -> Result<u64> {
+        // instr is case-sensitive (SQLite's LIKE is not); PostgreSQL: strpos.
+        let sql = if kind.is_none() {
+            "SELECT count(*) FROM tags t
+              WHERE t.repository_id = ? AND (? IS NULL OR instr(t.name, ?) > 0)"
+                .to_string()
+        } else {
+            format!(
+                "SELECT count(*) FROM tags t JOIN manifests m ON m.id = t.manifest_id
+                  WHERE t.repository_id = ? AND (? IS NULL OR instr(t.name, ?) > 0) AND {}",
+                TagKind::condition(kind)
+            )
+        };
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(repository_id)
+            .bind(name_contains)
+            .bind(name_contains)
+            .fetch_one(&self.read)
+            .await?;
         Ok(n as u64)
     }
 
     /// One page of a repository's tags, sorted, filtered and cut by the
-    /// database; total sizes are computed for the page's rows only. Ties in
-    /// time are broken by name, in the same direction.
+    /// database; total sizes are computed for the page's rows only (except
+    /// when sorting by size). Ties are broken by name, in the same direction.
     pub async fn tag_page(&self, repository_id: i64, q: &TagQuery<'_>) -> Result<Vec<TagDetail>> {
         let dir = if q.descending { "DESC" } else { "ASC" };
         let key = match q.order {
-            TagOrder::Name => "",
+            TagOrder::Name | TagOrder::Size => "",
             TagOrder::PublishedAt => "t.updated_at",
             TagOrder::CreatedAt => "m.created_at",
         };
@@ -212,21 +348,45 @@ impl Metadata {
         } else {
             format!("{key} {dir}, t.name {dir}")
         };
+        let (limit, offset) = if q.order == TagOrder::Size {
+            (-1, 0)
+        } else {
+            (
+                i64::from(q.limit),
+                i64::try_from(q.offset).unwrap_or(i64::MAX),
+            )
+        };
         let sql = format!(
             "{SELECT_TAG}
-              WHERE t.repository_id = ? AND (? IS NULL OR instr(t.name, ?) > 0)
-              ORDER BY {order} LIMIT ? OFFSET ?"
+              WHERE t.repository_id = ? AND (? IS NULL OR instr(t.name, ?) > 0) AND {}
+              ORDER BY {order} LIMIT ? OFFSET ?",
+            TagKind::condition(q.kind)
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(repository_id)
             .bind(q.name_contains)
             .bind(q.name_contains)
-            .bind(i64::from(q.limit))
-            .bind(i64::try_from(q.offset).unwrap_or(i64::MAX))
+            .bind(limit)
+            .bind(offset)
             .fetch_all(&self.read)
             .await?;
         let mut tags = rows.iter().map(tag_detail).collect::<Result<Vec<_>>>()?;
         self.fill_total_sizes(&mut tags).await?;
+        if q.order == TagOrder::Size {
+            // Rows come in name order; a stable sort keeps it among equals.
+            if q.descending {
+                tags.reverse();
+                tags.sort_by(|a, b| b.total_size.cmp(&a.total_size));
+            } else {
+                tags.sort_by_key(|t| t.total_size);
+            }
+            let start = usize::try_from(q.offset).unwrap_or(usize::MAX);
+            tags = tags
+                .into_iter()
+                .skip(start)
+                .take(q.limit as usize)
+                .collect();
+        }
         Ok(tags)
     }
 
@@ -800,6 +960,7 @@ mod tests {
         );
         let page = |name, order, descending, limit, offset| TagQuery {
             name_contains: name,
+            kind: None,
             order,
             descending,
             limit,
@@ -824,8 +985,52 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(names(got), ["a"]);
-        assert_eq!(meta.count_tags(r, Some("a")).await.unwrap(), 2);
-        assert_eq!(meta.count_tags(r, Some("A")).await.unwrap(), 0);
+        assert_eq!(meta.count_tags(r, Some("a"), None).await.unwrap(), 2);
+        assert_eq!(meta.count_tags(r, Some("A"), None).await.unwrap(), 0);
+        // By size, biggest first, paged after sorting.
+        let mut by_size = all.clone();
+        by_size.sort_by(|x, y| y.total_size.cmp(&x.total_size).then(y.name.cmp(&x.name)));
+        let got = meta
+            .tag_page(r, &page(None, TagOrder::Size, true, 2, 0))
+            .await
+            .unwrap();
+        assert_eq!(names(got), names(by_size[..2].to_vec()));
+        let got = meta
+            .tag_page(r, &page(None, TagOrder::Size, false, 1, 0))
+            .await
+            .unwrap();
+        assert_eq!(names(got), names(by_size[2..].to_vec()));
+        // Kinds: the index; the manifests' configs are application/octet-stream,
+        // so they are artifacts, not images.
+        for (kind, want) in [
+            (TagKind::Index, vec!["ab"]),
+            (TagKind::Image, vec![]),
+            (TagKind::Artifact, vec!["a", "b"]),
+        ] {
+            let q = TagQuery {
+                kind: Some(kind),
+                ..page(None, TagOrder::Name, false, 10, 0)
+            };
+            assert_eq!(names(meta.tag_page(r, &q).await.unwrap()), want, "{kind:?}");
+            assert_eq!(
+                meta.count_tags(r, None, Some(kind)).await.unwrap(),
+                want.len() as u64
+            );
+        }
+        let summaries = meta.repository_summaries("r").await.unwrap();
+        assert_eq!(summaries.len(), 1);
+        assert_eq!(summaries[0].tags, 3);
+        assert_eq!(
+            (summaries[0].tags, summaries[0].size),
+            meta.repository_usage(r).await.unwrap()
+        );
+        assert!(summaries[0].last_update.is_some());
+        let children = meta.child_manifests(all[1].manifest_id).await.unwrap();
+        let mut child_digests: Vec<String> = children.into_iter().map(|(_, d)| d).collect();
+        child_digests.sort();
+        let mut want = vec![img1.0.to_string(), img2.0.to_string()];
+        want.sort();
+        assert_eq!(child_digests, want);
         assert_eq!(
             meta.tag_detail(r, "ab")
                 .await

@@ -11,8 +11,8 @@
 mod manage;
 
 pub use manage::{
-    DeletionOutcome, PlannedDeletion, PolicyTag, RepositoryDeletions, RepositoryRow, TagDetail,
-    TagOrder, TagQuery,
+    DeletionOutcome, PlannedDeletion, PolicyTag, RepositoryDeletions, RepositoryRow,
+    RepositorySummary, TagDetail, TagKind, TagOrder, TagQuery,
 };
 
 use std::path::Path;

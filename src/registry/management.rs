@@ -598,7 +598,11 @@ async fn list_tags(
         }
     };
     let name = call.param("name").filter(|n| !n.is_empty());
-    let total = call.reg.meta.count_tags(row.id, name.as_deref()).await?;
+    let total = call
+        .reg
+        .meta
+        .count_tags(row.id, name.as_deref(), None)
+        .await?;
     let tags = call
         .reg
         .meta
@@ -606,6 +610,7 @@ async fn list_tags(
             row.id,
             &TagQuery {
                 name_contains: name.as_deref(),
+                kind: None,
                 order,
                 descending,
                 limit: pagination.per_page,

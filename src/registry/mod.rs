@@ -9,8 +9,8 @@
 //!
 //! Beside it: the GitLab-like management API (`management`, JSON errors of
 //! its own), the operator's endpoints (`api`), the token endpoint (`token`)
-//! and [`cleanup`], which runs cleanup policies over a project's
-//! repositories (also in process).
+//! [`cleanup`], which runs cleanup policies over a project's repositories
+//! (also in process), and the web UI ([`ui`]).
 
 mod access;
 mod api;
@@ -22,6 +22,7 @@ mod management;
 mod manifests;
 pub mod route;
 mod token;
+pub mod ui;
 mod uploads;
 
 use std::collections::HashMap;
@@ -62,6 +63,8 @@ pub struct Registry {
     pub(crate) sweeping: tokio::sync::Mutex<()>,
     /// Upload sessions older than this (milliseconds) are removed by sweeps.
     pub upload_expiry_ms: std::sync::atomic::AtomicU64,
+    /// Web UI sign-ins.
+    pub(crate) ui_sessions: ui::Sessions,
 }
 
 #[derive(Default)]
@@ -85,6 +88,7 @@ impl Registry {
             blob_locks: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
             sweeping: tokio::sync::Mutex::new(()),
             upload_expiry_ms: std::sync::atomic::AtomicU64::new(24 * 3600 * 1000),
+            ui_sessions: ui::Sessions::default(),
         })
     }
 
@@ -128,6 +132,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/api/v1/gc", get(api::gc_status))
         .route("/api/v1/gc/sweep", axum::routing::post(api::gc_sweep))
         .merge(management::routes())
+        .merge(ui::routes())
         .route("/jwt/auth", get(token::token))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
