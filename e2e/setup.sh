@@ -2,8 +2,11 @@
 # Installs everything the berth e2e tests need on a fresh Debian machine, skipping what is
 # already present. Idempotent; a warm run does no network I/O and builds nothing.
 #
-#   apt:  skopeo podman umoci docker-registry wrk jq curl time sqlite3 (+ python3-pip if no pip)
+#   apt:  skopeo podman umoci docker-registry wrk jq curl time sqlite3 chromium fonts-dejavu-core
+#         (+ python3-pip if no pip, nodejs + npm if no node)
 #   PyPI: oras (Python SDK, pinned in versions.env; it has no CLI, clients.sh drives it from Python)
+#   npm:  playwright-core for ui.sh, pinned in e2e/ui/package.json + package-lock.json, installed
+#         with `npm ci` into e2e/ui/node_modules (no browser download: it drives /usr/bin/chromium)
 #   Go:   the OCI distribution-spec conformance runner at the pinned pseudo-version, built into
 #         ${XDG_CACHE_HOME:-$HOME/.cache}/berth-e2e/<version>/bin with GOMODCACHE/GOCACHE there.
 set -euo pipefail
@@ -17,7 +20,7 @@ installed=()
 skipped=()
 
 # ---------------------------------------------------------------- apt packages
-APT_PKGS=(skopeo podman umoci docker-registry wrk jq curl time sqlite3)
+APT_PKGS=(skopeo podman umoci docker-registry wrk jq curl time sqlite3 chromium fonts-dejavu-core)
 pkg_installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
 }
@@ -29,6 +32,8 @@ if ! command -v python3 >/dev/null 2>&1; then missing+=(python3); fi
 if command -v python3 >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
   missing+=(python3-pip)
 fi
+# node + npm for ui.sh (any source: NodeSource or Debian; playwright-core needs node >= 20)
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then missing+=(nodejs npm); fi
 if [ "${#missing[@]}" -gt 0 ]; then
   say "apt: missing ${missing[*]}; running apt-get update + install"
   export DEBIAN_FRONTEND=noninteractive
@@ -61,6 +66,24 @@ else
 fi
 python3 -c 'import oras.client, oras.oci' || { say "ERROR: python3 cannot import oras.client"; exit 1; }
 
+# ---------------------------------------------------------------- playwright-core (npm)
+UI_DIR="$E2E_DIR/ui"
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+[ "$node_major" -ge 20 ] || { say "ERROR: node $(node --version 2>/dev/null || echo missing) is too old for playwright-core (need >= 20)"; exit 1; }
+pw_want="$(node -p 'require(process.argv[1]).dependencies["playwright-core"]' "$UI_DIR/package.json")"
+pw_have="$(node -p 'require(process.argv[1]).version' "$UI_DIR/node_modules/playwright-core/package.json" 2>/dev/null || true)"
+if [ "$pw_have" = "$pw_want" ]; then
+  skipped+=("npm:playwright-core@$pw_have")
+  say "npm: playwright-core $pw_have already installed in $UI_DIR/node_modules"
+else
+  say "npm: npm ci in $UI_DIR (playwright-core $pw_want, have: ${pw_have:-none})"
+  # no browser download: ui.sh launches the Debian chromium
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix "$UI_DIR" --no-audit --no-fund --loglevel=error
+  pw_have="$(node -p 'require(process.argv[1]).version' "$UI_DIR/node_modules/playwright-core/package.json" 2>/dev/null || true)"
+  [ "$pw_have" = "$pw_want" ] || { say "ERROR: playwright-core ${pw_have:-missing} after npm ci, want $pw_want"; exit 1; }
+  installed+=("npm:playwright-core@$pw_want")
+fi
+
 # ---------------------------------------------------------------- conformance (Go)
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/berth-e2e/$CONFORMANCE_VERSION"
 CONF_BIN="$CACHE_ROOT/bin/conformance"
@@ -89,7 +112,7 @@ else
 fi
 
 # ---------------------------------------------------------------- sanity
-for c in skopeo podman umoci docker-registry wrk jq curl sqlite3 /usr/bin/time; do
+for c in skopeo podman umoci docker-registry wrk jq curl sqlite3 /usr/bin/time chromium node npm; do
   command -v "$c" >/dev/null 2>&1 || { say "ERROR: $c not on PATH after install"; exit 1; }
 done
 say "installed: ${installed[*]:-(nothing)}"

@@ -120,12 +120,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         "berth registry listening on http://{addr}/v2/ (data directory {})",
         config.data_dir.display()
     );
+    tracing::info!("web UI: http://{addr}/ui/");
     match (&registry.auth, admin_token) {
         (None, _) => tracing::warn!("authentication is off: anyone can push, pull and delete"),
         (Some(_), Some(token)) => tracing::warn!(
             "created the admin token (shown only this once; only its hash is kept):\n\n    {token}\n\n\
              log in with:  podman login --tls-verify=false -u admin -p {token} {addr}\n\
-             or:           skopeo copy --dest-creds admin:{token} --dest-tls-verify=false ..."
+             or:           skopeo copy --dest-creds admin:{token} --dest-tls-verify=false ...\n\
+             web UI:       http://{addr}/ui/ (sign in as admin with this token)"
         ),
         (Some(auth), None) => tracing::info!(
             projects = auth.model().projects().len(),

@@ -577,7 +577,7 @@ async fn projects(State(reg): State<Arc<Registry>>, req: Request) -> UiResult {
             repositories: count,
         });
     }
-    let mut layout = v.layout("Projects", Vec::new());
+    let mut layout = v.layout("Projects", vec![Crumb::here("Projects")]);
     if v.param("signed_out") == "1" {
         layout.notice = Some("You are signed out.".into());
     }
