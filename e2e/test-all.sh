@@ -43,5 +43,6 @@ e2e_passed=${e2e_passed:-0}; e2e_failed=${e2e_failed:-1}
 step "summary"
 echo "cargo tests:  $cargo_passed passed, $cargo_failed failed"
 echo "e2e scripts:  $e2e_passed passed, $e2e_failed failed"
+[ -d artifacts/ui ] && echo "web UI screenshots (artifacts): $PWD/artifacts/ui"
 echo "$((cargo_passed + e2e_passed)) passed, $((cargo_failed + e2e_failed)) failed"
 [ "$e2e_rc" -eq 0 ] && [ "$e2e_failed" -eq 0 ]

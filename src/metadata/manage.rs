@@ -376,7 +376,7 @@ impl Metadata {
             // Rows come in name order; a stable sort keeps it among equals.
             if q.descending {
                 tags.reverse();
-                tags.sort_by(|a, b| b.total_size.cmp(&a.total_size));
+                tags.sort_by_key(|t| std::cmp::Reverse(t.total_size));
             } else {
                 tags.sort_by_key(|t| t.total_size);
             }

@@ -136,7 +136,8 @@ pub(super) struct UiError {
     status: StatusCode,
     heading: &'static str,
     message: String,
-    layout: Layout,
+    /// Boxed: errors travel through every `?`, layouts are large.
+    layout: Box<Layout>,
     show_sign_in: bool,
 }
 
@@ -147,7 +148,7 @@ impl IntoResponse for UiError {
         if self.status.is_server_error() {
             tracing::error!("web UI: {}", self.message);
         }
-        let mut layout = self.layout;
+        let mut layout = *self.layout;
         layout.title = self.heading.to_string();
         let page = ErrorPage {
             layout,
@@ -336,7 +337,7 @@ impl Viewer {
             status,
             heading,
             message: message.into(),
-            layout: self.layout(heading, vec![Crumb::link("Projects", "/ui/")]),
+            layout: Box::new(self.layout(heading, vec![Crumb::link("Projects", "/ui/")])),
             show_sign_in: false,
         }
     }
