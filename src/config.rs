@@ -18,6 +18,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub gc: GcConfig,
     pub cleanup: CleanupConfig,
+    pub ui: UiConfig,
     /// In-cluster mode: Projects and token Secrets come from the API server
     /// (the Registry's namespace), not from a manifest directory.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +100,37 @@ impl CleanupConfig {
     }
 }
 
+/// The web UI (`/ui/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct UiConfig {
+    /// How long a sign-in lasts (then the browser signs in again).
+    pub session_timeout: String,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            session_timeout: "8h".into(),
+        }
+    }
+}
+
+impl UiConfig {
+    pub fn session_timeout(&self) -> Result<std::time::Duration, (String, String)> {
+        match humantime::parse_duration(&self.session_timeout) {
+            Ok(d) if d.as_secs() < 60 => {
+                Err(("ui.sessionTimeout".into(), "must be at least 1m".into()))
+            }
+            Ok(d) => Ok(d),
+            Err(e) => Err((
+                "ui.sessionTimeout".into(),
+                format!("{:?} is not a duration: {e}", self.session_timeout),
+            )),
+        }
+    }
+}
+
 /// The Registry object this pod serves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -174,6 +206,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             gc: GcConfig::default(),
             cleanup: CleanupConfig::default(),
+            ui: UiConfig::default(),
             kubernetes: None,
         }
     }
@@ -243,6 +276,8 @@ impl Config {
             ));
         }
         self.gc.settings()?;
+        self.cleanup.check_interval()?;
+        self.ui.session_timeout()?;
         if let Some(k) = &self.kubernetes
             && self.auth.manifest_dir.is_some()
         {
@@ -272,6 +307,15 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/standalone/berth.yaml"),
+        )
+        .unwrap();
+        assert_eq!(Config::from_yaml(&text).unwrap(), Config::default());
+    }
 
     #[test]
     fn empty_file_gives_defaults() {
@@ -305,6 +349,9 @@ mod tests {
             ("auth:\n  enabled: maybe\n", "auth.enabled"),
             ("gc:\n  reviewDelay: soon\n", "gc.reviewDelay"),
             ("gc:\n  sweepInterval: 0s\n", "gc.sweepInterval"),
+            ("cleanup:\n  checkInterval: 0s\n", "cleanup.checkInterval"),
+            ("ui:\n  sessionTimeout: 10s\n", "ui.sessionTimeout"),
+            ("ui:\n  sessionTimeout: forever\n", "ui.sessionTimeout"),
         ];
         for (yaml, key) in cases {
             let (got, message) = Config::from_yaml(yaml).unwrap_err();

@@ -93,6 +93,12 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
         gc.upload_expiry.as_millis() as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
+    registry.ui_sessions.set_ttl(
+        config
+            .ui
+            .session_timeout()
+            .map_err(|(key, message)| ServeError::Config(format!("{key}: {message}")))?,
+    );
     crate::gc::spawn(&registry, gc);
     if config.kubernetes.is_none()
         && config.auth.enabled

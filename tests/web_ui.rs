@@ -135,24 +135,7 @@ impl Browser {
             }
             None => Body::empty(),
         };
-        let resp = app
-            .router
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let reply = Reply {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        };
+        let reply = app.send(req.body(body).unwrap()).await;
         self.absorb(&reply);
         reply
     }
@@ -266,12 +249,11 @@ impl App {
         if let Some(ct) = ct {
             req = req.header("content-type", ct);
         }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
+        self.send(req.body(Body::from(body)).unwrap()).await
+    }
+
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp
             .headers()

@@ -146,6 +146,7 @@ pub fn serve_config(reg: &Registry) -> Config {
             ..GcConfig::default()
         },
         cleanup: Default::default(),
+        ui: Default::default(),
         kubernetes: Some(KubernetesConfig {
             namespace: reg.namespace().unwrap_or_default(),
             registry: reg.name_any(),

@@ -476,6 +476,29 @@ impl Viewer {
     }
 }
 
+/// The repository `id` of the project, if the viewer may delete in it (403
+/// otherwise; 404 if they may not see it).
+async fn may_delete(v: &Viewer, project: &str, id: &str) -> UiResult<RepositoryRowView> {
+    let scope = v.scope(project)?;
+    let repo = v.repository(&scope, id).await?;
+    if !repo.can_delete {
+        return Err(v.error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("You may not delete in {}.", repo.row.name),
+        ));
+    }
+    Ok(repo)
+}
+
+/// The viewer and fields of a posted form, after the CSRF check.
+async fn posted(reg: Arc<Registry>, req: Request) -> UiResult<(Viewer, Form)> {
+    let (v, body) = viewer(reg, req).await;
+    let form = read_form(&v, body).await?;
+    v.check_form(&form)?;
+    Ok((v, form))
+}
+
 struct RepositoryRowView {
     row: crate::metadata::RepositoryRow,
     can_delete: bool,
@@ -660,9 +683,7 @@ async fn read_form(v: &Viewer, body: Body) -> UiResult<Form> {
 }
 
 async fn login(State(reg): State<Arc<Registry>>, req: Request) -> UiResult {
-    let (v, body) = viewer(reg, req).await;
-    let form = read_form(&v, body).await?;
-    v.check_form(&form)?;
+    let (v, form) = posted(reg, req).await?;
     let Some(auth) = v.reg.auth.clone() else {
         return Ok(Redirect::to("/ui/").into_response());
     };
@@ -705,9 +726,7 @@ async fn login(State(reg): State<Arc<Registry>>, req: Request) -> UiResult {
 }
 
 async fn logout(State(reg): State<Arc<Registry>>, req: Request) -> UiResult {
-    let (v, body) = viewer(reg, req).await;
-    let form = read_form(&v, body).await?;
-    v.check_form(&form)?;
+    let (v, form) = posted(reg, req).await?;
     if let Some(id) = &v.session_id {
         v.reg.ui_sessions.remove(id);
     }
@@ -942,7 +961,7 @@ async fn repository(
                 full: c.to_string(),
                 short: short_digest(c),
             }),
-            kind: kind_label(&t.media_type, t.config_digest.is_some()),
+            kind: kind_label(&t.media_type),
             size: human_size(t.total_size),
             size_bytes: t.total_size,
             published: Stamp::of(t.published_at),
@@ -1021,8 +1040,9 @@ async fn repository(
     Ok(response)
 }
 
-/// "index", "artifact" or "" (an image), from the manifest's media type.
-fn kind_label(media_type: &str, _has_config: bool) -> String {
+/// The badge of a multi-platform index ("" for the rest), from the
+/// manifest's media type.
+fn kind_label(media_type: &str) -> String {
     if media_type.contains("index") || media_type.contains("manifest.list") {
         "multi-platform".into()
     } else {
@@ -1194,15 +1214,7 @@ async fn confirm_tags_delete(
     req: Request,
 ) -> UiResult {
     let (v, _) = viewer(reg, req).await;
-    let scope = v.scope(&project)?;
-    let repo = v.repository(&scope, &id).await?;
-    if !repo.can_delete {
-        return Err(v.error(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("You may not delete tags in {}.", repo.row.name),
-        ));
-    }
+    let repo = may_delete(&v, &project, &id).await?;
     let query = v.query();
     let mut tags: Vec<String> = query
         .iter()
@@ -1242,18 +1254,8 @@ async fn delete_tags(
     Path((project, id)): Path<(String, String)>,
     req: Request,
 ) -> UiResult {
-    let (v, body) = viewer(reg, req).await;
-    let form = read_form(&v, body).await?;
-    v.check_form(&form)?;
-    let scope = v.scope(&project)?;
-    let repo = v.repository(&scope, &id).await?;
-    if !repo.can_delete {
-        return Err(v.error(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("You may not delete tags in {}.", repo.row.name),
-        ));
-    }
+    let (v, form) = posted(reg, req).await?;
+    let repo = may_delete(&v, &project, &id).await?;
     let mut tags = form.all("tag");
     tags.dedup();
     if tags.is_empty() || tags.len() > MAX_BULK {
@@ -1324,15 +1326,7 @@ async fn confirm_repository_delete(
     req: Request,
 ) -> UiResult {
     let (v, _) = viewer(reg, req).await;
-    let scope = v.scope(&project)?;
-    let repo = v.repository(&scope, &id).await?;
-    if !repo.can_delete {
-        return Err(v.error(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("You may not delete {}.", repo.row.name),
-        ));
-    }
+    let repo = may_delete(&v, &project, &id).await?;
     let (tags, _) = v
         .reg
         .meta
@@ -1360,18 +1354,8 @@ async fn delete_repository(
     Path((project, id)): Path<(String, String)>,
     req: Request,
 ) -> UiResult {
-    let (v, body) = viewer(reg, req).await;
-    let form = read_form(&v, body).await?;
-    v.check_form(&form)?;
-    let scope = v.scope(&project)?;
-    let repo = v.repository(&scope, &id).await?;
-    if !repo.can_delete {
-        return Err(v.error(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("You may not delete {}.", repo.row.name),
-        ));
-    }
+    let (v, form) = posted(reg, req).await?;
+    let repo = may_delete(&v, &project, &id).await?;
     let guard = v.principal.tag_guard(&repo.row.name);
     match v
         .reg

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -42,7 +43,8 @@ pub(super) struct Session {
 /// The sessions of one registry process.
 pub struct Sessions {
     key: [u8; 32],
-    ttl: Duration,
+    /// Seconds.
+    ttl: AtomicU64,
     map: Mutex<HashMap<[u8; 32], Session>>,
 }
 
@@ -69,13 +71,18 @@ impl Sessions {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
         Sessions {
             key,
-            ttl,
+            ttl: AtomicU64::new(ttl.as_secs()),
             map: Mutex::new(HashMap::new()),
         }
     }
 
     pub(super) fn ttl(&self) -> Duration {
-        self.ttl
+        Duration::from_secs(self.ttl.load(Ordering::Relaxed))
+    }
+
+    /// Sets how long new sessions last (`ui.sessionTimeout`).
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.ttl.store(ttl.as_secs(), Ordering::Relaxed);
     }
 
     /// Opens a session; returns its id (the cookie value).
@@ -94,7 +101,7 @@ impl Sessions {
             Session {
                 user: user.to_string(),
                 secret: secret.to_string(),
-                expires: now + self.ttl,
+                expires: now + self.ttl(),
             },
         );
         id
