@@ -5,7 +5,7 @@
 #   apt:  skopeo podman umoci docker-registry wrk jq curl time sqlite3 chromium fonts-dejavu-core
 #         (+ python3-pip if no pip, nodejs + npm if no node)
 #   PyPI: oras (Python SDK, pinned in versions.env; it has no CLI, clients.sh drives it from Python)
-#   npm:  playwright-core for ui.sh, pinned in e2e/ui/package.json + package-lock.json, installed
+#   npm:  playwright-core and axe-core for ui.sh, pinned in e2e/ui/package.json + package-lock.json, installed
 #         with `npm ci` into e2e/ui/node_modules (no browser download: it drives /usr/bin/chromium)
 #   Go:   the OCI distribution-spec conformance runner at the pinned pseudo-version, built into
 #         ${XDG_CACHE_HOME:-$HOME/.cache}/berth-e2e/<version>/bin with GOMODCACHE/GOCACHE there.
@@ -70,18 +70,24 @@ python3 -c 'import oras.client, oras.oci' || { say "ERROR: python3 cannot import
 UI_DIR="$E2E_DIR/ui"
 node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
 [ "$node_major" -ge 20 ] || { say "ERROR: node $(node --version 2>/dev/null || echo missing) is too old for playwright-core (need >= 20)"; exit 1; }
-pw_want="$(node -p 'require(process.argv[1]).dependencies["playwright-core"]' "$UI_DIR/package.json")"
-pw_have="$(node -p 'require(process.argv[1]).version' "$UI_DIR/node_modules/playwright-core/package.json" 2>/dev/null || true)"
-if [ "$pw_have" = "$pw_want" ]; then
-  skipped+=("npm:playwright-core@$pw_have")
-  say "npm: playwright-core $pw_have already installed in $UI_DIR/node_modules"
+# every dependency pinned in package.json, at its version: "name@version" lines, and what is installed
+npm_want="$(node -e 'const d = require(process.argv[1]).dependencies; for (const [n, v] of Object.entries(d)) console.log(`${n}@${v}`)' "$UI_DIR/package.json")"
+npm_have() {
+  local dep name
+  for dep in $npm_want; do
+    name="${dep%@*}"
+    printf '%s@%s\n' "$name" "$(node -p 'require(process.argv[1]).version' "$UI_DIR/node_modules/$name/package.json" 2>/dev/null || echo none)"
+  done
+}
+if [ "$(npm_have)" = "$npm_want" ]; then
+  skipped+=($(sed 's/^/npm:/' <<<"$npm_want"))
+  say "npm: $(tr '\n' ' ' <<<"$npm_want")already installed in $UI_DIR/node_modules"
 else
-  say "npm: npm ci in $UI_DIR (playwright-core $pw_want, have: ${pw_have:-none})"
+  say "npm: npm ci in $UI_DIR (want: $(tr '\n' ' ' <<<"$npm_want")have: $(npm_have | tr '\n' ' '))"
   # no browser download: ui.sh launches the Debian chromium
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix "$UI_DIR" --no-audit --no-fund --loglevel=error
-  pw_have="$(node -p 'require(process.argv[1]).version' "$UI_DIR/node_modules/playwright-core/package.json" 2>/dev/null || true)"
-  [ "$pw_have" = "$pw_want" ] || { say "ERROR: playwright-core ${pw_have:-missing} after npm ci, want $pw_want"; exit 1; }
-  installed+=("npm:playwright-core@$pw_want")
+  [ "$(npm_have)" = "$npm_want" ] || { say "ERROR: after npm ci: $(npm_have | tr '\n' ' ')want $npm_want"; exit 1; }
+  installed+=($(sed 's/^/npm:/' <<<"$npm_want"))
 fi
 
 # ---------------------------------------------------------------- conformance (Go)

@@ -11,7 +11,7 @@
 #      through the registry API an artifact tagged v1-sig (subject v1), rc-01..rc-25 (= v1) and
 #      t00001..t09999 in demo/public/many (UI_MANY_TAGS, default 10000, keep-alive, 4 threads);
 #      last, after a pause, skopeo pushes `latest` (so it is the most recently published tag)
-#   3. node e2e/ui/ui.test.mjs: anonymous browsing, sign-in (cookie flags), tag search / sort /
+#   3. node e2e/ui/ui.test.mjs (playwright-core; axe-core for WCAG 2.1 A/AA audits): anonymous browsing, sign-in (cookie flags), tag search / sort /
 #      kind filter / pagination (state in the URL), tag details checked against the registry
 #      API, copy buttons (clipboard), deletes with confirmation, CSRF refusals, a Reporter's
 #      missing delete rights, sign-out, accessibility and a 375 px viewport, 10k-tag timings.

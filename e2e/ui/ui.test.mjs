@@ -17,10 +17,13 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
+// axe-core (Deque's accessibility rules engine), injected into pages for the WCAG checks
+const AXE_JS = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 function env(name, dflt) {
   const v = process.env[name] ?? dflt;
   if (v === undefined || v === '') {
@@ -932,6 +935,38 @@ async function main() {
     await p.keyboard.press('Enter');
     eq(new URL(p.url()).hash, '#main', 'Enter on the skip link goes to #main');
     await p.close();
+  });
+  // axe-core's WCAG 2.0/2.1 A and AA rules (contrast, names, landmarks, ARIA...) on every page
+  // type, as alice (who sees every control) and anonymously. The script is injected, so this
+  // context bypasses the pages' Content-Security-Policy (which would rightly refuse it).
+  await check('axe-core: no WCAG 2.1 A/AA violations on any page type (alice, anonymous login and 404)', async () => {
+    const ctx = await newContext({ bypassCSP: true });
+    const p = await newPage(ctx);
+    const audit = async (what, url, status = 200) => {
+      await open(p, url, status);
+      await p.addScriptTag({ path: AXE_JS });
+      const found = await p.evaluate(async () => {
+        const r = await window.axe.run(document, {
+          runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] },
+          resultTypes: ['violations'],
+        });
+        return r.violations.map((v) => `${v.id} (${v.impact}): ${v.help}; ${v.nodes.length} node(s), e.g. ${v.nodes[0]?.target.join(' ')}`);
+      });
+      return found.map((x) => `${what} (${url}): ${x}`);
+    };
+    // Control: the same audit on a page with known faults must report them.
+    await p.setContent('<!doctype html><html><head><title>x</title></head><body><main><img src="x.png"><input></main></body></html>');
+    await p.addScriptTag({ path: AXE_JS });
+    const control = await p.evaluate(async () => (await window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa'] }, resultTypes: ['violations'] })).violations.map((v) => v.id));
+    ok(control.includes('image-alt') && control.includes('label'), `the audit finds faults in a faulty page (found: ${control.join(', ')})`);
+    const problems = [];
+    problems.push(...await audit('login', '/ui/login'));
+    problems.push(...await audit('not found', '/ui/projects/demo%2Fprivate', 404));
+    await signIn(ctx, ALICE, '/ui/');
+    for (const [what, url] of pageTypes()) problems.push(...await audit(what, url));
+    await ctx.close();
+    eq(problems, [], 'axe-core violations');
   });
   await check('narrow screen 375x800: tags page without horizontal document overflow (alice, with checkboxes)', async () => {
     const p = await newPage(alice);
