@@ -989,6 +989,26 @@ async function main() {
     eq(problems, [], 'horizontal overflow at 375 px');
   });
 
+  await check('without JavaScript: sign-in, search, bulk delete through the confirmation page; copy buttons hidden, the pull command selectable', async () => {
+    const ctx = await newContext({ javaScriptEnabled: false });
+    const p = await signIn(ctx, ALICE, need('webPath'));
+    await p.getByLabel('Search tags', { exact: true }).fill('rc-2');
+    await navigate(p, () => p.getByRole('button', { name: 'Apply', exact: true }).click());
+    eq(queryOf(p).get('q'), 'rc-2', 'q in the URL after Apply');
+    ok(await p.getByRole('button', { name: 'Copy', exact: true }).count() === 0, 'no visible Copy buttons without JavaScript');
+    ok((await p.getByLabel('Pull command', { exact: true }).inputValue()).startsWith('docker pull '), 'the pull command is in a readonly field');
+    await p.getByRole('checkbox', { name: 'Select rc-22', exact: true }).check();
+    await p.getByRole('checkbox', { name: 'Select rc-23', exact: true }).check();
+    await navigate(p, () => p.getByRole('button', { name: 'Delete selected', exact: true }).click());
+    eq(await h1(p), 'Delete 2 tags?', 'h1 of the confirmation page');
+    await navigate(p, () => p.getByRole('button', { name: 'Delete', exact: true }).click());
+    eq(await noticeText(p, 'status'), 'Deleted 2 tags.', 'notice after the delete');
+    eq(queryOf(p).get('q'), 'rc-2', 'back on the filtered list');
+    const reg = await registryTags(ALICE, WEB);
+    ok(!reg.includes('rc-22') && !reg.includes('rc-23') && reg.includes('rc-21'), `registry tags: ${reg.join(' ')}`);
+    await ctx.close();
+  });
+
   // ---------------------------------------------------------------- 11. bob (Reporter)
   console.log('\n== 11. bob (Reporter in demo/private)');
   const bob = await newContext();
