@@ -726,7 +726,7 @@ async fn login(State(reg): State<Arc<Registry>>, req: Request) -> UiResult {
 }
 
 async fn logout(State(reg): State<Arc<Registry>>, req: Request) -> UiResult {
-    let (v, form) = posted(reg, req).await?;
+    let (v, _) = posted(reg, req).await?;
     if let Some(id) = &v.session_id {
         v.reg.ui_sessions.remove(id);
     }
@@ -1354,7 +1354,7 @@ async fn delete_repository(
     Path((project, id)): Path<(String, String)>,
     req: Request,
 ) -> UiResult {
-    let (v, form) = posted(reg, req).await?;
+    let (v, _) = posted(reg, req).await?;
     let repo = may_delete(&v, &project, &id).await?;
     let guard = v.principal.tag_guard(&repo.row.name);
     match v

@@ -400,7 +400,10 @@ mod tests {
         let html = page.render().unwrap();
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(!html.contains("<img src=x"), "{html}");
-        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(
+            html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+            "{html}"
+        );
         assert!(!html.contains("value=\"c\"srf\""), "{html}");
         assert!(html.contains("<main id=\"main\""));
     }
