@@ -363,7 +363,12 @@ async fn anonymous_visitors_see_public_projects_without_delete_controls() {
     let web = repo_url("demo/public", app.repo_id("demo/public/web").await);
     let page = anon.get_ok(&app, &web).await;
     assert_eq!(page.tag_rows(), ["v1"]);
-    for control in ["name=\"tag\"", "Delete selected", "Delete repository"] {
+    for control in [
+        "name=\"tag\"",
+        "Delete selected",
+        "Delete repository",
+        "aria-label=\"Delete tag",
+    ] {
         assert!(!page.body.contains(control), "{control} shown to anonymous");
     }
     assert!(
@@ -492,6 +497,21 @@ async fn deletes_need_confirmation_rights_and_the_csrf_token() {
         .get_ok(&app, &format!("{web}?sort=name&order=desc"))
         .await;
     assert!(list.body.contains("aria-label=\"Select v2\""));
+    // A delete link on each row, to the confirmation page, coming back to this view.
+    assert!(
+        list.body.contains("aria-label=\"Delete tag v2\""),
+        "{}",
+        list.body
+    );
+    let row_delete = regex::Regex::new(r#"href="([^"]*)" aria-label="Delete tag v3""#).unwrap();
+    let href = row_delete.captures(&list.body).unwrap()[1].replace("&#38;", "&");
+    let one = alice.get_ok(&app, &href).await;
+    assert!(one.body.contains("<h1>Delete tag v3?</h1>"), "{}", one.body);
+    assert!(
+        one.body.contains("name=\"return\" value=\"order=desc\""),
+        "{}",
+        one.body
+    );
     assert!(list.body.contains("Delete selected"));
 
     // The confirmation page lists the tags and deletes nothing.

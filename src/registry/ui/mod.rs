@@ -951,10 +951,26 @@ async fn repository(
         .map_err(|e| v.internal(e))?;
     let host = v.host();
     let href = repository_href(&project, repo.row.id);
+    let state = ListState {
+        base: href.clone(),
+        params: vec![
+            ("q", q.clone(), ""),
+            ("sort", v.param("sort"), "name"),
+            ("order", v.param("order"), "asc"),
+            ("kind", v.param("kind"), ""),
+            ("per_page", v.param("per_page"), "20"),
+        ],
+    };
+    let return_query = state.query(Some(page));
     let rows = tags
         .into_iter()
         .map(|t| TagLine {
             href: format!("{href}/tags/{}", encode(&t.name)),
+            delete_href: format!(
+                "{href}/tags/delete?tag={}&return={}",
+                encode(&t.name),
+                encode(&return_query)
+            ),
             pull: format!("docker pull {host}/{}:{}", repo.row.name, t.name),
             digest_short: short_digest(&t.digest),
             config: t.config_digest.as_deref().map(|c| ShortDigest {
@@ -969,16 +985,6 @@ async fn repository(
             name: t.name,
         })
         .collect();
-    let state = ListState {
-        base: href.clone(),
-        params: vec![
-            ("q", q.clone(), ""),
-            ("sort", v.param("sort"), "name"),
-            ("order", v.param("order"), "asc"),
-            ("kind", v.param("kind"), ""),
-            ("per_page", v.param("per_page"), "20"),
-        ],
-    };
     let mut layout = v.layout(
         repo.row.name.clone(),
         v.crumbs_to_repository(&project, None),
@@ -1026,7 +1032,7 @@ async fn repository(
         ),
         count_text: count_text(total, "tag", "tags", filtered),
         can_delete: repo.can_delete,
-        return_query: state.query(Some(page)),
+        return_query,
         rows,
         pager: state.pager(page, pages),
     };

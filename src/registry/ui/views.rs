@@ -227,6 +227,8 @@ pub(super) struct ShortDigest {
 pub(super) struct TagLine {
     pub(super) name: String,
     pub(super) href: String,
+    /// Its delete confirmation page (coming back to this view).
+    pub(super) delete_href: String,
     pub(super) pull: String,
     pub(super) digest: String,
     pub(super) digest_short: String,
