@@ -48,7 +48,7 @@ use super::access::{Action, Principal};
 use super::management::ProjectScope;
 use crate::auth::Identity;
 use crate::auth::model::Visibility;
-use crate::metadata::{MetadataError, TagKind, TagOrder, TagQuery};
+use crate::metadata::{MetadataError, RepositoryRow, TagKind, TagOrder, TagQuery};
 use crate::oci::Digest;
 
 /// Largest form body read.
@@ -461,17 +461,20 @@ impl Viewer {
         )
     }
 
-    fn crumbs_to_repository(&self, project: &str, repo: Option<(&str, i64)>) -> Vec<Crumb> {
+    /// Projects › the project › the repository (when given) › `here`, the
+    /// current page.
+    fn crumbs(project: &str, repo: Option<&RepositoryRow>, here: &str) -> Vec<Crumb> {
         let mut crumbs = vec![
             Crumb::link("Projects", "/ui/"),
             Crumb::link(project, &project_href(project)),
         ];
-        if let Some((name, id)) = repo {
+        if let Some(r) = repo {
             crumbs.push(Crumb::link(
-                relative(project, name),
-                &repository_href(project, id),
+                relative(project, &r.name),
+                &repository_href(project, r.id),
             ));
         }
+        crumbs.push(Crumb::here(here));
         crumbs
     }
 }
@@ -500,7 +503,7 @@ async fn posted(reg: Arc<Registry>, req: Request) -> UiResult<(Viewer, Form)> {
 }
 
 struct RepositoryRowView {
-    row: crate::metadata::RepositoryRow,
+    row: RepositoryRow,
     can_delete: bool,
 }
 
@@ -987,11 +990,8 @@ async fn repository(
         .collect();
     let mut layout = v.layout(
         repo.row.name.clone(),
-        v.crumbs_to_repository(&project, None),
+        Viewer::crumbs(&project, None, relative(&project, &repo.row.name)),
     );
-    layout
-        .crumbs
-        .push(Crumb::here(relative(&project, &repo.row.name)));
     if let Ok(n) = v.param("deleted").parse::<u64>() {
         layout.notice = Some(if n == 1 {
             "Deleted 1 tag.".into()
@@ -1143,8 +1143,7 @@ async fn tag(
     let host = v.host();
     let href = repository_href(&project, repo.row.id);
     let heading = format!("{}:{}", repo.row.name, detail.name);
-    let mut crumbs = v.crumbs_to_repository(&project, Some((&repo.row.name, repo.row.id)));
-    crumbs.push(Crumb::here(&detail.name));
+    let crumbs = Viewer::crumbs(&project, Some(&repo.row), &detail.name);
     let page = TagPage {
         layout: v.layout(heading.clone(), crumbs),
         heading,
@@ -1242,8 +1241,7 @@ async fn confirm_tags_delete(
         [one] => format!("Delete tag {one}?"),
         many => format!("Delete {} tags?", many.len()),
     };
-    let mut crumbs = v.crumbs_to_repository(&project, Some((&repo.row.name, repo.row.id)));
-    crumbs.push(Crumb::here("Delete"));
+    let crumbs = Viewer::crumbs(&project, Some(&repo.row), "Delete");
     Ok(v.page(&ConfirmTagsPage {
         layout: v.layout(heading.clone(), crumbs),
         heading,
@@ -1306,8 +1304,7 @@ async fn delete_tags(
         deleted.len(),
         deleted.len() + failed.len()
     );
-    let mut crumbs = v.crumbs_to_repository(&project, Some((&repo.row.name, repo.row.id)));
-    crumbs.push(Crumb::here("Delete"));
+    let crumbs = Viewer::crumbs(&project, Some(&repo.row), "Delete");
     let status = if deleted.is_empty() {
         StatusCode::FORBIDDEN
     } else {
@@ -1340,8 +1337,7 @@ async fn confirm_repository_delete(
         .await
         .map_err(|e| v.internal(e))?;
     let href = repository_href(&project, repo.row.id);
-    let mut crumbs = v.crumbs_to_repository(&project, Some((&repo.row.name, repo.row.id)));
-    crumbs.push(Crumb::here("Delete"));
+    let crumbs = Viewer::crumbs(&project, Some(&repo.row), "Delete");
     Ok(v.page(&ConfirmRepositoryPage {
         layout: v.layout(format!("Delete repository {}?", repo.row.name), crumbs),
         repository: repo.row.name.clone(),
