@@ -128,6 +128,37 @@ fn parse_digest(s: String) -> Result<Digest> {
     Digest::from_str(&s).map_err(|e| MetadataError::Corrupt(e.to_string()))
 }
 
+/// Whether a connection handed back to its pool may be used again: only when
+/// no transaction is left open on it. When a COMMIT fails (for example with
+/// "database or disk is full") SQLite may already have rolled the transaction
+/// back, the ROLLBACK that follows then fails too, and sqlx's count of open
+/// transactions stays raised: every later `begin` on that connection would
+/// open a savepoint inside a transaction that is never committed, and writes
+/// would be acknowledged and then lost. Such a connection is closed instead
+/// (the pool opens a fresh one). The ping first lets the rollback queued by a
+/// dropped transaction run before the check.
+async fn clean_after_use(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<bool> {
+    use sqlx::{Connection as _, Executor as _};
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::error!(
+            "closing a database connection left inside a transaction (a commit or rollback failed)"
+        );
+        return Ok(false);
+    }
+    // SQLite's own view: BEGIN fails inside a transaction.
+    match conn.execute("BEGIN").await {
+        Ok(_) => {
+            conn.execute("ROLLBACK").await?;
+        }
+        Err(e) => {
+            tracing::error!("closing a database connection SQLite keeps inside a transaction: {e}");
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 impl Metadata {
     /// Opens (creating and migrating if needed) the SQLite database at `path`.
     pub async fn open_sqlite(path: &Path) -> Result<Metadata> {
@@ -141,11 +172,13 @@ impl Metadata {
             .pragma("cache_size", "-16000");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .after_release(|conn, _| Box::pin(async move { clean_after_use(conn).await }))
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .after_release(|conn, _| Box::pin(async move { clean_after_use(conn).await }))
             .connect_with(options.read_only(true))
             .await?;
         Ok(Metadata { read, write })

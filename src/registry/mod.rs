@@ -232,7 +232,7 @@ async fn log_request(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16();
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let ms = millis(start.elapsed());
     let quiet = matches!(method, Method::GET | Method::HEAD) && status < 400;
     if quiet {
         tracing::debug!(%method, %path, status, ms, "request");
@@ -242,7 +242,31 @@ async fn log_request(req: Request, next: Next) -> Response {
     response
 }
 
+/// A duration in milliseconds for logs, rounded to the microsecond so the
+/// figure prints as written (`0.036`, not `0.036208000000000004`).
+pub(crate) fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
 /// `Location`-style path for a repository resource.
 fn location(name: &str, tail: impl std::fmt::Display) -> String {
     format!("/v2/{name}/{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn log_figures_print_without_float_noise() {
+        let cases = [
+            (Duration::from_nanos(36_208), "0.036"),
+            (Duration::from_nanos(36_208_000), "36.208"),
+            (Duration::from_micros(1_500_250), "1500.25"),
+            (Duration::ZERO, "0"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(super::millis(d).to_string(), want, "{d:?}");
+        }
+    }
 }

@@ -1040,7 +1040,7 @@ async fn repository(
     tracing::debug!(
         repository = %repo.row.name,
         tags = total,
-        ms = started.elapsed().as_secs_f64() * 1000.0,
+        ms = crate::registry::millis(started.elapsed()),
         "web UI: tag page"
     );
     Ok(response)
