@@ -19,6 +19,8 @@ pub struct Config {
     pub gc: GcConfig,
     pub cleanup: CleanupConfig,
     pub ui: UiConfig,
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
     /// In-cluster mode: Projects and token Secrets come from the API server
     /// (the Registry's namespace), not from a manifest directory.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,6 +133,105 @@ impl UiConfig {
     }
 }
 
+/// Connection handling: timeouts and limits that keep slow or idle clients
+/// from holding the server's resources. Durations such as `30s`, `2m`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ServerConfig {
+    /// A request's line and headers must arrive within this time (HTTP/1.1;
+    /// also how long a keep-alive connection may wait for its next request).
+    pub header_read_timeout: String,
+    /// A connection with no request in progress and no traffic for this long
+    /// is closed.
+    pub idle_timeout: String,
+    /// A request body that sends nothing for this long is cut (the upload
+    /// keeps what arrived and can be resumed).
+    pub body_idle_timeout: String,
+    /// A client that reads nothing of a response for this long is dropped.
+    pub send_idle_timeout: String,
+    /// Open connections at most; further clients wait to be accepted.
+    pub max_connections: usize,
+    /// Blob transfers (uploads and blob downloads) in progress at most;
+    /// beyond it requests get 429 TOOMANYREQUESTS with Retry-After.
+    pub max_concurrent_transfers: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout: "30s".into(),
+            idle_timeout: "90s".into(),
+            body_idle_timeout: "60s".into(),
+            send_idle_timeout: "60s".into(),
+            max_connections: 4096,
+            max_concurrent_transfers: 1024,
+        }
+    }
+}
+
+/// [`ServerConfig`] with its durations parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub header_read_timeout: std::time::Duration,
+    pub idle_timeout: std::time::Duration,
+    pub body_idle_timeout: std::time::Duration,
+    pub send_idle_timeout: std::time::Duration,
+    pub max_connections: usize,
+    pub max_concurrent_transfers: usize,
+}
+
+impl ServerConfig {
+    /// The parsed settings; errors name the key.
+    pub fn settings(&self) -> Result<ServerSettings, (String, String)> {
+        let parse = |key: &str, v: &str| match humantime::parse_duration(v) {
+            Ok(d) if d.is_zero() => Err((format!("server.{key}"), "must be more than 0".into())),
+            Ok(d) => Ok(d),
+            Err(e) => Err((
+                format!("server.{key}"),
+                format!("{v:?} is not a duration: {e}"),
+            )),
+        };
+        let settings = ServerSettings {
+            header_read_timeout: parse("headerReadTimeout", &self.header_read_timeout)?,
+            idle_timeout: parse("idleTimeout", &self.idle_timeout)?,
+            body_idle_timeout: parse("bodyIdleTimeout", &self.body_idle_timeout)?,
+            send_idle_timeout: parse("sendIdleTimeout", &self.send_idle_timeout)?,
+            max_connections: self.max_connections,
+            max_concurrent_transfers: self.max_concurrent_transfers,
+        };
+        if settings.max_connections == 0 {
+            return Err(("server.maxConnections".into(), "must be more than 0".into()));
+        }
+        if settings.max_concurrent_transfers == 0 {
+            return Err((
+                "server.maxConcurrentTransfers".into(),
+                "must be more than 0".into(),
+            ));
+        }
+        Ok(settings)
+    }
+}
+
+/// Limits on what uploads may take of the data directory's disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct StorageConfig {
+    /// The largest blob an upload may reach, in bytes (413 beyond it).
+    pub max_blob_size: u64,
+    /// Uploads are refused (507) while the data directory's filesystem has
+    /// less free space than this, in bytes; 0 turns the reserve off.
+    pub min_free_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            max_blob_size: 100 << 30,
+            min_free_bytes: 1 << 30,
+        }
+    }
+}
+
 /// The Registry object this pod serves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -207,6 +308,8 @@ impl Default for Config {
             gc: GcConfig::default(),
             cleanup: CleanupConfig::default(),
             ui: UiConfig::default(),
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
             kubernetes: None,
         }
     }
@@ -278,6 +381,10 @@ impl Config {
         self.gc.settings()?;
         self.cleanup.check_interval()?;
         self.ui.session_timeout()?;
+        self.server.settings()?;
+        if self.storage.max_blob_size == 0 {
+            return Err(("storage.maxBlobSize".into(), "must be more than 0".into()));
+        }
         if let Some(k) = &self.kubernetes
             && self.auth.manifest_dir.is_some()
         {
@@ -352,6 +459,21 @@ mod tests {
             ("cleanup:\n  checkInterval: 0s\n", "cleanup.checkInterval"),
             ("ui:\n  sessionTimeout: 10s\n", "ui.sessionTimeout"),
             ("ui:\n  sessionTimeout: forever\n", "ui.sessionTimeout"),
+            (
+                "server:\n  headerReadTimeout: 0s\n",
+                "server.headerReadTimeout",
+            ),
+            ("server:\n  idleTimeout: soon\n", "server.idleTimeout"),
+            ("server:\n  bodyIdleTimeout: 0s\n", "server.bodyIdleTimeout"),
+            ("server:\n  sendIdleTimeout: x\n", "server.sendIdleTimeout"),
+            ("server:\n  maxConnections: 0\n", "server.maxConnections"),
+            ("server:\n  maxConnections: -1\n", "server.maxConnections"),
+            (
+                "server:\n  maxConcurrentTransfers: 0\n",
+                "server.maxConcurrentTransfers",
+            ),
+            ("storage:\n  maxBlobSize: 0\n", "storage.maxBlobSize"),
+            ("storage:\n  minFreeBytes: lots\n", "storage.minFreeBytes"),
         ];
         for (yaml, key) in cases {
             let (got, message) = Config::from_yaml(yaml).unwrap_err();

@@ -1,15 +1,30 @@
 //! `berth serve`: opens storage and metadata under the data directory and
 //! serves the registry until SIGINT/SIGTERM, letting in-flight requests finish.
+//! Owns the accept loop and the per-connection limits (timeouts, connection
+//! cap); what a request may do is the registry's business.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
 
 use crate::auth::{Auth, AuthError, AuthSettings};
-use crate::config::Config;
+use crate::config::{Config, ServerSettings};
 use crate::metadata::{Metadata, MetadataError};
-use crate::registry::{Registry, router};
+use crate::registry::{Registry, TransferLimits, router};
 use crate::storage::fs::FsStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +103,17 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
         .settings()
         .map_err(|(key, message)| ServeError::Config(format!("{key}: {message}")))?;
     meta.gc_set_review_delay(gc.review_delay).await?;
-    let registry = Registry::new(meta, Arc::new(store), auth);
+    let server = config
+        .server
+        .settings()
+        .map_err(|(key, message)| ServeError::Config(format!("{key}: {message}")))?;
+    let limits = TransferLimits {
+        max_blob_size: config.storage.max_blob_size,
+        min_free_bytes: config.storage.min_free_bytes,
+        body_idle_timeout: server.body_idle_timeout,
+        max_concurrent_transfers: server.max_concurrent_transfers,
+    };
+    let registry = Registry::new(meta, Arc::new(store), auth, limits);
     registry.upload_expiry_ms.store(
         gc.upload_expiry.as_millis() as u64,
         std::sync::atomic::Ordering::Relaxed,
@@ -114,6 +139,10 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
 }
 
 pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let settings = config
+        .server
+        .settings()
+        .map_err(|(key, message)| ServeError::Config(format!("{key}: {message}")))?;
     let (registry, admin_token) = open_registry(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -140,15 +169,315 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             "token authentication on (realm /jwt/auth)"
         ),
     }
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(registry))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServeError::Serve)?;
+    serve_on(listener, router(registry), settings, shutdown_signal()).await?;
     tracing::info!("berth stopped");
     Ok(())
+}
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// Pause after a failed accept (such as running out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops
+/// accepting and lets in-flight requests finish (for up to
+/// [`SHUTDOWN_GRACE`]).
+///
+/// Each accepted connection takes one of `max_connections` slots (further
+/// clients wait in the listen backlog) and is served by hyper's HTTP/1.1 +
+/// h2c builder with a timer: request headers must arrive within
+/// `header_read_timeout`; a connection with no request in progress and no
+/// traffic for `idle_timeout` is closed; a write the client does not take
+/// for `send_idle_timeout` fails the connection (see [`ConnIo`]). A TLS
+/// acceptor goes between `accept` and [`serve_connection`], which takes any
+/// byte stream.
+pub async fn serve_on(
+    listener: TcpListener,
+    app: Router,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => tcp,
+                Err(e) => {
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        serve_connection(tcp, app.clone(), &builder, &graceful, &settings, slot);
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+    }
+    Ok(())
+}
+
+/// Serves one connection on its own task, holding `slot` until it closes.
+fn serve_connection<I>(
+    io: I,
+    app: Router,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    settings: &ServerSettings,
+    slot: OwnedSemaphorePermit,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(ConnIo::new(
+        io,
+        activity.clone(),
+        settings.send_idle_timeout,
+    ));
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let busy = Busy::begin(&activity);
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(req.map(Body::new)).await?;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| Body::new(TrackedBody { body, _busy: busy })),
+                )
+            }
+        })
+    };
+    let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+    let idle_timeout = settings.idle_timeout;
+    tokio::spawn(async move {
+        let _slot = slot;
+        tokio::select! {
+            done = conn => {
+                if let Err(e) = done {
+                    tracing::debug!("connection ended: {e}");
+                }
+            }
+            () = activity.idle(idle_timeout) => {
+                tracing::debug!("closing a connection idle for {idle_timeout:?}");
+            }
+        }
+    });
+}
+
+/// What a connection is doing: requests in progress, and when bytes last
+/// went either way.
+struct Activity {
+    start: Instant,
+    last_io_ms: AtomicU64,
+    busy: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_io_ms: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_io_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long the connection has been idle, or `None` while a request is
+    /// in progress.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed));
+        Some(self.start.elapsed().saturating_sub(last))
+    }
+
+    /// Completes once the connection has been idle for `limit`.
+    async fn idle(&self, limit: Duration) {
+        loop {
+            let wait = match self.idle_for() {
+                Some(idle) if idle >= limit => return,
+                Some(idle) => limit - idle,
+                None => limit,
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// One request in progress, from its headers until its response body is
+/// done or dropped.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn begin(activity: &Arc<Activity>) -> Busy {
+        activity.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in progress.
+struct TrackedBody {
+    body: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection's byte stream, recording activity, and failing a write the
+/// peer has not taken for `send_idle` (a client that stopped reading): the
+/// connection then closes and its response body, with whatever it holds, is
+/// dropped.
+struct ConnIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+    send_idle: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> ConnIo<T> {
+    fn new(inner: T, activity: Arc<Activity>, send_idle: Duration) -> ConnIo<T> {
+        ConnIo {
+            inner,
+            activity,
+            send_idle,
+            stalled: None,
+        }
+    }
+
+    /// Passes a write's outcome on, starting the stall timer when it is
+    /// pending and failing once the timer has run out.
+    fn watch_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        match r {
+            Poll::Pending => {
+                let limit = self.send_idle;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the client read nothing for {limit:?}"),
+                    )));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(r) => {
+                self.stalled = None;
+                if r.is_ok() {
+                    self.activity.touch();
+                }
+                Poll::Ready(r)
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch_write(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch_write(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch_write(cx, r)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 pub(crate) async fn shutdown_signal() {

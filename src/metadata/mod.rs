@@ -498,6 +498,20 @@ impl Metadata {
     /// `false` when absent. Blobs stay for garbage collection. `check` is
     /// asked about every tag first.
     pub async fn delete_repository(&self, repo: &str, check: TagCheck<'_>) -> Result<bool> {
+        Ok(self
+            .delete_repository_and_uploads(repo, check)
+            .await?
+            .is_some())
+    }
+
+    /// [`Self::delete_repository`], returning the ids of the upload sessions
+    /// it dropped (their files are the caller's to remove), or `None` when
+    /// the repository was absent.
+    pub async fn delete_repository_and_uploads(
+        &self,
+        repo: &str,
+        check: TagCheck<'_>,
+    ) -> Result<Option<Vec<String>>> {
         let mut tx = self.write.begin().await?;
         let tags: Vec<String> = sqlx::query_scalar(
             "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id WHERE r.name = ?",
@@ -508,12 +522,18 @@ impl Metadata {
         for tag in &tags {
             check(tag, TagOp::Delete).map_err(MetadataError::TagRefused)?;
         }
+        let uploads: Vec<String> = sqlx::query_scalar(
+            "SELECT u.id FROM uploads u JOIN repositories r ON r.id = u.repository_id WHERE r.name = ?",
+        )
+        .bind(repo)
+        .fetch_all(&mut *tx)
+        .await?;
         let done = sqlx::query("DELETE FROM repositories WHERE name = ?")
             .bind(repo)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok((done.rows_affected() > 0).then_some(uploads))
     }
 
     /// Deletes a tag (not the manifest it points at); `false` when absent.

@@ -147,6 +147,8 @@ pub fn serve_config(reg: &Registry) -> Config {
         },
         cleanup: Default::default(),
         ui: Default::default(),
+        server: Default::default(),
+        storage: Default::default(),
         kubernetes: Some(KubernetesConfig {
             namespace: reg.namespace().unwrap_or_default(),
             registry: reg.name_any(),

@@ -62,7 +62,7 @@ async fn delete_repository(
             guard.check(t, op)
         }
     };
-    if !reg.meta.delete_repository(&name, &check).await? {
+    if !reg.delete_repository(&name, &check).await? {
         return Err(RegistryError::new(
             ErrorCode::NameUnknown,
             format!("repository {name} does not exist"),

@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use futures_util::StreamExt;
 
 use super::Registry;
 use super::error::{ErrorCode, RegistryError, Result};
@@ -107,7 +108,14 @@ pub(super) async fn get(
     let body = if head_only || start == end {
         Body::empty()
     } else {
-        Body::from_stream(reg.blobs.get(&digest, start..end).await?)
+        // The transfer's permit goes with the body: released when the body is
+        // done or dropped (the client went away or stopped reading).
+        let permit = reg.transfer_permit()?;
+        let stream = reg.blobs.get(&digest, start..end).await?;
+        Body::from_stream(stream.map(move |chunk| {
+            let _held = &permit;
+            chunk
+        }))
     };
     builder.body(body).map_err(RegistryError::internal)
 }

@@ -558,7 +558,6 @@ async fn delete_repository(
     let guard = call.principal.tag_guard(&row.name);
     if !call
         .reg
-        .meta
         .delete_repository(&row.name, &|t, op| guard.check(t, op))
         .await?
     {

@@ -27,7 +27,7 @@ mod uploads;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -45,6 +45,9 @@ use crate::storage::BlobStore;
 pub use error::{ErrorCode, RegistryError, Result};
 pub use route::{Route, parse_route};
 
+/// Seconds a client refused for too many transfers is told to wait.
+const TRANSFER_RETRY_AFTER_SECS: u64 = 5;
+
 /// Shared state behind every request.
 pub struct Registry {
     pub meta: Metadata,
@@ -53,7 +56,11 @@ pub struct Registry {
     pub auth: Option<Arc<Auth>>,
     /// Hash state of chunked uploads, so each chunk is hashed once as it
     /// arrives. Lost on restart; the upload is then re-read at completion.
-    uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<UploadState>>>>,
+    uploads: Mutex<UploadStates>,
+    /// Limits on transfers (sizes, free space, idle bodies).
+    pub limits: TransferLimits,
+    /// One permit per blob transfer in progress (uploads and blob reads).
+    transfers: Arc<tokio::sync::Semaphore>,
     tag_pages: listing::TagPageCache,
     /// Striped per-digest locks: making a blob visible (file in place, rows
     /// written) and garbage-collecting it (rows deleted, file deleted) never
@@ -73,17 +80,116 @@ struct UploadState {
     hashed: Option<(u64, Hasher)>,
 }
 
+/// What one blob transfer may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferLimits {
+    /// The largest blob an upload may reach (413 beyond it).
+    pub max_blob_size: u64,
+    /// Uploads are refused while the store reports less free space (0: off).
+    pub min_free_bytes: u64,
+    /// A request body that sends nothing for this long is cut.
+    pub body_idle_timeout: Duration,
+    /// Blob transfers in progress at most (429 beyond).
+    pub max_concurrent_transfers: usize,
+}
+
+impl Default for TransferLimits {
+    fn default() -> Self {
+        let storage = crate::config::StorageConfig::default();
+        TransferLimits {
+            max_blob_size: storage.max_blob_size,
+            min_free_bytes: storage.min_free_bytes,
+            body_idle_timeout: Duration::from_secs(60),
+            max_concurrent_transfers: 1024,
+        }
+    }
+}
+
+/// Upload hash states kept at most; beyond it the least recently used idle
+/// ones are dropped (their uploads are then re-read once at completion).
+const MAX_UPLOAD_STATES: usize = 10_000;
+/// How often states of abandoned uploads are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The hash states of uploads in progress, bounded: freed when the upload
+/// completes, is cancelled or its repository deleted, when unused for longer
+/// than the upload expiry (the session is gone by then), and beyond
+/// [`MAX_UPLOAD_STATES`] least recently used first. A state whose lock is held
+/// (a chunk is being received) is never dropped.
+struct UploadStates {
+    map: HashMap<String, (Arc<tokio::sync::Mutex<UploadState>>, Instant)>,
+    cap: usize,
+    last_prune: Instant,
+}
+
+impl UploadStates {
+    fn new(cap: usize, now: Instant) -> UploadStates {
+        UploadStates {
+            map: HashMap::new(),
+            cap,
+            last_prune: now,
+        }
+    }
+
+    fn get(
+        &mut self,
+        id: &str,
+        now: Instant,
+        expiry: Duration,
+    ) -> Arc<tokio::sync::Mutex<UploadState>> {
+        if !self.map.contains_key(id)
+            && (self.map.len() >= self.cap || now.duration_since(self.last_prune) >= PRUNE_EVERY)
+        {
+            self.prune(now, expiry);
+        }
+        let entry = self
+            .map
+            .entry(id.to_string())
+            .or_insert_with(|| (Arc::default(), now));
+        entry.1 = now;
+        entry.0.clone()
+    }
+
+    fn prune(&mut self, now: Instant, expiry: Duration) {
+        self.last_prune = now;
+        let busy = |state: &Arc<tokio::sync::Mutex<UploadState>>| state.try_lock().is_err();
+        self.map
+            .retain(|_, (state, used)| busy(state) || now.duration_since(*used) < expiry);
+        if self.map.len() >= self.cap {
+            // Make room for a quarter of the cap at once, oldest first.
+            let target = self.cap - self.cap / 4;
+            let mut idle: Vec<(Instant, String)> = self
+                .map
+                .iter()
+                .filter(|(_, (state, _))| !busy(state))
+                .map(|(id, (_, used))| (*used, id.clone()))
+                .collect();
+            idle.sort();
+            let excess = self.map.len().saturating_sub(target);
+            for (_, id) in idle.into_iter().take(excess) {
+                self.map.remove(&id);
+            }
+        }
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.map.remove(id);
+    }
+}
 impl Registry {
     pub fn new(
         meta: Metadata,
         blobs: Arc<dyn BlobStore>,
         auth: Option<Arc<Auth>>,
+        limits: TransferLimits,
     ) -> Arc<Registry> {
         Arc::new(Registry {
             meta,
             blobs,
             auth,
-            uploads: Mutex::new(HashMap::new()),
+            uploads: Mutex::new(UploadStates::new(MAX_UPLOAD_STATES, Instant::now())),
+            transfers: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_transfers)),
+            limits,
             tag_pages: listing::TagPageCache::default(),
             blob_locks: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
             sweeping: tokio::sync::Mutex::new(()),
@@ -110,15 +216,53 @@ impl Registry {
     }
 
     fn upload_state(&self, id: &str) -> Arc<tokio::sync::Mutex<UploadState>> {
-        let mut map = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(id.to_string()).or_default().clone()
+        let expiry = self.upload_expiry();
+        let mut states = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        states.get(id, Instant::now(), expiry)
     }
 
     fn forget_upload(&self, id: &str) {
         self.uploads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+            .forget(id);
+    }
+
+    /// A permit for one blob transfer, held until its body is done; 429
+    /// TOOMANYREQUESTS with Retry-After when all are taken.
+    fn transfer_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.transfers.clone().try_acquire_owned().map_err(|_| {
+            RegistryError::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "the registry is serving its maximum of {} blob transfers; retry later",
+                    self.limits.max_concurrent_transfers
+                ),
+            )
+            .with_header(header::RETRY_AFTER, TRANSFER_RETRY_AFTER_SECS)
+        })
+    }
+
+    /// Deletes a repository (see [`Metadata::delete_repository`]) together
+    /// with the files and hash states of its uploads in progress. A file that
+    /// cannot be removed is logged (fsck finds it); the repository is gone.
+    pub async fn delete_repository(
+        &self,
+        repo: &str,
+        check: crate::metadata::TagCheck<'_>,
+    ) -> crate::metadata::Result<bool> {
+        let Some(uploads) = self.meta.delete_repository_and_uploads(repo, check).await? else {
+            return Ok(false);
+        };
+        for id in uploads {
+            if let Some(upload) = crate::storage::UploadId::parse(&id)
+                && let Err(e) = self.blobs.abort_upload(&upload).await
+            {
+                tracing::warn!(repository = repo, upload = %id, "cannot remove the upload's file: {e}");
+            }
+            self.forget_upload(&id);
+        }
+        Ok(true)
     }
 }
 
@@ -202,7 +346,7 @@ async fn route_request(reg: &Registry, req: Request) -> Result<Response> {
         }
         (&Method::DELETE, Route::Blob { name, digest }) => blobs::delete(reg, &name, &digest).await,
         (&Method::POST, Route::UploadStart { name }) => {
-            uploads::start(reg, &caller, &name, &query, body).await
+            uploads::start(reg, &caller, &name, &query, headers, body).await
         }
         (&Method::GET, Route::Upload { name, id }) => uploads::status(reg, &name, &id).await,
         (&Method::PATCH, Route::Upload { name, id }) => {
@@ -255,7 +399,35 @@ fn location(name: &str, tail: impl std::fmt::Display) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use super::*;
+
+    #[test]
+    fn upload_states_are_bounded_and_expire() {
+        let t0 = Instant::now();
+        let expiry = Duration::from_secs(3600);
+        let mut states = UploadStates::new(8, t0);
+        for i in 0..8 {
+            states.get(&format!("u{i}"), t0 + Duration::from_secs(i), expiry);
+        }
+        assert_eq!(states.map.len(), 8);
+        // A held state survives; the oldest idle ones make room.
+        let held = states.get("u0", t0 + Duration::from_secs(9), expiry);
+        let _busy = held.try_lock().unwrap();
+        states.get("new", t0 + Duration::from_secs(10), expiry);
+        assert!(states.map.len() <= 8, "{}", states.map.len());
+        assert!(states.map.contains_key("u0") && states.map.contains_key("new"));
+        assert!(!states.map.contains_key("u1"));
+
+        // Unused past the expiry: freed at the next prune, busy or not aside.
+        let later = t0 + expiry + Duration::from_secs(100);
+        states.get("late", later, expiry);
+        let mut left: Vec<&String> = states.map.keys().collect();
+        left.sort();
+        assert_eq!(left, ["late", "u0"]);
+
+        states.forget("late");
+        assert!(!states.map.contains_key("late"));
+    }
 
     #[test]
     fn log_figures_print_without_float_noise() {

@@ -3,10 +3,17 @@
 //! `/v2/<name>/blobs/uploads/<id>`.
 //!
 //! Request bodies are streamed: frames are gathered into chunks of
-//! [`CHUNK`] bytes and handed, through bounded channels, to a hashing thread
+//! [`CHUNK`] bytes and handed, through bounded channels, to a hashing task
 //! and to the store's writer at once, so memory per upload stays a few chunks
-//! whatever the blob's size, and hashing overlaps writing. A blob becomes
-//! visible only after its digest is verified and the store has made it durable.
+//! whatever the blob's size, and hashing overlaps writing. Nothing waits for
+//! the client on a thread: a slow body costs a task, and a body idle for
+//! `server.bodyIdleTimeout` is cut. Limits: each transfer holds one of
+//! `server.maxConcurrentTransfers` permits (429 beyond); an upload may not
+//! pass `storage.maxBlobSize` (413, checked from Content-Length and while
+//! streaming; the upload is discarded) nor take the disk below
+//! `storage.minFreeBytes` (507, checked at the start and every few MiB). A
+//! blob becomes visible only after its digest is verified and the store has
+//! made it durable.
 
 use std::collections::HashMap;
 
@@ -33,6 +40,7 @@ pub(super) async fn start(
     caller: &Caller,
     name: &str,
     query: &HashMap<String, String>,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
     if let Some(mount) = query.get("mount") {
@@ -49,12 +57,18 @@ pub(super) async fn start(
         // Not mountable from there: fall back to an ordinary upload session.
     } else if let Some(digest) = query.get("digest") {
         let digest: Digest = digest.parse()?;
+        let _transfer = reg.transfer_permit()?;
+        check_declared_size(reg, body_length(headers), 0)?;
+        check_free_space(reg).await?;
         let id = UploadId::new();
         reg.blobs.create_upload(&id).await?;
         let outcome = async {
-            let (size, hasher) =
-                receive(reg, &id, body, Some(Hasher::new(digest.algorithm()))).await?;
-            commit(reg, name, &id, &digest, size, hasher).await
+            let (got, cut) =
+                receive(reg, &id, body, 0, Some(Hasher::new(digest.algorithm()))).await?;
+            if let Some(cut) = cut {
+                return Err(cut.into_error());
+            }
+            commit(reg, name, &id, &digest, got.size, got.hasher).await
         }
         .await;
         if outcome.is_err() {
@@ -62,9 +76,15 @@ pub(super) async fn start(
         }
         return outcome;
     }
+    check_free_space(reg).await?;
     let id = UploadId::new();
-    reg.blobs.create_upload(&id).await?;
+    // The session's row first, then its file: a failure leaves neither (a
+    // crash in between leaves a row without a file, which expires).
     reg.meta.create_upload(name, &id.to_string()).await?;
+    if let Err(e) = reg.blobs.create_upload(&id).await {
+        reg.meta.delete_upload(&id.to_string()).await?;
+        return Err(e.into());
+    }
     Ok(upload_accepted(name, &id, 0))
 }
 
@@ -84,14 +104,28 @@ pub(super) async fn patch(
     body: Body,
 ) -> Result<Response> {
     let id = find_upload(reg, name, id).await?;
+    let _transfer = reg.transfer_permit()?;
     let state = reg.upload_state(&id.to_string());
     let mut state = state.lock().await;
     let size = current_size(reg, &id).await?;
     check_content_range(headers, name, &id, size)?;
+    if let Err(e) = check_declared_size(reg, body_length(headers), size) {
+        drop(state);
+        discard(reg, &id).await?;
+        return Err(e);
+    }
     let hasher = resume_hasher(&mut state.hashed, size);
-    let (size, hasher) = receive(reg, &id, body, hasher).await?;
-    state.hashed = hasher.map(|h| (size, h));
-    Ok(upload_accepted(name, &id, size))
+    let (got, cut) = receive(reg, &id, body, size, hasher).await?;
+    state.hashed = got.hasher.map(|h| (got.size, h));
+    match cut {
+        None => Ok(upload_accepted(name, &id, got.size)),
+        Some(Cut::Body(e)) => Err(e),
+        Some(Cut::Refused(e)) => {
+            drop(state);
+            discard(reg, &id).await?;
+            Err(e)
+        }
+    }
 }
 
 pub(super) async fn finish(
@@ -113,35 +147,61 @@ pub(super) async fn finish(
         })?
         .parse()?;
     let key = id.to_string();
+    let _transfer = reg.transfer_permit()?;
     let state = reg.upload_state(&key);
     let mut state = state.lock().await;
     let size = current_size(reg, &id).await?;
     check_content_range(headers, name, &id, size)?;
-    let hasher = resume_hasher(&mut state.hashed, size);
-    let (size, hasher) = receive(reg, &id, body, hasher).await?;
-    let outcome = commit(reg, name, &id, &digest, size, hasher).await;
-    if matches!(&outcome, Err(e) if e.code == ErrorCode::DigestInvalid) {
-        // Nothing of a bad upload stays behind.
-        reg.blobs.abort_upload(&id).await?;
-    }
-    if outcome.is_ok() || matches!(&outcome, Err(e) if e.code == ErrorCode::DigestInvalid) {
-        reg.meta.delete_upload(&key).await?;
+    if let Err(e) = check_declared_size(reg, body_length(headers), size) {
         drop(state);
-        reg.forget_upload(&key);
+        discard(reg, &id).await?;
+        return Err(e);
+    }
+    let hasher = resume_hasher(&mut state.hashed, size);
+    let (got, cut) = receive(reg, &id, body, size, hasher).await?;
+    let (outcome, refused) = match cut {
+        None => (
+            commit(reg, name, &id, &digest, got.size, got.hasher).await,
+            false,
+        ),
+        Some(Cut::Body(e)) => {
+            state.hashed = got.hasher.map(|h| (got.size, h));
+            return Err(e);
+        }
+        Some(Cut::Refused(e)) => (Err(e), true),
+    };
+    match &outcome {
+        Ok(_) => {
+            reg.meta.delete_upload(&key).await?;
+            drop(state);
+            reg.forget_upload(&key);
+        }
+        // Nothing of a bad or refused upload stays behind.
+        Err(e) if refused || e.code == ErrorCode::DigestInvalid => {
+            drop(state);
+            discard(reg, &id).await?;
+        }
+        Err(_) => {}
     }
     outcome
 }
 
 pub(super) async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response> {
     let id = find_upload(reg, name, id).await?;
-    let key = id.to_string();
-    reg.blobs.abort_upload(&id).await?;
-    reg.meta.delete_upload(&key).await?;
-    reg.forget_upload(&key);
+    discard(reg, &id).await?;
     Response::builder()
         .status(StatusCode::NO_CONTENT)
         .body(Body::empty())
         .map_err(RegistryError::internal)
+}
+
+/// Removes an upload session: its file, its row and its hash state.
+async fn discard(reg: &Registry, id: &UploadId) -> Result<()> {
+    let key = id.to_string();
+    reg.blobs.abort_upload(id).await?;
+    reg.meta.delete_upload(&key).await?;
+    reg.forget_upload(&key);
+    Ok(())
 }
 
 async fn find_upload(reg: &Registry, name: &str, id: &str) -> Result<UploadId> {
@@ -206,15 +266,125 @@ fn check_content_range(headers: &HeaderMap, name: &str, id: &UploadId, size: u64
     }
 }
 
-/// Streams `body` onto the end of upload `id`, hashing it with `hasher` if
-/// given. Returns the upload's new size and the hasher, which is returned only
-/// if it saw exactly the bytes that were stored.
+/// What [`receive`] stored.
+struct Received {
+    /// The upload's size now.
+    size: u64,
+    /// The hasher, if it saw exactly the `size` bytes stored.
+    hasher: Option<Hasher>,
+}
+
+/// Why [`receive`] stopped before the body's end.
+enum Cut {
+    /// The body failed or went idle: what arrived is kept, and the upload
+    /// can go on from its new size.
+    Body(RegistryError),
+    /// A limit refused it (size, free space): the upload cannot go on.
+    Refused(RegistryError),
+}
+
+impl Cut {
+    fn into_error(self) -> RegistryError {
+        match self {
+            Cut::Body(e) | Cut::Refused(e) => e,
+        }
+    }
+}
+
+/// The body's declared length, if any.
+fn body_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether an upload of `stored` bytes may take `more`: the size limit
+/// (`storage.maxBlobSize`) as a pure decision.
+fn within_size_limit(stored: u64, more: u64, max: u64) -> bool {
+    stored.checked_add(more).is_some_and(|total| total <= max)
+}
+
+fn too_large(max: u64) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::SizeInvalid,
+        format!(
+            "the blob is larger than this registry's maximum blob size of {max} bytes ({}); the upload is discarded",
+            human_bytes(max)
+        ),
+    )
+    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+/// Refuses up front a body whose Content-Length would take the upload past
+/// the size limit (413), before a byte of it is read.
+fn check_declared_size(reg: &Registry, declared: Option<u64>, stored: u64) -> Result<()> {
+    match declared {
+        Some(len) if !within_size_limit(stored, len, reg.limits.max_blob_size) => {
+            Err(too_large(reg.limits.max_blob_size))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether `free` bytes leave the reserve intact; unknown free space (a
+/// store that cannot tell) never refuses.
+fn above_reserve(free: Option<u64>, reserve: u64) -> bool {
+    reserve == 0 || free.is_none_or(|f| f >= reserve)
+}
+
+/// Refuses uploads (507) while the store's free space is below the reserve
+/// (`storage.minFreeBytes`), before the disk is full.
+async fn check_free_space(reg: &Registry) -> Result<()> {
+    let reserve = reg.limits.min_free_bytes;
+    if reserve == 0 {
+        return Ok(());
+    }
+    let free = reg.blobs.available_space().await?;
+    if above_reserve(free, reserve) {
+        return Ok(());
+    }
+    Err(RegistryError::new(
+        ErrorCode::BlobUploadInvalid,
+        format!(
+            "the registry's storage is below its free-space reserve ({} free, {} kept free): uploads are refused until space is freed",
+            human_bytes(free.unwrap_or(0)),
+            human_bytes(reserve)
+        ),
+    )
+    .with_status(StatusCode::INSUFFICIENT_STORAGE))
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Free space is checked again after every this many bytes received.
+const SPACE_CHECK_EVERY: u64 = 8 << 20;
+
+/// Streams `body` onto the end of upload `id`, which holds `stored` bytes,
+/// hashing it with `hasher` if given. Stops early, keeping what was stored,
+/// when the body fails or sends nothing for the body idle timeout, and when
+/// the upload would pass the size limit or the disk its free-space reserve.
+/// An `Err` is a failure of the store itself.
 async fn receive(
     reg: &Registry,
     id: &UploadId,
     body: Body,
+    stored: u64,
     hasher: Option<Hasher>,
-) -> Result<(u64, Option<Hasher>)> {
+) -> Result<(Received, Option<Cut>)> {
     let (store_tx, store_rx) = mpsc::channel::<Bytes>(QUEUE);
     let writer = {
         let store = reg.blobs.clone();
@@ -228,12 +398,45 @@ async fn receive(
         }
         None => (None, None),
     };
+    let idle = reg.limits.body_idle_timeout;
+    let max = reg.limits.max_blob_size;
     let mut frames = body.into_data_stream();
     let mut pending = BytesMut::new();
-    let mut body_error = None;
+    let mut cut = None;
     let mut hashed_all = true;
+    let mut received = 0u64;
+    let mut next_space_check = SPACE_CHECK_EVERY;
     loop {
-        let next = frames.next().await;
+        let next = match tokio::time::timeout(idle, frames.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                cut = Some(Cut::Body(RegistryError::new(
+                    ErrorCode::BlobUploadInvalid,
+                    format!(
+                        "the request body sent nothing for {}; the upload keeps the {} bytes that arrived before and can be resumed",
+                        humantime::format_duration(idle),
+                        stored + received - pending.len() as u64
+                    ),
+                )));
+                None
+            }
+        };
+        let mut refused = None;
+        if let Some(Ok(data)) = &next {
+            received += data.len() as u64;
+            if !within_size_limit(stored, received, max) {
+                refused = Some(too_large(max));
+            } else if received >= next_space_check {
+                next_space_check = received + SPACE_CHECK_EVERY;
+                if let Err(e) = check_free_space(reg).await {
+                    refused = Some(e);
+                }
+            }
+        }
+        if let Some(e) = refused {
+            cut = Some(Cut::Refused(e));
+            break; // what is pending is not stored: the upload goes
+        }
         let flush = match &next {
             Some(Ok(data)) => {
                 pending.extend_from_slice(data);
@@ -253,7 +456,10 @@ async fn receive(
         match next {
             Some(Ok(_)) => {}
             Some(Err(e)) => {
-                body_error = Some(e);
+                cut = Some(Cut::Body(RegistryError::new(
+                    ErrorCode::BlobUploadInvalid,
+                    format!("the request body was cut short: {e}"),
+                )));
                 break;
             }
             None => break,
@@ -263,27 +469,31 @@ async fn receive(
     drop(hash_tx);
     let size = writer.await.map_err(RegistryError::internal)??;
     let hasher = match hashing {
-        Some(task) => Some(task.await.map_err(RegistryError::internal)?),
+        Some(task) => task.await.map_err(RegistryError::internal)?,
         None => None,
     };
-    if let Some(e) = body_error {
-        return Err(RegistryError::new(
-            ErrorCode::BlobUploadInvalid,
-            format!("the request body was cut short: {e}"),
-        ));
-    }
-    Ok((size, hasher.filter(|_| hashed_all)))
+    let hasher = hasher.filter(|_| hashed_all);
+    Ok((Received { size, hasher }, cut))
 }
 
+/// Hashes the chunks received on `rx`. Waiting for a chunk is an await; each
+/// chunk (at most [`CHUNK`] bytes) is hashed on the blocking pool, which
+/// therefore never holds a thread for a slow peer. `None` if hashing failed.
 fn spawn_hasher(
-    mut hasher: Hasher,
+    hasher: Hasher,
     mut rx: mpsc::Receiver<Bytes>,
-) -> tokio::task::JoinHandle<Hasher> {
-    tokio::task::spawn_blocking(move || {
-        while let Some(chunk) = rx.blocking_recv() {
-            hasher.update(&chunk);
+) -> tokio::task::JoinHandle<Option<Hasher>> {
+    tokio::spawn(async move {
+        let mut hasher = hasher;
+        while let Some(chunk) = rx.recv().await {
+            hasher = tokio::task::spawn_blocking(move || {
+                hasher.update(&chunk);
+                hasher
+            })
+            .await
+            .ok()?;
         }
-        hasher
+        Some(hasher)
     })
 }
 
@@ -297,7 +507,10 @@ async fn hash_stream(mut stream: ByteStream, algorithm: Algorithm) -> Result<Dig
         }
     }
     drop(tx);
-    Ok(task.await.map_err(RegistryError::internal)?.finish())
+    task.await
+        .map_err(RegistryError::internal)?
+        .map(Hasher::finish)
+        .ok_or_else(|| RegistryError::internal("hashing the upload failed"))
 }
 
 /// Verifies the upload against `digest`, makes it a durable blob and links it
@@ -352,4 +565,48 @@ fn blob_created(name: &str, digest: &Digest) -> Response {
         .header("docker-content-digest", digest.to_string())
         .body(Body::empty())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_limit() {
+        let cases = [
+            (0, 10, 10, true),
+            (0, 11, 10, false),
+            (5, 5, 10, true),
+            (5, 6, 10, false),
+            (u64::MAX, 1, u64::MAX, false),
+        ];
+        for (stored, more, max, want) in cases {
+            assert_eq!(
+                within_size_limit(stored, more, max),
+                want,
+                "{stored}+{more} vs {max}"
+            );
+        }
+    }
+
+    #[test]
+    fn free_space_reserve() {
+        let cases = [
+            (Some(10), 0, true),
+            (Some(0), 0, true),
+            (Some(10), 10, true),
+            (Some(9), 10, false),
+            (None, 10, true),
+        ];
+        for (free, reserve, want) in cases {
+            assert_eq!(above_reserve(free, reserve), want, "{free:?} vs {reserve}");
+        }
+    }
+
+    #[test]
+    fn byte_counts_read_well() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(100 << 30), "100.0 GiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
 }

@@ -93,6 +93,19 @@ pub async fn run(store: &dyn BlobStore) {
         Err(StorageError::UploadNotFound(_))
     ));
 
+    // Free space is a number of bytes, or unknown; never an error.
+    let _space: Option<u64> = store.available_space().await.unwrap();
+
+    // A range beyond a blob's end is an error in the stream, never a short
+    // body that looks complete.
+    let short: Result<Vec<Bytes>, _> = store
+        .get(&digest, 0..data.len() as u64 + 10)
+        .await
+        .unwrap()
+        .try_collect()
+        .await;
+    assert!(short.is_err());
+
     assert!(store.delete(&digest).await.unwrap());
     assert!(!store.delete(&digest).await.unwrap());
     assert!(store.list().await.unwrap().is_empty());
@@ -103,4 +116,5 @@ async fn fs_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = super::fs::FsStore::open(dir.path()).unwrap();
     run(&store).await;
+    assert!(store.available_space().await.unwrap().unwrap() > 0);
 }

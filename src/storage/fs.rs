@@ -13,22 +13,25 @@
 //! fsynced after the rename, so a crash leaves either nothing or a whole blob.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::{BlobStore, ByteStream, Result, StorageError, UploadId};
 use crate::oci::Digest;
 
-/// Size of each read when streaming a blob out.
-const READ_CHUNK: u64 = 1 << 20;
-/// While an upload is written, a helper thread flushes it to disk every this
-/// many bytes and at the end of each append, so the fsync before the blob is
-/// committed has little left to do and disk writeback overlaps with receiving.
+/// Size of each read when streaming a blob out (what a stalled reader keeps
+/// in memory, so small).
+const READ_CHUNK: u64 = 64 << 10;
+/// While an upload is written, it is flushed to disk (in the background)
+/// every this many bytes and at the end of each append, so the fsync before
+/// the blob is committed has little left to do and disk writeback overlaps
+/// with receiving.
 const FLUSH_EVERY: u64 = 32 << 20;
 
 pub struct FsStore {
@@ -98,36 +101,31 @@ fn not_found_as_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
-/// Streams `len` bytes of `file` from its current position on a blocking
-/// thread, at most a few chunks ahead of the consumer.
-fn stream_file(file: File, len: u64) -> ByteStream {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut reader = file.take(len);
-        loop {
-            let mut buf = Vec::with_capacity(READ_CHUNK as usize);
-            match (&mut reader).take(READ_CHUNK).read_to_end(&mut buf) {
-                Ok(0) => {
-                    if reader.limit() > 0 {
-                        let _ = tx.blocking_send(Err(io::ErrorKind::UnexpectedEof.into()));
-                    }
-                    return;
-                }
-                Ok(_) => {
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        return; // the client went away
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
+/// Streams `len` bytes of `file` from its current position. Each read is a
+/// short blocking call on tokio's pool (disk only); a slow consumer parks no
+/// thread: the stream is simply not polled until it wants more.
+fn stream_file(file: tokio::fs::File, len: u64) -> ByteStream {
+    Box::pin(futures_util::stream::try_unfold(
+        (file.take(len), len),
+        |(mut reader, remaining)| async move {
+            if remaining == 0 {
+                return Ok(None);
+            }
+            let want = remaining.min(READ_CHUNK) as usize;
+            let mut buf = BytesMut::with_capacity(want);
+            while buf.len() < want {
+                if reader.read_buf(&mut buf).await? == 0 {
+                    // The file is shorter than the range asked for.
+                    return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }
-        }
-    });
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+            let got = buf.len() as u64;
+            Ok(Some((
+                buf.freeze(),
+                (reader, remaining.saturating_sub(got)),
+            )))
+        },
+    ))
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -154,7 +152,10 @@ impl BlobStore for FsStore {
         })
         .await?
         .ok_or_else(|| StorageError::BlobNotFound(digest.clone()))?;
-        Ok(stream_file(file, range.end.saturating_sub(range.start)))
+        Ok(stream_file(
+            tokio::fs::File::from_std(file),
+            range.end.saturating_sub(range.start),
+        ))
     }
 
     async fn delete(&self, digest: &Digest) -> Result<bool> {
@@ -208,44 +209,37 @@ impl BlobStore for FsStore {
         let file = blocking(move || not_found_as_none(OpenOptions::new().append(true).open(path)))
             .await?
             .ok_or(StorageError::UploadNotFound(id))?;
-        blocking(move || {
-            let mut file = file;
-            let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(1);
-            let flusher = {
-                let file = file.try_clone()?;
-                std::thread::spawn(move || {
-                    while flush_rx.recv().is_ok() {
-                        // A failure here resurfaces in the commit's own fsync.
-                        let _ = file.sync_data();
-                    }
-                })
-            };
-            let mut unflushed = 0u64;
-            let mut write_all = || -> io::Result<u64> {
-                while let Some(chunk) = chunks.blocking_recv() {
-                    file.write_all(&chunk)?;
-                    unflushed += chunk.len() as u64;
-                    if unflushed >= FLUSH_EVERY {
-                        unflushed = 0;
-                        // If a flush is already under way, this one is not needed.
-                        let _ = flush_tx.try_send(());
-                    }
-                }
-                Ok(file.metadata()?.len())
-            };
-            let result = write_all();
-            // Flush what this call wrote too (chunked uploads arrive in many
-            // calls smaller than FLUSH_EVERY), without making the client wait:
-            // the flusher finishes on its own; the commit's fsync is the one
-            // that makes the blob durable.
-            if unflushed > 0 {
-                let _ = flush_tx.try_send(());
+        // The flushes run on their own (a failure resurfaces in the commit's
+        // fsync); at most one at a time, and never awaited here, so a client
+        // is not made to wait for writeback.
+        let flush_handle = file.try_clone()?;
+        let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
+        let mut flush = move || {
+            if flushing.as_ref().is_none_or(|f| f.is_finished())
+                && let Ok(f) = flush_handle.try_clone()
+            {
+                flushing = Some(tokio::task::spawn_blocking(move || {
+                    let _ = f.sync_data();
+                }));
             }
-            drop(flush_tx);
-            drop(flusher);
-            result
-        })
-        .await
+        };
+        let mut file = tokio::fs::File::from_std(file);
+        let mut unflushed = 0u64;
+        // Waiting for the next chunk is an await, never a parked thread.
+        while let Some(chunk) = chunks.recv().await {
+            file.write_all(&chunk).await?;
+            unflushed += chunk.len() as u64;
+            if unflushed >= FLUSH_EVERY {
+                unflushed = 0;
+                file.flush().await?;
+                flush();
+            }
+        }
+        file.flush().await?;
+        if unflushed > 0 {
+            flush();
+        }
+        Ok(file.metadata().await?.len())
     }
 
     async fn read_upload(&self, id: &UploadId) -> Result<ByteStream> {
@@ -260,7 +254,7 @@ impl BlobStore for FsStore {
         })
         .await?
         .ok_or(StorageError::UploadNotFound(id))?;
-        Ok(stream_file(file, len))
+        Ok(stream_file(tokio::fs::File::from_std(file), len))
     }
 
     async fn commit_upload(&self, id: &UploadId, digest: &Digest) -> Result<()> {
@@ -293,5 +287,15 @@ impl BlobStore for FsStore {
     async fn abort_upload(&self, id: &UploadId) -> Result<()> {
         let path = self.upload_path(id);
         blocking(move || not_found_as_none(fs::remove_file(path)).map(drop)).await
+    }
+
+    async fn available_space(&self) -> Result<Option<u64>> {
+        let root = self.root.clone();
+        blocking(move || {
+            let st = rustix::fs::statvfs(&root).map_err(io::Error::from)?;
+            // Blocks available to unprivileged writers, in fragment-size units.
+            Ok(Some(st.f_bavail.saturating_mul(st.f_frsize)))
+        })
+        .await
     }
 }

@@ -89,4 +89,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn commit_upload(&self, id: &UploadId, digest: &Digest) -> Result<()>;
     /// Discards an upload; absent uploads are not an error.
     async fn abort_upload(&self, id: &UploadId) -> Result<()>;
+
+    /// Bytes that uploads may still write before the store's space runs out,
+    /// or `None` when the store cannot tell (object storage).
+    async fn available_space(&self) -> Result<Option<u64>>;
 }

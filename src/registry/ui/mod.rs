@@ -1361,7 +1361,6 @@ async fn delete_repository(
     let guard = v.principal.tag_guard(&repo.row.name);
     match v
         .reg
-        .meta
         .delete_repository(&repo.row.name, &|t, op| guard.check(t, op))
         .await
     {

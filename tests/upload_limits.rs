@@ -1,0 +1,401 @@
+//! Upload limits and leaks, in process (issue 12, findings 1, 2 and 6): the
+//! size limit is enforced while the body streams, the free-space reserve
+//! refuses uploads but not reads, the transfer cap answers 429, an idle body
+//! is cut and the upload resumes, and nothing of a refused, failed or deleted
+//! upload stays on disk.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+use berth::config::Config;
+use berth::oci::Digest;
+use berth::registry::router;
+use berth::server::open_registry;
+
+struct App {
+    router: Router,
+    data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    fn error(&self) -> (String, String) {
+        let v: Value = serde_json::from_slice(&self.body).unwrap_or(Value::Null);
+        (
+            v["errors"][0]["code"].as_str().unwrap_or("").to_string(),
+            v["errors"][0]["message"].as_str().unwrap_or("").to_string(),
+        )
+    }
+}
+
+async fn app_with(data: Option<&Path>, tune: impl FnOnce(&mut Config)) -> App {
+    let (dir, data) = match data {
+        Some(d) => (None, d.to_path_buf()),
+        None => {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            (Some(dir), data)
+        }
+    };
+    let mut config = Config {
+        data_dir: data.clone(),
+        ..Config::default()
+    };
+    config.auth.enabled = false;
+    tune(&mut config);
+    let (registry, _) = open_registry(&config).await.unwrap();
+    App {
+        router: router(registry),
+        data,
+        _dir: dir,
+    }
+}
+
+impl App {
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let call = self.router.clone().oneshot(req.body(body.into()).unwrap());
+        let resp = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("the server answers within 20 s")
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
+        let digest = Digest::sha256_of(data);
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+                &[],
+                data.to_vec(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.error());
+        digest
+    }
+
+    async fn start_upload(&self, repo: &str) -> String {
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[],
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.error());
+        r.header("location").to_string()
+    }
+
+    fn upload_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.data.join("uploads"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A request body fed through a channel: it ends only when the sender is
+/// dropped. Also reports how many bytes the server pulled from it.
+fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    (tx, Body::from_stream(stream))
+}
+
+const MIB: usize = 1 << 20;
+
+#[tokio::test]
+async fn max_blob_size_is_refused_up_front_and_while_streaming() {
+    let app = app_with(None, |c| c.storage.max_blob_size = MIB as u64).await;
+
+    // Declared too large: refused before a byte is read, nothing created.
+    let digest = Digest::sha256_of(b"x");
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/v2/a/b/blobs/uploads/?digest={digest}"),
+            &[("content-length", "10485760")],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (code, message) = r.error();
+    assert_eq!(code, "SIZE_INVALID");
+    assert!(message.contains("1048576 bytes"), "{message}");
+    assert!(app.upload_files().is_empty());
+
+    // No length declared: the body streams and never ends; the server must
+    // answer 413 once the limit is passed, without waiting for the end.
+    let (tx, body) = channel_body();
+    let feeder = tokio::spawn(async move {
+        let mut sent = 0usize;
+        while tx.send(Bytes::from(vec![7u8; 64 << 10])).await.is_ok() {
+            sent += 64 << 10;
+            if sent > 8 * MIB {
+                break; // far beyond the limit: the server did not stop reading
+            }
+        }
+        sent
+    });
+    let t0 = Instant::now();
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/v2/a/b/blobs/uploads/?digest={digest}"),
+            &[],
+            body,
+        )
+        .await;
+    let sent = feeder.await.unwrap();
+    println!(
+        "streamed upload refused after {sent} bytes sent, in {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.error());
+    assert_eq!(r.error().0, "SIZE_INVALID");
+    assert!(
+        sent <= 2 * MIB,
+        "the server read {sent} bytes of a body past a 1 MiB limit"
+    );
+    assert!(app.upload_files().is_empty());
+
+    // A chunked session that grows past the limit is discarded altogether.
+    let loc = app.start_upload("a/b").await;
+    let r = app.call(Method::PATCH, &loc, &[], vec![1u8; MIB / 2]).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let r = app.call(Method::PATCH, &loc, &[], vec![1u8; MIB]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        app.call(Method::GET, &loc, &[], Body::empty()).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(app.upload_files().is_empty());
+
+    // At the limit exactly: accepted.
+    app.push_blob("a/b", &vec![3u8; MIB]).await;
+}
+
+#[tokio::test]
+async fn free_space_reserve_refuses_uploads_but_not_reads() {
+    let first = app_with(None, |c| c.storage.min_free_bytes = 0).await;
+    let data = b"pushed before the disk got low".to_vec();
+    let digest = first.push_blob("a/b", &data).await;
+    let dir = first._dir;
+    let data_dir = first.data.clone();
+
+    // The same data directory with a reserve larger than any disk.
+    let app = app_with(Some(&data_dir), |c| c.storage.min_free_bytes = u64::MAX / 2).await;
+    let r = app
+        .call(Method::POST, "/v2/a/b/blobs/uploads/", &[], Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
+    let (code, message) = r.error();
+    println!("refused: {code}: {message}");
+    assert_eq!(code, "BLOB_UPLOAD_INVALID");
+    assert!(message.contains("free-space reserve"), "{message}");
+    let other = Digest::sha256_of(b"new");
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/v2/a/b/blobs/uploads/?digest={other}"),
+            &[],
+            b"new".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert!(app.upload_files().is_empty());
+
+    // Reads go on.
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/v2/a/b/blobs/{digest}"),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, data);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn transfer_cap_answers_429_with_retry_after() {
+    let app = app_with(None, |c| c.server.max_concurrent_transfers = 1).await;
+    let digest = app.push_blob("a/b", b"some layer").await;
+    let loc = app.start_upload("a/b").await;
+
+    // A PATCH whose body stays open holds the only transfer permit.
+    let (tx, body) = channel_body();
+    tx.send(Bytes::from_static(b"first bytes")).await.unwrap();
+    let router = app.router.clone();
+    let held = tokio::spawn(async move {
+        let req = Request::builder()
+            .method(Method::PATCH)
+            .uri(loc)
+            .body(body)
+            .unwrap();
+        router.oneshot(req).await.unwrap().status()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let blob = format!("/v2/a/b/blobs/{digest}");
+    let r = app.call(Method::GET, &blob, &[], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.error().0, "TOOMANYREQUESTS");
+    assert!(r.header("retry-after").parse::<u64>().unwrap() > 0);
+    // HEAD moves no bytes and is not counted.
+    let head = app.call(Method::HEAD, &blob, &[], Body::empty()).await;
+    assert_eq!(head.status, StatusCode::OK);
+
+    drop(tx);
+    assert_eq!(held.await.unwrap(), StatusCode::ACCEPTED);
+    let r = app.call(Method::GET, &blob, &[], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, b"some layer");
+}
+
+#[tokio::test]
+async fn idle_body_is_cut_and_the_upload_resumes() {
+    let app = app_with(None, |c| c.server.body_idle_timeout = "1s".into()).await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let digest = Digest::sha256_of(&data);
+    let loc = app.start_upload("a/b").await;
+
+    let (tx, body) = channel_body();
+    tx.send(Bytes::copy_from_slice(&data[..100_000]))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let r = app.call(Method::PATCH, &loc, &[], body).await;
+    let took = t0.elapsed();
+    println!("idle body cut after {took:?}");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let (code, message) = r.error();
+    assert_eq!(code, "BLOB_UPLOAD_INVALID");
+    assert!(message.contains("sent nothing"), "{message}");
+    assert!(took < Duration::from_secs(10));
+    drop(tx);
+
+    // What arrived is kept; the client resumes from there.
+    let s = app.call(Method::GET, &loc, &[], Body::empty()).await;
+    assert_eq!(s.header("range"), "0-99999");
+    let r = app
+        .call(
+            Method::PATCH,
+            &loc,
+            &[("content-range", "100000-299999")],
+            data[100_000..].to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("{loc}?digest={digest}"),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.error());
+}
+
+#[tokio::test]
+async fn deleting_a_repository_removes_its_upload_files() {
+    let app = app_with(None, |_| {}).await;
+    app.push_blob("a/b", b"layer").await;
+    for _ in 0..3 {
+        let loc = app.start_upload("a/b").await;
+        let r = app.call(Method::PATCH, &loc, &[], vec![5u8; 1000]).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+    }
+    let kept = app.start_upload("a/other").await;
+    assert_eq!(app.upload_files().len(), 4);
+
+    let r = app
+        .call(
+            Method::DELETE,
+            "/api/v1/repositories/a/b",
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert!(r.status.is_success(), "{} {:?}", r.status, r.error());
+    let left = app.upload_files();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(kept.ends_with(&*left[0].file_name().unwrap().to_string_lossy()));
+}
+
+#[tokio::test]
+async fn a_failed_upload_start_leaves_no_file() {
+    let app = app_with(None, |_| {}).await;
+    // Make every new upload row fail, as a full or broken database would.
+    let db = app.data.join("berth.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER test_refuse_uploads BEFORE INSERT ON uploads
+         BEGIN SELECT RAISE(FAIL, 'refused by the test'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let r = app
+        .call(Method::POST, "/v2/a/b/blobs/uploads/", &[], Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        app.upload_files().is_empty(),
+        "a failed start left {:?}",
+        app.upload_files()
+    );
+    pool.close().await;
+}
