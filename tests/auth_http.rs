@@ -791,3 +791,41 @@ async fn mount_asks_for_the_source_and_falls_back_when_refused() {
             .starts_with("/v2/m/public-enabled/dst2/blobs/uploads/")
     );
 }
+
+/// Finding 5a of issue 12: a token request with thousands of scopes made a
+/// token of ~0.8 MiB that the verified-token cache kept whole. Now: at most
+/// 100 scopes per request (more is a 400 that says so), scopes that grant
+/// nothing leave no entry, and the cache accounts every token's bytes.
+#[tokio::test]
+async fn token_scopes_are_capped_and_cached_tokens_stay_small() {
+    let app = app().await;
+    let owner = ("owner", "owner-secret");
+    let many = |count: usize| {
+        (0..count)
+            .map(|i| format!("repository:m/private-disabled/app-{i:05}:pull,push"))
+            .collect::<Vec<_>>()
+            .join("%20")
+    };
+    // A thousand: refused, with the limit in the message.
+    let r = app.token(Some(owner), &many(1000)).await.unwrap_err();
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let message = r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(message.contains("at most 100 scopes"), "{message}");
+    // The most allowed, all on a disabled project (nothing granted) plus one
+    // that grants: the token carries one entry.
+    let scopes = format!("{}%20repository:m/public-enabled/img:pull", many(99));
+    let token = app.token(Some(owner), &scopes).await.unwrap();
+    let tokens = &app.registry.auth.as_ref().unwrap().tokens;
+    let claims = tokens.verify(&token).unwrap();
+    assert_eq!(claims.access.len(), 1, "{:?}", claims.access);
+    let (entries, bytes) = tokens.cached();
+    eprintln!(
+        "a token asking for 100 scopes: {} bytes of JWT, {bytes} bytes accounted in the verified-token cache ({entries} entries)",
+        token.len()
+    );
+    assert_eq!(entries, 1);
+    assert!(bytes < 4096, "{bytes} bytes for one cached token");
+}

@@ -264,9 +264,11 @@ impl AccessModel {
         }
     }
 
-    /// The part of the requested scopes that `identity` may have.
+    /// The part of the requested scopes that `identity` may have: one entry
+    /// per repository (repeated asks merged), none for a repository where
+    /// nothing asked for is granted, so a token carries only what it grants.
     pub fn grant(&self, identity: &Identity, requested: &[Access]) -> Vec<Access> {
-        let mut granted = Vec::new();
+        let mut granted: Vec<Access> = Vec::new();
         for want in requested {
             match want.kind.as_str() {
                 "repository" => {
@@ -290,18 +292,40 @@ impl AccessModel {
                             }
                         }
                     }
+                    if actions.is_empty() {
+                        continue;
+                    }
+                    match granted
+                        .iter_mut()
+                        .find(|g| g.kind == want.kind && g.name == want.name)
+                    {
+                        Some(g) => {
+                            for x in actions {
+                                if !g.actions.contains(&x) {
+                                    g.actions.push(x);
+                                }
+                            }
+                        }
+                        None => granted.push(Access {
+                            kind: want.kind.clone(),
+                            name: want.name.clone(),
+                            actions,
+                        }),
+                    }
+                }
+                // Everyone may ask for the catalog; it lists only what they may pull.
+                "registry"
+                    if want.name == "catalog"
+                        && !granted
+                            .iter()
+                            .any(|g| g.kind == "registry" && g.name == "catalog") =>
+                {
                     granted.push(Access {
                         kind: want.kind.clone(),
                         name: want.name.clone(),
-                        actions,
-                    });
+                        actions: vec!["*".into()],
+                    })
                 }
-                // Everyone may ask for the catalog; it lists only what they may pull.
-                "registry" if want.name == "catalog" => granted.push(Access {
-                    kind: want.kind.clone(),
-                    name: want.name.clone(),
-                    actions: vec!["*".into()],
-                }),
                 _ => {}
             }
         }
@@ -649,14 +673,9 @@ stringData: {token: bot-secret}
             m.grant(&ro, &ask("repository:g/p/app:*"))[0].actions,
             ["pull"]
         );
+        assert!(m.grant(&ro, &ask("repository:other/x:pull")).is_empty());
         assert!(
-            m.grant(&ro, &ask("repository:other/x:pull"))[0]
-                .actions
-                .is_empty()
-        );
-        assert!(
-            m.grant(&Identity::Anonymous, &ask("repository:g/p/app:pull"))[0]
-                .actions
+            m.grant(&Identity::Anonymous, &ask("repository:g/p/app:pull"))
                 .is_empty()
         );
         assert_eq!(
@@ -667,14 +686,49 @@ stringData: {token: bot-secret}
             m.grant(&Identity::Admin, &ask("repository:unowned/x:push"))[0].actions,
             ["push"]
         );
-        assert!(
-            m.grant(&dev, &ask("repository:unowned/x:pull"))[0]
-                .actions
-                .is_empty()
-        );
+        assert!(m.grant(&dev, &ask("repository:unowned/x:pull")).is_empty());
         assert_eq!(
             m.grant(&Identity::Anonymous, &ask("registry:catalog:*"))[0].actions,
             ["*"]
+        );
+    }
+
+    /// Scopes that grant nothing leave no entry; repeated asks for one
+    /// repository make one entry.
+    #[test]
+    fn grants_carry_only_what_they_grant() {
+        let m = model();
+        let dev = m
+            .authenticate("dev", "dev-secret", SystemTime::now())
+            .unwrap();
+        let mut asked: Vec<Access> = (0..50)
+            .map(|i| token::parse_scope(&format!("repository:other/x{i}:pull")).unwrap())
+            .collect();
+        for s in [
+            "repository:g/p/app:pull",
+            "repository:g/p/app:push",
+            "repository:g/p/app:pull,delete",
+            "registry:catalog:*",
+            "registry:catalog:*",
+            "unknown:kind:x",
+        ] {
+            asked.push(token::parse_scope(s).unwrap());
+        }
+        let granted = m.grant(&dev, &asked);
+        assert_eq!(
+            granted,
+            vec![
+                Access {
+                    kind: "repository".into(),
+                    name: "g/p/app".into(),
+                    actions: vec!["pull".into(), "push".into(), "delete".into()],
+                },
+                Access {
+                    kind: "registry".into(),
+                    name: "catalog".into(),
+                    actions: vec!["*".into()],
+                },
+            ]
         );
     }
 

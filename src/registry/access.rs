@@ -158,13 +158,13 @@ fn check(
             "the token does not grant".into(),
         ));
     }
-    // A mount whose token never asked about the source gets a challenge for
-    // it; a token that asked and was refused pull falls back to an upload.
+    // A mount whose token does not grant pull on the source gets a challenge
+    // for it when a new token would grant it; otherwise (the caller may not
+    // read the source: its token carries no entry for it) the mount falls
+    // back to an upload.
     if let Some(from) = mount_from
-        && !claims
-            .access
-            .iter()
-            .any(|a| a.kind == "repository" && a.name == from)
+        && !claims.allows(from, "pull")
+        && auth.model().actions(&subject_identity(&claims), from).pull
     {
         return Err(Refusal::InsufficientScope(format!(
             "mounting from {from} needs a token that asks to pull from it; the token does not grant"
