@@ -92,6 +92,11 @@ impl Registry {
         })
     }
 
+    /// Rendered tags/list pages kept, and the bytes they are accounted at.
+    pub fn tag_page_cache_usage(&self) -> (usize, usize) {
+        self.tag_pages.usage()
+    }
+
     pub fn upload_expiry(&self) -> std::time::Duration {
         std::time::Duration::from_millis(
             self.upload_expiry_ms
