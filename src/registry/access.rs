@@ -413,19 +413,37 @@ impl Principal {
     }
 
     /// May the caller do `action` on repository `repo`?
+    ///
+    /// The admin may do what the access model gives the admin, however it
+    /// signed in: everything, except in a project whose registry is
+    /// `disabled` (GitLab: "disabling the Container Registry disables all
+    /// Container Registry operations", for administrators too). An admin
+    /// bearer token used to pass every check here while Basic admin did not.
     pub(crate) fn may(&self, repo: &str, action: Action) -> bool {
+        let allowed = |can: crate::auth::policy::Actions| match action {
+            Action::Pull => can.pull,
+            Action::Delete => can.delete,
+        };
         match self {
             Principal::Open => true,
-            Principal::Token { claims, .. } => {
-                claims.sub == "admin" || claims.allows(repo, action.as_str())
+            Principal::Token { claims, model } if claims.sub == "admin" => {
+                allowed(model.actions(&Identity::Admin, repo))
             }
-            Principal::Identity { identity, model } => {
-                let can = model.actions(identity, repo);
-                match action {
-                    Action::Pull => can.pull,
-                    Action::Delete => can.delete,
-                }
+            Principal::Token { claims, .. } => claims.allows(repo, action.as_str()),
+            Principal::Identity { identity, model } => allowed(model.actions(identity, repo)),
+        }
+    }
+
+    /// May the caller see declared project `path` at all (pull in it, as the
+    /// access model says for who they are)? A bearer token answers for its
+    /// subject, not only for the repositories it names.
+    pub(crate) fn may_see_project(&self, path: &str) -> bool {
+        match self {
+            Principal::Open => true,
+            Principal::Token { claims, model } => {
+                model.actions(&subject_identity(claims), path).pull
             }
+            Principal::Identity { identity, model } => model.actions(identity, path).pull,
         }
     }
 
@@ -468,6 +486,56 @@ pub(crate) fn catalog_filter(
 mod tests {
     use super::*;
     use crate::oci::Reference;
+
+    /// Issue 12, 7(vi): the admin is one rule whether it signs in with Basic
+    /// credentials or presents an admin bearer token: everything, except in
+    /// a project whose registry is disabled (GitLab: disabling the registry
+    /// disables all its operations). The bearer token used to pass all.
+    #[test]
+    fn admin_is_one_rule_for_basic_and_bearer() {
+        let mut declared = crate::auth::directory::Declared::default();
+        let mut yaml = String::new();
+        for level in ["enabled", "private", "disabled"] {
+            yaml.push_str(&format!(
+                "kind: Project\nmetadata: {{name: {level}}}\nspec: {{path: g/{level}, visibility: private, registryAccessLevel: {level}}}\n---\n"
+            ));
+        }
+        crate::auth::directory::load_text(&yaml, &mut declared).unwrap();
+        let model = Arc::new(AccessModel::new(declared, None));
+        let basic = Principal::Identity {
+            identity: Identity::Admin,
+            model: Arc::clone(&model),
+        };
+        let bearer = Principal::Token {
+            claims: Arc::new(Claims {
+                iss: "berth".into(),
+                sub: "admin".into(),
+                aud: "berth".into(),
+                exp: u64::MAX,
+                nbf: 0,
+                iat: 0,
+                jti: String::new(),
+                access: vec![],
+            }),
+            model,
+        };
+        // (repository, may pull, may delete, may see its project)
+        let table = [
+            ("g/enabled/app", true, true, true),
+            ("g/private/app", true, true, true),
+            ("g/disabled/app", false, false, false),
+            ("elsewhere/app", true, true, true),
+        ];
+        for (repo, pull, delete, see) in table {
+            let project = repo.rsplit_once('/').map_or(repo, |(p, _)| p);
+            for (how, p) in [("basic", &basic), ("bearer", &bearer)] {
+                assert_eq!(p.may(repo, Action::Pull), pull, "{how} pull {repo}");
+                assert_eq!(p.may(repo, Action::Delete), delete, "{how} delete {repo}");
+                assert_eq!(p.may_see_project(project), see, "{how} sees {project}");
+                assert!(p.is_admin(), "{how}");
+            }
+        }
+    }
 
     #[test]
     fn needs_by_method_and_route() {

@@ -428,7 +428,7 @@ impl Viewer {
         // A declared project is shown to those who may pull in it.
         if let Some(model) = self.principal.model()
             && model.projects().iter().any(|p| p.path == project)
-            && !self.principal.may(project, Action::Pull)
+            && !self.principal.may_see_project(project)
         {
             return Err(missing());
         }
@@ -543,7 +543,7 @@ async fn projects(State(reg): State<Arc<Registry>>, req: Request) -> UiResult {
     let mut seen = std::collections::HashSet::new();
     if let Some(model) = v.principal.model() {
         for p in model.projects() {
-            if !v.principal.may(&p.path, Action::Pull) {
+            if !v.principal.may_see_project(&p.path) {
                 continue;
             }
             seen.insert(p.path.clone());
