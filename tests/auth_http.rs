@@ -725,6 +725,18 @@ async fn challenges_and_names() {
             .unwrap()
             .contains("at most 2")
     );
+    // Issue 12, 8a: a HEAD (every push starts with one) is 404, so the
+    // client's next request, which has a body, shows the reason.
+    let r = app
+        .call(
+            Method::HEAD,
+            "/v2/m/public-enabled/a/b/c/manifests/v1",
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
     // Outside every project: nobody but the admin (none configured here).
     let r = app
         .push(("owner", "owner-secret"), "elsewhere/img", "v1")

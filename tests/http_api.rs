@@ -1044,3 +1044,36 @@ async fn tags_list_pages_by_default_and_caches_first_pages_only() {
     assert_eq!(pages, 1, "only the first page is kept");
     assert!(bytes < 64 << 10, "{bytes}");
 }
+
+/// Finding 8a of issue 12: a HEAD reply has no body, so a client that starts
+/// its push with HEAD showed only "400 Bad Request" for an invalid name.
+/// HEAD on an invalid name is 404 (nothing is there); the POST or PUT that
+/// follows gets the 400 NAME_INVALID with its reason.
+#[tokio::test]
+async fn head_on_an_invalid_name_lets_the_next_request_say_why() {
+    let app = app().await;
+    let digest = Digest::sha256_of(b"x");
+    for path in [
+        format!("/v2/e2e/app-/blobs/{digest}"),
+        "/v2/e2e/app-/manifests/v1".to_string(),
+    ] {
+        let r = app.call(Method::HEAD, &path, &[], Body::empty()).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "HEAD {path}");
+    }
+    let r = app
+        .call(
+            Method::POST,
+            "/v2/e2e/app-/blobs/uploads/",
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "NAME_INVALID");
+    let message = r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("app-"), "{message}");
+    eprintln!("POST after HEAD answers: {message}");
+}
