@@ -178,7 +178,18 @@ impl AccessModel {
 
     /// Checks a user name and secret; `None` for anything unknown, wrong or expired.
     pub fn authenticate(&self, user: &str, secret: &str, now: SystemTime) -> Option<Identity> {
-        let hash = hash_secret(secret);
+        self.authenticate_hash(user, &hash_secret(secret), now)
+    }
+
+    /// [`AccessModel::authenticate`] from the SHA-256 of the secret (as
+    /// tokens are stored), for who keeps only that hash.
+    pub fn authenticate_hash(
+        &self,
+        user: &str,
+        hash: &SecretHash,
+        now: SystemTime,
+    ) -> Option<Identity> {
+        let hash = *hash;
         if user == "admin" && self.admin.as_ref().is_some_and(|a| matches(a, &hash)) {
             return Some(Identity::Admin);
         }
@@ -333,6 +344,31 @@ impl AccessModel {
     }
 }
 
+/// What a web UI session keeps of a sign-in instead of the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Remembered {
+    /// The SHA-256 of a token the access model holds (as it stores them).
+    Hash(SecretHash),
+    /// An identity proven by an external source (a ServiceAccount token
+    /// through TokenReview), which cannot be re-proven from a hash.
+    External(Identity),
+}
+
+impl Remembered {
+    /// The longest a session on an external identity lasts: it is not
+    /// re-proven per request, so its token being revoked ends it this late.
+    pub const EXTERNAL_TTL: Duration = Duration::from_secs(10 * 60);
+}
+
+impl std::fmt::Debug for Remembered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Remembered::Hash(_) => f.write_str("Hash(..)"),
+            Remembered::External(id) => write!(f, "External({})", id.subject()),
+        }
+    }
+}
+
 /// Settings for [`Auth::open`].
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
@@ -459,6 +495,39 @@ impl Auth {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         external?.authenticate(secret).await
+    }
+
+    /// Signs a user in for a session that must re-prove itself on every
+    /// request without keeping the secret: answers the identity and what to
+    /// remember instead of the secret (see [`Remembered`]).
+    pub async fn sign_in(&self, user: &str, secret: &str) -> Option<(Identity, Remembered)> {
+        let hash = hash_secret(secret);
+        if let Some(id) = self
+            .model()
+            .authenticate_hash(user, &hash, SystemTime::now())
+        {
+            return Some((id, Remembered::Hash(hash)));
+        }
+        let external = self
+            .external
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let id = external?.authenticate(secret).await?;
+        Some((id.clone(), Remembered::External(id)))
+    }
+
+    /// Checks a remembered sign-in again: a token the model holds is looked
+    /// up by its hash (so a removed or expired token fails at once); an
+    /// identity proven elsewhere stands until its session ends (such
+    /// sessions are short: [`Remembered::EXTERNAL_TTL`]).
+    pub fn recheck(&self, user: &str, remembered: &Remembered) -> Option<Identity> {
+        match remembered {
+            Remembered::Hash(hash) => self
+                .model()
+                .authenticate_hash(user, hash, SystemTime::now()),
+            Remembered::External(id) => Some(id.clone()),
+        }
     }
 
     /// Re-reads the manifest directory; on error the current model stays.
@@ -730,6 +799,33 @@ stringData: {token: bot-secret}
                 },
             ]
         );
+    }
+
+    /// A token is found by its hash alone as by its text (web UI sessions
+    /// keep only the hash), and not once it is wrong.
+    #[test]
+    fn authenticates_by_hash() {
+        let m = model();
+        let now = SystemTime::now();
+        for (user, secret) in [
+            ("admin", "admin-secret"),
+            ("dev", "dev-secret"),
+            ("bot", "bot-secret"),
+        ] {
+            assert_eq!(
+                m.authenticate_hash(user, &hash_secret(secret), now),
+                m.authenticate(user, secret, now),
+                "{user}"
+            );
+            assert!(
+                m.authenticate_hash(user, &hash_secret(secret), now)
+                    .is_some()
+            );
+            assert!(
+                m.authenticate_hash(user, &hash_secret("wrong"), now)
+                    .is_none()
+            );
+        }
     }
 
     #[test]
