@@ -841,3 +841,34 @@ async fn token_scopes_are_capped_and_cached_tokens_stay_small() {
     assert_eq!(entries, 1);
     assert!(bytes < 4096, "{bytes} bytes for one cached token");
 }
+
+/// Finding 7(i) of issue 12: the realm was always `http://<Host>/jwt/auth`,
+/// even behind a TLS ingress. Forwarded scheme and host are honoured when
+/// `auth.trustForwardedHeaders` is set, and ignored otherwise.
+#[tokio::test]
+async fn realm_follows_forwarded_headers_only_when_trusted() {
+    for trust in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        config.auth.trust_forwarded_headers = trust;
+        let (registry, _) = open_registry(&config).await.unwrap();
+        let req = Request::builder()
+            .uri("/v2/")
+            .header("host", "berth.svc:5000")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "registry.example.com")
+            .body(Body::empty())
+            .unwrap();
+        let resp = router(registry).oneshot(req).await.unwrap();
+        let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+        let want = if trust {
+            "Bearer realm=\"https://registry.example.com/jwt/auth\""
+        } else {
+            "Bearer realm=\"http://berth.svc:5000/jwt/auth\""
+        };
+        assert!(challenge.starts_with(want), "trust={trust}: {challenge}");
+    }
+}

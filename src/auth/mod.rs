@@ -379,6 +379,8 @@ pub struct AuthSettings {
     pub service: String,
     pub token_ttl: Duration,
     pub realm: Option<String>,
+    /// Honour `X-Forwarded-Proto`/`-Host` (`auth.trustForwardedHeaders`).
+    pub trust_forwarded: bool,
     /// Create an admin token on a first run with no identities (standalone).
     pub first_run_admin: bool,
 }
@@ -400,6 +402,8 @@ pub enum AuthError {
 pub struct Auth {
     pub tokens: TokenService,
     pub realm: Option<String>,
+    /// Honour `X-Forwarded-Proto`/`-Host` (`auth.trustForwardedHeaders`).
+    pub trust_forwarded: bool,
     model: RwLock<Arc<AccessModel>>,
     admin: Option<SecretHash>,
     manifest_dir: Option<PathBuf>,
@@ -446,6 +450,7 @@ impl Auth {
             Auth {
                 tokens,
                 realm: settings.realm.clone(),
+                trust_forwarded: settings.trust_forwarded,
                 model: RwLock::new(Arc::new(AccessModel::new(declared, admin))),
                 admin,
                 manifest_dir: settings.manifest_dir.clone(),

@@ -63,6 +63,48 @@ impl Caller {
     }
 }
 
+/// The scheme and host a client used to reach us: one rule for the default
+/// token realm and the web UI's `Secure` cookies. From `X-Forwarded-Proto`
+/// and `X-Forwarded-Host` (their first entries) only when `trust_forwarded`
+/// (`auth.trustForwardedHeaders`: a proxy in front sets them); else from the
+/// request itself (its URI scheme, `Host`). A host that is not a plain
+/// `host[:port]` is ignored, as it would end up inside a quoted header.
+pub(crate) fn origin(
+    headers: &HeaderMap,
+    uri_scheme: Option<&str>,
+    trust_forwarded: bool,
+) -> (&'static str, String) {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let plain_host = |h: &&str| {
+        h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+    };
+    let forwarded_https = trust_forwarded
+        .then(|| first("x-forwarded-proto"))
+        .flatten()
+        .map(|p| p.eq_ignore_ascii_case("https"));
+    let https = forwarded_https.unwrap_or(uri_scheme == Some("https"));
+    let host = trust_forwarded
+        .then(|| first("x-forwarded-host"))
+        .flatten()
+        .filter(plain_host)
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(plain_host)
+        })
+        .unwrap_or("localhost");
+    (if https { "https" } else { "http" }, host.to_string())
+}
+
 fn challenge(
     auth: &Auth,
     headers: &HeaderMap,
@@ -70,11 +112,8 @@ fn challenge(
     error: Option<&str>,
 ) -> String {
     let realm = auth.realm.clone().unwrap_or_else(|| {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
-        format!("http://{host}/jwt/auth")
+        let (scheme, host) = origin(headers, None, auth.trust_forwarded);
+        format!("{scheme}://{host}/jwt/auth")
     });
     let mut value = format!(
         "Bearer realm=\"{realm}\",service=\"{}\"",
@@ -486,6 +525,48 @@ pub(crate) fn catalog_filter(
 mod tests {
     use super::*;
     use crate::oci::Reference;
+
+    /// Issue 12, 7(i): forwarded scheme and host count only when trusted.
+    #[test]
+    fn origin_from_forwarded_headers_when_trusted() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, v.parse().unwrap());
+            }
+            m
+        };
+        let proxied = h(&[
+            ("host", "berth.svc:5000"),
+            ("x-forwarded-proto", "https, http"),
+            ("x-forwarded-host", "registry.example.com"),
+        ]);
+        let bad_host = h(&[
+            ("host", "berth.svc:5000"),
+            ("x-forwarded-host", "evil\",x=\"y"),
+        ]);
+        let cases: [(&HeaderMap, Option<&str>, bool, (&str, &str)); 6] = [
+            (&proxied, None, true, ("https", "registry.example.com")),
+            (&proxied, None, false, ("http", "berth.svc:5000")),
+            (&proxied, Some("https"), false, ("https", "berth.svc:5000")),
+            (&bad_host, None, true, ("http", "berth.svc:5000")),
+            (
+                &h(&[("x-forwarded-proto", "http")]),
+                Some("https"),
+                true,
+                ("http", "localhost"),
+            ),
+            (&h(&[]), None, true, ("http", "localhost")),
+        ];
+        for (headers, scheme, trust, (want_scheme, want_host)) in cases {
+            let (s, host) = origin(headers, scheme, trust);
+            assert_eq!(
+                (s, host.as_str()),
+                (want_scheme, want_host),
+                "{headers:?} {trust}"
+            );
+        }
+    }
 
     /// Issue 12, 7(vi): the admin is one rule whether it signs in with Basic
     /// credentials or presents an admin bearer token: everything, except in

@@ -270,14 +270,12 @@ impl Viewer {
     }
 
     /// Did the browser reach us over HTTPS (directly or through a proxy)?
+    /// Did the browser reach us over HTTPS? The same rule as the token
+    /// realm's scheme ([`access::origin`]): forwarded headers count only when
+    /// `auth.trustForwardedHeaders` is set.
     fn secure(&self) -> bool {
-        self.parts.uri.scheme_str() == Some("https")
-            || self
-                .parts
-                .headers
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+        let trust = self.reg.auth.as_ref().is_some_and(|a| a.trust_forwarded);
+        super::access::origin(&self.parts.headers, self.parts.uri.scheme_str(), trust).0 == "https"
     }
 
     /// The CSRF token for this page's forms.
