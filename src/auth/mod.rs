@@ -612,10 +612,19 @@ fn admin_token(
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
             let token = format!("berth_{}", hex::encode(raw));
             let hash = hash_secret(&token);
-            std::fs::create_dir_all(path.parent().expect("has parent")).map_err(err)?;
+            // Durable before the token is shown: the file synced, and the
+            // directories and the rename synced into their parents.
+            let dir = path.parent().expect("has parent");
+            crate::storage::durable::create_dir_all_synced(dir).map_err(err)?;
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, hex::encode(hash)).map_err(err)?;
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp).map_err(err)?;
+                f.write_all(hex::encode(hash).as_bytes()).map_err(err)?;
+                f.sync_all().map_err(err)?;
+            }
             std::fs::rename(&tmp, &path).map_err(err)?;
+            crate::storage::durable::sync_dir(dir).map_err(err)?;
             Ok((Some(hash), Some(token)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, None)),

@@ -299,8 +299,9 @@ pub fn new_key_pem() -> Result<String, String> {
 
 fn write_new_key(path: &Path) -> std::io::Result<()> {
     let pem = new_key_pem().map_err(std::io::Error::other)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        crate::storage::durable::create_dir_all_synced(dir)?;
     }
     let tmp = path.with_extension("tmp");
     {
@@ -313,7 +314,11 @@ fn write_new_key(path: &Path) -> std::io::Result<()> {
         f.write_all(pem.as_bytes())?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    match dir {
+        Some(dir) => crate::storage::durable::sync_dir(dir),
+        None => Ok(()),
+    }
 }
 
 fn rsa_public_from_private(pem: &str) -> Result<DecodingKey, String> {
