@@ -545,7 +545,8 @@ mod tests {
             ("host", "berth.svc:5000"),
             ("x-forwarded-host", "evil\",x=\"y"),
         ]);
-        let cases: [(&HeaderMap, Option<&str>, bool, (&str, &str)); 6] = [
+        type Case<'a> = (&'a HeaderMap, Option<&'a str>, bool, (&'a str, &'a str));
+        let cases: [Case; 6] = [
             (&proxied, None, true, ("https", "registry.example.com")),
             (&proxied, None, false, ("http", "berth.svc:5000")),
             (&proxied, Some("https"), false, ("https", "berth.svc:5000")),

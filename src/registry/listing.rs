@@ -224,6 +224,42 @@ pub(super) async fn catalog(
     json_response(json!({ "repositories": repos }), "application/json", link)
 }
 
+pub(super) async fn referrers(
+    reg: &Registry,
+    name: &str,
+    digest: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response> {
+    let subject: Digest = digest.parse()?;
+    let artifact_type = query.get("artifactType").map(String::as_str);
+    let found = reg.meta.referrers(name, &subject, artifact_type).await?;
+    let manifests: Vec<Value> = found
+        .into_iter()
+        .map(|r| {
+            let mut d = json!({ "mediaType": r.media_type, "digest": r.digest, "size": r.size });
+            if let Some(t) = r.artifact_type {
+                d["artifactType"] = Value::String(t);
+            }
+            if let Some(a) = r
+                .annotations
+                .and_then(|a| serde_json::from_str::<Value>(&a).ok())
+            {
+                d["annotations"] = a;
+            }
+            d
+        })
+        .collect();
+    let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    let mut response = json_response(body, OCI_INDEX, None)?;
+    if artifact_type.is_some() {
+        response.headers_mut().insert(
+            "oci-filters-applied",
+            header::HeaderValue::from_static("artifactType"),
+        );
+    }
+    Ok(response)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,40 +301,4 @@ mod tests {
         assert_eq!(page(&q(&[("n", "99999999")])).unwrap().n, MAX_PAGE);
         assert!(page(&q(&[("n", "-1")])).is_err());
     }
-}
-
-pub(super) async fn referrers(
-    reg: &Registry,
-    name: &str,
-    digest: &str,
-    query: &HashMap<String, String>,
-) -> Result<Response> {
-    let subject: Digest = digest.parse()?;
-    let artifact_type = query.get("artifactType").map(String::as_str);
-    let found = reg.meta.referrers(name, &subject, artifact_type).await?;
-    let manifests: Vec<Value> = found
-        .into_iter()
-        .map(|r| {
-            let mut d = json!({ "mediaType": r.media_type, "digest": r.digest, "size": r.size });
-            if let Some(t) = r.artifact_type {
-                d["artifactType"] = Value::String(t);
-            }
-            if let Some(a) = r
-                .annotations
-                .and_then(|a| serde_json::from_str::<Value>(&a).ok())
-            {
-                d["annotations"] = a;
-            }
-            d
-        })
-        .collect();
-    let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
-    let mut response = json_response(body, OCI_INDEX, None)?;
-    if artifact_type.is_some() {
-        response.headers_mut().insert(
-            "oci-filters-applied",
-            header::HeaderValue::from_static("artifactType"),
-        );
-    }
-    Ok(response)
 }
