@@ -7,6 +7,9 @@
 #   4. oras (PyPI SDK) pushes two artifacts whose subject is the image; GET referrers lists
 #      both, ?artifactType= filters to one (with OCI-Filters-Applied)
 #   5. multi-arch index: skopeo copy --all there and back; index and child digests identical
+#   6. bad names: skopeo and podman pushing too deep below the project, and oras pushing to
+#      `app-`, are refused and print berth's NAME_INVALID reason (not a bare "400 Bad Request":
+#      a HEAD, which every push starts with, answers 404 so the next request shows the body)
 # With berth's token authentication (the default) the repository is in the private project
 # group/project and every client logs in as lib.sh's e2e user (Owner): skopeo with
 # --dest-creds/--src-creds/--creds, podman with `podman login` (auth file in the temp dir),
@@ -428,5 +431,46 @@ if run_logged skopeo-push-multi skopeo_debug copy --all --preserve-digests --des
 else
   fail "skopeo copy --all oci:layout:multi -> docker://$REG/$REPO:multi (log: $E2E_OUT/skopeo-push-multi.log)"
 fi
+
+# ===================================================================== 6. bad names
+# Every client starts a push with a HEAD, whose reply has no body; berth answers HEAD on an
+# invalid name with 404, so the upload that follows gets the 400 NAME_INVALID body and the
+# client prints why. The reason must appear in what the client prints (its stderr).
+step "bad names: the client prints berth's NAME_INVALID reason"
+DEEP="group/project/a/b/c"
+DEEP_REASON="levels below project group/project"
+if run_refused skopeo-push-deep "${SKOPEO[@]}" copy --dest-tls-verify=false "${DEST_CREDS[@]}" \
+     "oci:$SRC:v1" "docker://$REG/$DEEP:v1"; then
+  if grep -q "$DEEP_REASON" "$RUN_LOG"; then pass "skopeo push to $DEEP is refused and prints: $REFUSED_MSG"
+  else fail "skopeo push to $DEEP: the output lacks '$DEEP_REASON': $REFUSED_MSG (log: $RUN_LOG)"; fi
+else fail "skopeo push to $DEEP was accepted"; fi
+if [ "$podman_ok" = 1 ]; then
+  run_logged podman-load-deep "${PODMAN[@]}" pull --signature-policy "$W/policy.json" "oci:$SRC:v1" \
+    && run_logged podman-tag-deep "${PODMAN[@]}" tag "${V1_CONFIG#sha256:}" localhost/berth-e2e:deep \
+    || fail "podman: load the image again for the bad-name push"
+  if run_refused podman-push-deep "${PODMAN[@]}" push --signature-policy "$W/policy.json" --tls-verify=false \
+       localhost/berth-e2e:deep "$REG/$DEEP:v1"; then
+    if grep -q "$DEEP_REASON" "$RUN_LOG"; then pass "podman push to $DEEP is refused and prints: $REFUSED_MSG"
+    else fail "podman push to $DEEP: the output lacks '$DEEP_REASON': $REFUSED_MSG (log: $RUN_LOG)"; fi
+  else fail "podman push to $DEEP was accepted"; fi
+else fail "podman push to $DEEP: podman was not usable above"; fi
+# `app-` is refused by skopeo's and podman's own reference grammar before any request; the
+# oras SDK sends it (its push starts with the upload POST, no HEAD) and must show berth's reason.
+BAD="group/project/app-"
+BAD_REASON='must end with a letter or digit'
+cat >"$W/oras_bad.py" <<'PY'
+import sys, oras.client
+reg, repo, user, password, path, authfile = sys.argv[1:7]
+c = oras.client.OrasClient(hostname=reg, insecure=True)
+if user:
+    c.login(username=user, password=password, hostname=reg, config_path=authfile)
+r = c.push(target=f"{reg}/{repo}:v1", files=[path], disable_path_validation=True)
+print("push answered", r.status_code, r.text)
+PY
+printf 'hello\n' >"$W/oras-bad.txt"
+if run_refused oras-push-bad python3 "$W/oras_bad.py" "$REG" "$BAD" "$BERTH_USER" "$BERTH_PASS" "$W/oras-bad.txt" "$W/oras/docker-config-bad.json"; then
+  if grep -q "$BAD_REASON" "$RUN_LOG"; then pass "oras push to $BAD is refused and prints: $REFUSED_MSG"
+  else fail "oras push to $BAD: the output lacks '$BAD_REASON': $REFUSED_MSG (log: $RUN_LOG)"; fi
+else fail "oras push to $BAD was accepted"; fi
 
 finish

@@ -255,8 +255,14 @@ pub struct AuthConfig {
     pub service: String,
     /// Lifetime of issued tokens, in seconds (30 to 86400).
     pub token_ttl_seconds: u64,
-    /// Token endpoint URL sent to clients; default `http://<Host>/jwt/auth`.
+    /// Token endpoint URL sent to clients; default `<scheme>://<host>/jwt/auth`
+    /// from the request (see `trustForwardedHeaders`).
     pub realm: Option<String>,
+    /// Take the scheme and host clients used from `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` (set by a TLS-terminating proxy or ingress) for
+    /// the default realm and the web UI's `Secure` cookies. Off by default:
+    /// without a proxy that sets them, any client could name them.
+    pub trust_forwarded_headers: bool,
 }
 
 impl Default for AuthConfig {
@@ -269,6 +275,7 @@ impl Default for AuthConfig {
             service: "berth".into(),
             token_ttl_seconds: 300,
             realm: None,
+            trust_forwarded_headers: false,
         }
     }
 }

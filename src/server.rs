@@ -71,6 +71,7 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
             service: a.service.clone(),
             token_ttl: std::time::Duration::from_secs(a.token_ttl_seconds),
             realm: a.realm.clone(),
+            trust_forwarded: a.trust_forwarded_headers,
             first_run_admin: config.kubernetes.is_none(),
         })?;
         let auth = Arc::new(auth);

@@ -725,6 +725,18 @@ async fn challenges_and_names() {
             .unwrap()
             .contains("at most 2")
     );
+    // Issue 12, 8a: a HEAD (every push starts with one) is 404, so the
+    // client's next request, which has a body, shows the reason.
+    let r = app
+        .call(
+            Method::HEAD,
+            "/v2/m/public-enabled/a/b/c/manifests/v1",
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
     // Outside every project: nobody but the admin (none configured here).
     let r = app
         .push(("owner", "owner-secret"), "elsewhere/img", "v1")
@@ -790,4 +802,73 @@ async fn mount_asks_for_the_source_and_falls_back_when_refused() {
         r.header("location")
             .starts_with("/v2/m/public-enabled/dst2/blobs/uploads/")
     );
+}
+
+/// Finding 5a of issue 12: a token request with thousands of scopes made a
+/// token of ~0.8 MiB that the verified-token cache kept whole. Now: at most
+/// 100 scopes per request (more is a 400 that says so), scopes that grant
+/// nothing leave no entry, and the cache accounts every token's bytes.
+#[tokio::test]
+async fn token_scopes_are_capped_and_cached_tokens_stay_small() {
+    let app = app().await;
+    let owner = ("owner", "owner-secret");
+    let many = |count: usize| {
+        (0..count)
+            .map(|i| format!("repository:m/private-disabled/app-{i:05}:pull,push"))
+            .collect::<Vec<_>>()
+            .join("%20")
+    };
+    // A thousand: refused, with the limit in the message.
+    let r = app.token(Some(owner), &many(1000)).await.unwrap_err();
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let message = r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(message.contains("at most 100 scopes"), "{message}");
+    // The most allowed, all on a disabled project (nothing granted) plus one
+    // that grants: the token carries one entry.
+    let scopes = format!("{}%20repository:m/public-enabled/img:pull", many(99));
+    let token = app.token(Some(owner), &scopes).await.unwrap();
+    let tokens = &app.registry.auth.as_ref().unwrap().tokens;
+    let claims = tokens.verify(&token).unwrap();
+    assert_eq!(claims.access.len(), 1, "{:?}", claims.access);
+    let (entries, bytes) = tokens.cached();
+    eprintln!(
+        "a token asking for 100 scopes: {} bytes of JWT, {bytes} bytes accounted in the verified-token cache ({entries} entries)",
+        token.len()
+    );
+    assert_eq!(entries, 1);
+    assert!(bytes < 4096, "{bytes} bytes for one cached token");
+}
+
+/// Finding 7(i) of issue 12: the realm was always `http://<Host>/jwt/auth`,
+/// even behind a TLS ingress. Forwarded scheme and host are honoured when
+/// `auth.trustForwardedHeaders` is set, and ignored otherwise.
+#[tokio::test]
+async fn realm_follows_forwarded_headers_only_when_trusted() {
+    for trust in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        config.auth.trust_forwarded_headers = trust;
+        let (registry, _) = open_registry(&config).await.unwrap();
+        let req = Request::builder()
+            .uri("/v2/")
+            .header("host", "berth.svc:5000")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "registry.example.com")
+            .body(Body::empty())
+            .unwrap();
+        let resp = router(registry).oneshot(req).await.unwrap();
+        let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+        let want = if trust {
+            "Bearer realm=\"https://registry.example.com/jwt/auth\""
+        } else {
+            "Bearer realm=\"http://berth.svc:5000/jwt/auth\""
+        };
+        assert!(challenge.starts_with(want), "trust={trust}: {challenge}");
+    }
 }

@@ -986,3 +986,94 @@ async fn docker_schema2_manifest_and_manifest_list() {
     assert_eq!(r.header("content-type"), DOCKER_MANIFEST);
     assert_eq!(r.header("docker-content-digest"), child.to_string());
 }
+
+/// Finding 5b and 7(iii) of issue 12: tags/list without `n` answered the
+/// whole list, every page keyed by the caller's `last` was cached (4,000
+/// requests took 1.4 GiB), and `n=0` answered a `Link` to itself. Now: 1000
+/// tags and a `Link` when `n` is absent, only first pages cached (bounded by
+/// bytes), `n=0` an empty list without `Link`.
+#[tokio::test]
+async fn tags_list_pages_by_default_and_caches_first_pages_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    config.auth.enabled = false;
+    let (registry, _) = open_registry(&config).await.unwrap();
+    let app = App {
+        router: router(registry.clone()),
+        data: config.data_dir.clone(),
+        _dir: dir,
+    };
+    let (manifest, _) = app.push_image("p/many", "t0000", b"layer").await;
+    for i in 1..1200 {
+        app.put_manifest("p/many", &format!("t{i:04}"), &manifest, OCI_MANIFEST)
+            .await;
+    }
+    let get = |uri: String| {
+        let app = &app;
+        async move { app.call(Method::GET, &uri, &[], Body::empty()).await }
+    };
+    let first = get("/v2/p/many/tags/list".into()).await;
+    let tags = first.json()["tags"].as_array().unwrap().len();
+    assert_eq!(tags, 1000);
+    assert_eq!(
+        first.header("link"),
+        "</v2/p/many/tags/list?n=1000&last=t0999>; rel=\"next\""
+    );
+    let rest = get("/v2/p/many/tags/list?n=1000&last=t0999".into()).await;
+    assert_eq!(rest.json()["tags"].as_array().unwrap().len(), 200);
+    assert_eq!(rest.header("link"), "");
+    // n=0: nothing, and no Link to follow (it named this request again).
+    let none = get("/v2/p/many/tags/list?n=0".into()).await;
+    assert_eq!(none.json(), json!({"name": "p/many", "tags": []}));
+    assert_eq!(none.header("link"), "");
+    let none = get("/v2/_catalog?n=0".into()).await;
+    assert_eq!(none.json(), json!({"repositories": []}));
+    assert_eq!(none.header("link"), "");
+    // Pages after a caller's `last` are not kept.
+    for i in 0..4000 {
+        let r = get(format!("/v2/p/many/tags/list?last=a{i:05}")).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let (pages, bytes) = registry.tag_page_cache_usage();
+    eprintln!(
+        "tags/list cache after 4,000 requests with distinct `last`: {pages} pages, {bytes} bytes"
+    );
+    assert_eq!(pages, 1, "only the first page is kept");
+    assert!(bytes < 64 << 10, "{bytes}");
+}
+
+/// Finding 8a of issue 12: a HEAD reply has no body, so a client that starts
+/// its push with HEAD showed only "400 Bad Request" for an invalid name.
+/// HEAD on an invalid name is 404 (nothing is there); the POST or PUT that
+/// follows gets the 400 NAME_INVALID with its reason.
+#[tokio::test]
+async fn head_on_an_invalid_name_lets_the_next_request_say_why() {
+    let app = app().await;
+    let digest = Digest::sha256_of(b"x");
+    for path in [
+        format!("/v2/e2e/app-/blobs/{digest}"),
+        "/v2/e2e/app-/manifests/v1".to_string(),
+    ] {
+        let r = app.call(Method::HEAD, &path, &[], Body::empty()).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "HEAD {path}");
+    }
+    let r = app
+        .call(
+            Method::POST,
+            "/v2/e2e/app-/blobs/uploads/",
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "NAME_INVALID");
+    let message = r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("app-"), "{message}");
+    eprintln!("POST after HEAD answers: {message}");
+}

@@ -1329,8 +1329,25 @@ async fn anonymous_callers_see_public_projects_only() {
     let r = app.api(Method::GET, &private, None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.header("www-authenticate").contains("Bearer realm="));
-    let r = app.get_ok(&private, OUTSIDER).await;
-    assert_eq!(r.json(), json!([]));
+    // Issue 12, 7(ii): a project the caller may not see answers as one that
+    // does not exist (it was 200 `[]`, telling that it exists).
+    let r = app.api(Method::GET, &private, Some(OUTSIDER)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    assert_eq!(r.message(), "project g/app not found");
+    let missing = app
+        .api(
+            Method::GET,
+            &format!("{}/registry/repositories", project_url("g/nope")),
+            Some(OUTSIDER),
+        )
+        .await;
+    assert_eq!(
+        (missing.status, missing.message()),
+        (
+            StatusCode::NOT_FOUND,
+            "project g/nope not found".to_string()
+        )
+    );
     // A JWT lists what its claims grant, no more.
     let token = app.token(Some(OWNER), "repository:g/app/web:pull").await;
     app.push_image(OWNER, "g/app", "x", &[&layer(3, 10)]).await;

@@ -178,7 +178,18 @@ impl AccessModel {
 
     /// Checks a user name and secret; `None` for anything unknown, wrong or expired.
     pub fn authenticate(&self, user: &str, secret: &str, now: SystemTime) -> Option<Identity> {
-        let hash = hash_secret(secret);
+        self.authenticate_hash(user, &hash_secret(secret), now)
+    }
+
+    /// [`AccessModel::authenticate`] from the SHA-256 of the secret (as
+    /// tokens are stored), for who keeps only that hash.
+    pub fn authenticate_hash(
+        &self,
+        user: &str,
+        hash: &SecretHash,
+        now: SystemTime,
+    ) -> Option<Identity> {
+        let hash = *hash;
         if user == "admin" && self.admin.as_ref().is_some_and(|a| matches(a, &hash)) {
             return Some(Identity::Admin);
         }
@@ -264,9 +275,11 @@ impl AccessModel {
         }
     }
 
-    /// The part of the requested scopes that `identity` may have.
+    /// The part of the requested scopes that `identity` may have: one entry
+    /// per repository (repeated asks merged), none for a repository where
+    /// nothing asked for is granted, so a token carries only what it grants.
     pub fn grant(&self, identity: &Identity, requested: &[Access]) -> Vec<Access> {
-        let mut granted = Vec::new();
+        let mut granted: Vec<Access> = Vec::new();
         for want in requested {
             match want.kind.as_str() {
                 "repository" => {
@@ -290,22 +303,69 @@ impl AccessModel {
                             }
                         }
                     }
+                    if actions.is_empty() {
+                        continue;
+                    }
+                    match granted
+                        .iter_mut()
+                        .find(|g| g.kind == want.kind && g.name == want.name)
+                    {
+                        Some(g) => {
+                            for x in actions {
+                                if !g.actions.contains(&x) {
+                                    g.actions.push(x);
+                                }
+                            }
+                        }
+                        None => granted.push(Access {
+                            kind: want.kind.clone(),
+                            name: want.name.clone(),
+                            actions,
+                        }),
+                    }
+                }
+                // Everyone may ask for the catalog; it lists only what they may pull.
+                "registry"
+                    if want.name == "catalog"
+                        && !granted
+                            .iter()
+                            .any(|g| g.kind == "registry" && g.name == "catalog") =>
+                {
                     granted.push(Access {
                         kind: want.kind.clone(),
                         name: want.name.clone(),
-                        actions,
-                    });
+                        actions: vec!["*".into()],
+                    })
                 }
-                // Everyone may ask for the catalog; it lists only what they may pull.
-                "registry" if want.name == "catalog" => granted.push(Access {
-                    kind: want.kind.clone(),
-                    name: want.name.clone(),
-                    actions: vec!["*".into()],
-                }),
                 _ => {}
             }
         }
         granted
+    }
+}
+
+/// What a web UI session keeps of a sign-in instead of the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Remembered {
+    /// The SHA-256 of a token the access model holds (as it stores them).
+    Hash(SecretHash),
+    /// An identity proven by an external source (a ServiceAccount token
+    /// through TokenReview), which cannot be re-proven from a hash.
+    External(Identity),
+}
+
+impl Remembered {
+    /// The longest a session on an external identity lasts: it is not
+    /// re-proven per request, so its token being revoked ends it this late.
+    pub const EXTERNAL_TTL: Duration = Duration::from_secs(10 * 60);
+}
+
+impl std::fmt::Debug for Remembered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Remembered::Hash(_) => f.write_str("Hash(..)"),
+            Remembered::External(id) => write!(f, "External({})", id.subject()),
+        }
     }
 }
 
@@ -319,6 +379,8 @@ pub struct AuthSettings {
     pub service: String,
     pub token_ttl: Duration,
     pub realm: Option<String>,
+    /// Honour `X-Forwarded-Proto`/`-Host` (`auth.trustForwardedHeaders`).
+    pub trust_forwarded: bool,
     /// Create an admin token on a first run with no identities (standalone).
     pub first_run_admin: bool,
 }
@@ -340,6 +402,8 @@ pub enum AuthError {
 pub struct Auth {
     pub tokens: TokenService,
     pub realm: Option<String>,
+    /// Honour `X-Forwarded-Proto`/`-Host` (`auth.trustForwardedHeaders`).
+    pub trust_forwarded: bool,
     model: RwLock<Arc<AccessModel>>,
     admin: Option<SecretHash>,
     manifest_dir: Option<PathBuf>,
@@ -386,6 +450,7 @@ impl Auth {
             Auth {
                 tokens,
                 realm: settings.realm.clone(),
+                trust_forwarded: settings.trust_forwarded,
                 model: RwLock::new(Arc::new(AccessModel::new(declared, admin))),
                 admin,
                 manifest_dir: settings.manifest_dir.clone(),
@@ -435,6 +500,39 @@ impl Auth {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         external?.authenticate(secret).await
+    }
+
+    /// Signs a user in for a session that must re-prove itself on every
+    /// request without keeping the secret: answers the identity and what to
+    /// remember instead of the secret (see [`Remembered`]).
+    pub async fn sign_in(&self, user: &str, secret: &str) -> Option<(Identity, Remembered)> {
+        let hash = hash_secret(secret);
+        if let Some(id) = self
+            .model()
+            .authenticate_hash(user, &hash, SystemTime::now())
+        {
+            return Some((id, Remembered::Hash(hash)));
+        }
+        let external = self
+            .external
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let id = external?.authenticate(secret).await?;
+        Some((id.clone(), Remembered::External(id)))
+    }
+
+    /// Checks a remembered sign-in again: a token the model holds is looked
+    /// up by its hash (so a removed or expired token fails at once); an
+    /// identity proven elsewhere stands until its session ends (such
+    /// sessions are short: [`Remembered::EXTERNAL_TTL`]).
+    pub fn recheck(&self, user: &str, remembered: &Remembered) -> Option<Identity> {
+        match remembered {
+            Remembered::Hash(hash) => self
+                .model()
+                .authenticate_hash(user, hash, SystemTime::now()),
+            Remembered::External(id) => Some(id.clone()),
+        }
     }
 
     /// Re-reads the manifest directory; on error the current model stays.
@@ -514,10 +612,19 @@ fn admin_token(
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
             let token = format!("berth_{}", hex::encode(raw));
             let hash = hash_secret(&token);
-            std::fs::create_dir_all(path.parent().expect("has parent")).map_err(err)?;
+            // Durable before the token is shown: the file synced, and the
+            // directories and the rename synced into their parents.
+            let dir = path.parent().expect("has parent");
+            crate::storage::durable::create_dir_all_synced(dir).map_err(err)?;
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, hex::encode(hash)).map_err(err)?;
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp).map_err(err)?;
+                f.write_all(hex::encode(hash).as_bytes()).map_err(err)?;
+                f.sync_all().map_err(err)?;
+            }
             std::fs::rename(&tmp, &path).map_err(err)?;
+            crate::storage::durable::sync_dir(dir).map_err(err)?;
             Ok((Some(hash), Some(token)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, None)),
@@ -649,14 +756,9 @@ stringData: {token: bot-secret}
             m.grant(&ro, &ask("repository:g/p/app:*"))[0].actions,
             ["pull"]
         );
+        assert!(m.grant(&ro, &ask("repository:other/x:pull")).is_empty());
         assert!(
-            m.grant(&ro, &ask("repository:other/x:pull"))[0]
-                .actions
-                .is_empty()
-        );
-        assert!(
-            m.grant(&Identity::Anonymous, &ask("repository:g/p/app:pull"))[0]
-                .actions
+            m.grant(&Identity::Anonymous, &ask("repository:g/p/app:pull"))
                 .is_empty()
         );
         assert_eq!(
@@ -667,15 +769,77 @@ stringData: {token: bot-secret}
             m.grant(&Identity::Admin, &ask("repository:unowned/x:push"))[0].actions,
             ["push"]
         );
-        assert!(
-            m.grant(&dev, &ask("repository:unowned/x:pull"))[0]
-                .actions
-                .is_empty()
-        );
+        assert!(m.grant(&dev, &ask("repository:unowned/x:pull")).is_empty());
         assert_eq!(
             m.grant(&Identity::Anonymous, &ask("registry:catalog:*"))[0].actions,
             ["*"]
         );
+    }
+
+    /// Scopes that grant nothing leave no entry; repeated asks for one
+    /// repository make one entry.
+    #[test]
+    fn grants_carry_only_what_they_grant() {
+        let m = model();
+        let dev = m
+            .authenticate("dev", "dev-secret", SystemTime::now())
+            .unwrap();
+        let mut asked: Vec<Access> = (0..50)
+            .map(|i| token::parse_scope(&format!("repository:other/x{i}:pull")).unwrap())
+            .collect();
+        for s in [
+            "repository:g/p/app:pull",
+            "repository:g/p/app:push",
+            "repository:g/p/app:pull,delete",
+            "registry:catalog:*",
+            "registry:catalog:*",
+            "unknown:kind:x",
+        ] {
+            asked.push(token::parse_scope(s).unwrap());
+        }
+        let granted = m.grant(&dev, &asked);
+        assert_eq!(
+            granted,
+            vec![
+                Access {
+                    kind: "repository".into(),
+                    name: "g/p/app".into(),
+                    actions: vec!["pull".into(), "push".into(), "delete".into()],
+                },
+                Access {
+                    kind: "registry".into(),
+                    name: "catalog".into(),
+                    actions: vec!["*".into()],
+                },
+            ]
+        );
+    }
+
+    /// A token is found by its hash alone as by its text (web UI sessions
+    /// keep only the hash), and not once it is wrong.
+    #[test]
+    fn authenticates_by_hash() {
+        let m = model();
+        let now = SystemTime::now();
+        for (user, secret) in [
+            ("admin", "admin-secret"),
+            ("dev", "dev-secret"),
+            ("bot", "bot-secret"),
+        ] {
+            assert_eq!(
+                m.authenticate_hash(user, &hash_secret(secret), now),
+                m.authenticate(user, secret, now),
+                "{user}"
+            );
+            assert!(
+                m.authenticate_hash(user, &hash_secret(secret), now)
+                    .is_some()
+            );
+            assert!(
+                m.authenticate_hash(user, &hash_secret("wrong"), now)
+                    .is_none()
+            );
+        }
     }
 
     #[test]

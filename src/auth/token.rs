@@ -86,12 +86,83 @@ pub struct TokenService {
     pub service: String,
     pub ttl: Duration,
     /// Verified tokens, so each is checked cryptographically once.
-    verified: Mutex<HashMap<String, Arc<Claims>>>,
+    verified: Mutex<VerifiedCache>,
+}
+
+/// Most scopes one token request may ask for. Clients ask for a handful (a
+/// push with mounts: the target and a few sources); thousands only make a
+/// token, and every cache entry of it, large.
+pub const MAX_SCOPES: usize = 100;
+
+/// Verified tokens and their claims, bounded by entries and by bytes (the
+/// token text and the claims' strings), so callers cannot make it large.
+#[derive(Default)]
+struct VerifiedCache {
+    entries: HashMap<String, (Arc<Claims>, usize)>,
+    bytes: usize,
+}
+
+impl VerifiedCache {
+    const ENTRIES: usize = 10_000;
+    const BYTES: usize = 32 << 20;
+    /// A token larger than this is verified on every use, never kept.
+    const LARGEST: usize = Self::BYTES / 256;
+
+    fn get(&self, token: &str, now: u64) -> Option<Arc<Claims>> {
+        self.entries
+            .get(token)
+            .filter(|(c, _)| c.exp > now)
+            .map(|(c, _)| Arc::clone(c))
+    }
+
+    fn insert(&mut self, token: &str, claims: &Arc<Claims>, now: u64) {
+        let size = footprint(token, claims);
+        if size > Self::LARGEST {
+            return;
+        }
+        if self.entries.len() >= Self::ENTRIES || self.bytes + size > Self::BYTES {
+            self.entries.retain(|_, (c, _)| c.exp > now);
+            self.bytes = self.entries.values().map(|(_, s)| s).sum();
+            if self.entries.len() >= Self::ENTRIES || self.bytes + size > Self::BYTES {
+                self.entries.clear();
+                self.bytes = 0;
+            }
+        }
+        if let Some((_, old)) = self
+            .entries
+            .insert(token.to_string(), (Arc::clone(claims), size))
+        {
+            self.bytes -= old;
+        }
+        self.bytes += size;
+    }
+}
+
+/// The bytes a cached token holds: its text, the claims and their strings.
+fn footprint(token: &str, claims: &Claims) -> usize {
+    use std::mem::size_of;
+    let strings = [&claims.iss, &claims.sub, &claims.aud, &claims.jti]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>();
+    let access = claims
+        .access
+        .iter()
+        .map(|a| {
+            size_of::<Access>()
+                + a.kind.len()
+                + a.name.len()
+                + a.actions
+                    .iter()
+                    .map(|x| size_of::<String>() + x.len())
+                    .sum::<usize>()
+        })
+        .sum::<usize>();
+    // The map's key and slot, the Arc's counts.
+    token.len() * 2 + size_of::<Claims>() + 64 + strings + access
 }
 
 impl TokenService {
-    const CACHE: usize = 10_000;
-
     /// Loads the PEM key at `path`, generating an EC P-256 key there first
     /// when `generate` is set and the file does not exist.
     pub fn from_key_file(
@@ -146,7 +217,7 @@ impl TokenService {
             issuer: issuer.to_string(),
             service: service.to_string(),
             ttl,
-            verified: Mutex::new(HashMap::new()),
+            verified: Mutex::new(VerifiedCache::default()),
         })
     }
 
@@ -187,10 +258,9 @@ impl TokenService {
             .verified
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(token)
-            && c.exp > now
+            .get(token, now)
         {
-            return Ok(Arc::clone(c));
+            return Ok(c);
         }
         let mut validation = Validation::new(self.algorithm);
         validation.set_audience(&[&self.service]);
@@ -203,15 +273,17 @@ impl TokenService {
                 .map_err(|e| e.to_string())?
                 .claims,
         );
-        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= Self::CACHE {
-            cache.retain(|_, c| c.exp > now);
-            if cache.len() >= Self::CACHE {
-                cache.clear();
-            }
-        }
-        cache.insert(token.to_string(), Arc::clone(&claims));
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, &claims, now);
         Ok(claims)
+    }
+
+    /// Tokens kept verified, and the bytes they are accounted at.
+    pub fn cached(&self) -> (usize, usize) {
+        let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        (cache.entries.len(), cache.bytes)
     }
 }
 
@@ -227,8 +299,9 @@ pub fn new_key_pem() -> Result<String, String> {
 
 fn write_new_key(path: &Path) -> std::io::Result<()> {
     let pem = new_key_pem().map_err(std::io::Error::other)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        crate::storage::durable::create_dir_all_synced(dir)?;
     }
     let tmp = path.with_extension("tmp");
     {
@@ -241,7 +314,11 @@ fn write_new_key(path: &Path) -> std::io::Result<()> {
         f.write_all(pem.as_bytes())?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    match dir {
+        Some(dir) => crate::storage::durable::sync_dir(dir),
+        None => Ok(()),
+    }
 }
 
 fn rsa_public_from_private(pem: &str) -> Result<DecodingKey, String> {
@@ -323,6 +400,44 @@ mod tests {
                 0o600
             );
         }
+    }
+
+    /// The verified-token cache is bounded by bytes as well as entries: a
+    /// huge token is never kept, and many large ones stay under the budget.
+    #[test]
+    fn verified_cache_is_bounded_by_bytes() {
+        let claims = |names: usize, len: usize| {
+            Arc::new(Claims {
+                iss: "berth".into(),
+                sub: "admin".into(),
+                aud: "registry".into(),
+                exp: u64::MAX,
+                nbf: 0,
+                iat: 0,
+                jti: String::new(),
+                access: (0..names)
+                    .map(|i| Access {
+                        kind: "repository".into(),
+                        name: format!("{i:0len$}"),
+                        actions: vec!["pull".into()],
+                    })
+                    .collect(),
+            })
+        };
+        let mut cache = VerifiedCache::default();
+        let huge = claims(1000, 200);
+        cache.insert("huge", &huge, 0);
+        assert_eq!(cache.entries.len(), 0, "a huge token is not kept");
+        let large = claims(100, 1000);
+        let size = footprint("t-00000", &large);
+        assert!(size <= VerifiedCache::LARGEST, "{size}");
+        for i in 0..2000 {
+            cache.insert(&format!("t-{i:05}"), &large, 0);
+            assert!(cache.bytes <= VerifiedCache::BYTES, "{}", cache.bytes);
+        }
+        let accounted: usize = cache.entries.values().map(|(_, s)| s).sum();
+        assert_eq!(cache.bytes, accounted);
+        assert!(cache.get("t-01999", 0).is_some());
     }
 
     #[test]

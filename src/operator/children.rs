@@ -138,7 +138,9 @@ pub fn serve_config(reg: &Registry) -> Config {
                 .unwrap_or_else(|| "berth".into()),
             service: "berth".into(),
             token_ttl_seconds: reg.spec.token.ttl_seconds as u64,
-            realm: None,
+            realm: realm(reg),
+            // Behind the Registry's ingress, the ingress sets these.
+            trust_forwarded_headers: reg.spec.ingress.is_some(),
         },
         gc: GcConfig {
             review_delay: reg.spec.garbage_collection.review_delay.clone(),
@@ -154,6 +156,18 @@ pub fn serve_config(reg: &Registry) -> Config {
             registry: reg.name_any(),
         }),
     }
+}
+
+/// The token realm clients are sent to: with an ingress that terminates TLS
+/// (`ingress.tlsSecretName`), `https://<ingress host>/jwt/auth`, as clients
+/// reach the registry there; otherwise none, and the registry derives it from
+/// each request.
+fn realm(reg: &Registry) -> Option<String> {
+    let ingress = reg.spec.ingress.as_ref()?;
+    ingress
+        .tls_secret_name
+        .as_ref()
+        .map(|_| format!("https://{}/jwt/auth", ingress.host))
 }
 
 pub fn config_map(reg: &Registry) -> ConfigMap {
@@ -541,6 +555,36 @@ mod tests {
         r.metadata.namespace = Some("team".into());
         r.metadata.uid = Some("u-1".into());
         r
+    }
+
+    /// Issue 12, 7(i): with a TLS ingress, clients reach the token endpoint
+    /// over https at the ingress host; the rendered config says so.
+    #[test]
+    fn realm_follows_the_ingress_tls() {
+        let cases = [
+            (serde_json::json!({}), None, false),
+            (
+                serde_json::json!({"ingress": {"host": "reg.example.com"}}),
+                None,
+                true,
+            ),
+            (
+                serde_json::json!({"ingress": {"host": "reg.example.com", "tlsSecretName": "reg-tls"}}),
+                Some("https://reg.example.com/jwt/auth"),
+                true,
+            ),
+        ];
+        for (spec, realm, trust) in cases {
+            let config = serve_config(&registry(spec.clone()));
+            assert_eq!(config.auth.realm.as_deref(), realm, "{spec}");
+            assert_eq!(config.auth.trust_forwarded_headers, trust, "{spec}");
+            // The rendered realm passes the registry's own config validation.
+            let yaml = serde_yaml_ng::to_string(&config).unwrap();
+            assert!(
+                realm.is_none_or(|r| yaml.contains(&format!("realm: {r}"))),
+                "{yaml}"
+            );
+        }
     }
 
     #[test]

@@ -63,6 +63,48 @@ impl Caller {
     }
 }
 
+/// The scheme and host a client used to reach us: one rule for the default
+/// token realm and the web UI's `Secure` cookies. From `X-Forwarded-Proto`
+/// and `X-Forwarded-Host` (their first entries) only when `trust_forwarded`
+/// (`auth.trustForwardedHeaders`: a proxy in front sets them); else from the
+/// request itself (its URI scheme, `Host`). A host that is not a plain
+/// `host[:port]` is ignored, as it would end up inside a quoted header.
+pub(crate) fn origin(
+    headers: &HeaderMap,
+    uri_scheme: Option<&str>,
+    trust_forwarded: bool,
+) -> (&'static str, String) {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let plain_host = |h: &&str| {
+        h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+    };
+    let forwarded_https = trust_forwarded
+        .then(|| first("x-forwarded-proto"))
+        .flatten()
+        .map(|p| p.eq_ignore_ascii_case("https"));
+    let https = forwarded_https.unwrap_or(uri_scheme == Some("https"));
+    let host = trust_forwarded
+        .then(|| first("x-forwarded-host"))
+        .flatten()
+        .filter(plain_host)
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(plain_host)
+        })
+        .unwrap_or("localhost");
+    (if https { "https" } else { "http" }, host.to_string())
+}
+
 fn challenge(
     auth: &Auth,
     headers: &HeaderMap,
@@ -70,11 +112,8 @@ fn challenge(
     error: Option<&str>,
 ) -> String {
     let realm = auth.realm.clone().unwrap_or_else(|| {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
-        format!("http://{host}/jwt/auth")
+        let (scheme, host) = origin(headers, None, auth.trust_forwarded);
+        format!("{scheme}://{host}/jwt/auth")
     });
     let mut value = format!(
         "Bearer realm=\"{realm}\",service=\"{}\"",
@@ -158,13 +197,13 @@ fn check(
             "the token does not grant".into(),
         ));
     }
-    // A mount whose token never asked about the source gets a challenge for
-    // it; a token that asked and was refused pull falls back to an upload.
+    // A mount whose token does not grant pull on the source gets a challenge
+    // for it when a new token would grant it; otherwise (the caller may not
+    // read the source: its token carries no entry for it) the mount falls
+    // back to an upload.
     if let Some(from) = mount_from
-        && !claims
-            .access
-            .iter()
-            .any(|a| a.kind == "repository" && a.name == from)
+        && !claims.allows(from, "pull")
+        && auth.model().actions(&subject_identity(&claims), from).pull
     {
         return Err(Refusal::InsufficientScope(format!(
             "mounting from {from} needs a token that asks to pull from it; the token does not grant"
@@ -413,19 +452,37 @@ impl Principal {
     }
 
     /// May the caller do `action` on repository `repo`?
+    ///
+    /// The admin may do what the access model gives the admin, however it
+    /// signed in: everything, except in a project whose registry is
+    /// `disabled` (GitLab: "disabling the Container Registry disables all
+    /// Container Registry operations", for administrators too). An admin
+    /// bearer token used to pass every check here while Basic admin did not.
     pub(crate) fn may(&self, repo: &str, action: Action) -> bool {
+        let allowed = |can: crate::auth::policy::Actions| match action {
+            Action::Pull => can.pull,
+            Action::Delete => can.delete,
+        };
         match self {
             Principal::Open => true,
-            Principal::Token { claims, .. } => {
-                claims.sub == "admin" || claims.allows(repo, action.as_str())
+            Principal::Token { claims, model } if claims.sub == "admin" => {
+                allowed(model.actions(&Identity::Admin, repo))
             }
-            Principal::Identity { identity, model } => {
-                let can = model.actions(identity, repo);
-                match action {
-                    Action::Pull => can.pull,
-                    Action::Delete => can.delete,
-                }
+            Principal::Token { claims, .. } => claims.allows(repo, action.as_str()),
+            Principal::Identity { identity, model } => allowed(model.actions(identity, repo)),
+        }
+    }
+
+    /// May the caller see declared project `path` at all (pull in it, as the
+    /// access model says for who they are)? A bearer token answers for its
+    /// subject, not only for the repositories it names.
+    pub(crate) fn may_see_project(&self, path: &str) -> bool {
+        match self {
+            Principal::Open => true,
+            Principal::Token { claims, model } => {
+                model.actions(&subject_identity(claims), path).pull
             }
+            Principal::Identity { identity, model } => model.actions(identity, path).pull,
         }
     }
 
@@ -468,6 +525,99 @@ pub(crate) fn catalog_filter(
 mod tests {
     use super::*;
     use crate::oci::Reference;
+
+    /// Issue 12, 7(i): forwarded scheme and host count only when trusted.
+    #[test]
+    fn origin_from_forwarded_headers_when_trusted() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, v.parse().unwrap());
+            }
+            m
+        };
+        let proxied = h(&[
+            ("host", "berth.svc:5000"),
+            ("x-forwarded-proto", "https, http"),
+            ("x-forwarded-host", "registry.example.com"),
+        ]);
+        let bad_host = h(&[
+            ("host", "berth.svc:5000"),
+            ("x-forwarded-host", "evil\",x=\"y"),
+        ]);
+        type Case<'a> = (&'a HeaderMap, Option<&'a str>, bool, (&'a str, &'a str));
+        let cases: [Case; 6] = [
+            (&proxied, None, true, ("https", "registry.example.com")),
+            (&proxied, None, false, ("http", "berth.svc:5000")),
+            (&proxied, Some("https"), false, ("https", "berth.svc:5000")),
+            (&bad_host, None, true, ("http", "berth.svc:5000")),
+            (
+                &h(&[("x-forwarded-proto", "http")]),
+                Some("https"),
+                true,
+                ("http", "localhost"),
+            ),
+            (&h(&[]), None, true, ("http", "localhost")),
+        ];
+        for (headers, scheme, trust, (want_scheme, want_host)) in cases {
+            let (s, host) = origin(headers, scheme, trust);
+            assert_eq!(
+                (s, host.as_str()),
+                (want_scheme, want_host),
+                "{headers:?} {trust}"
+            );
+        }
+    }
+
+    /// Issue 12, 7(vi): the admin is one rule whether it signs in with Basic
+    /// credentials or presents an admin bearer token: everything, except in
+    /// a project whose registry is disabled (GitLab: disabling the registry
+    /// disables all its operations). The bearer token used to pass all.
+    #[test]
+    fn admin_is_one_rule_for_basic_and_bearer() {
+        let mut declared = crate::auth::directory::Declared::default();
+        let mut yaml = String::new();
+        for level in ["enabled", "private", "disabled"] {
+            yaml.push_str(&format!(
+                "kind: Project\nmetadata: {{name: {level}}}\nspec: {{path: g/{level}, visibility: private, registryAccessLevel: {level}}}\n---\n"
+            ));
+        }
+        crate::auth::directory::load_text(&yaml, &mut declared).unwrap();
+        let model = Arc::new(AccessModel::new(declared, None));
+        let basic = Principal::Identity {
+            identity: Identity::Admin,
+            model: Arc::clone(&model),
+        };
+        let bearer = Principal::Token {
+            claims: Arc::new(Claims {
+                iss: "berth".into(),
+                sub: "admin".into(),
+                aud: "berth".into(),
+                exp: u64::MAX,
+                nbf: 0,
+                iat: 0,
+                jti: String::new(),
+                access: vec![],
+            }),
+            model,
+        };
+        // (repository, may pull, may delete, may see its project)
+        let table = [
+            ("g/enabled/app", true, true, true),
+            ("g/private/app", true, true, true),
+            ("g/disabled/app", false, false, false),
+            ("elsewhere/app", true, true, true),
+        ];
+        for (repo, pull, delete, see) in table {
+            let project = repo.rsplit_once('/').map_or(repo, |(p, _)| p);
+            for (how, p) in [("basic", &basic), ("bearer", &bearer)] {
+                assert_eq!(p.may(repo, Action::Pull), pull, "{how} pull {repo}");
+                assert_eq!(p.may(repo, Action::Delete), delete, "{how} delete {repo}");
+                assert_eq!(p.may_see_project(project), see, "{how} sees {project}");
+                assert!(p.is_admin(), "{how}");
+            }
+        }
+    }
 
     #[test]
     fn needs_by_method_and_route() {

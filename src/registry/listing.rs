@@ -1,6 +1,11 @@
 //! Listings: `/v2/<name>/tags/list`, `/v2/_catalog` (both paginated with `n`
 //! and `last`, and a `Link` header to the next page), and
 //! `/v2/<name>/referrers/<digest>`.
+//!
+//! Without `n` a listing answers its first [`DEFAULT_PAGE`] entries and a
+//! `Link` to the rest (the spec lets a registry page what it answers; the
+//! `Link` is how clients follow), so no one request renders a whole
+//! repository. `n=0` answers an empty list and no `Link`, as the spec says.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,9 +24,12 @@ use crate::oci::manifest::OCI_INDEX;
 
 /// Largest page served, whatever `n` asks for.
 const MAX_PAGE: u32 = 10_000;
+/// The page served when `n` is absent.
+pub(super) const DEFAULT_PAGE: u32 = 1000;
 
 struct Page {
-    n: Option<u32>,
+    /// Entries asked for: `n`, else [`DEFAULT_PAGE`], at most [`MAX_PAGE`].
+    n: u32,
     last: Option<String>,
 }
 
@@ -37,26 +45,28 @@ fn page(query: &HashMap<String, String>) -> Result<Page> {
         })?),
     };
     Ok(Page {
-        n: n.map(|n| n.min(MAX_PAGE)),
+        n: n.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE),
         last: query.get("last").cloned(),
     })
 }
 
 /// Cuts a one-longer-than-asked result to the page, returning the `Link`
-/// header when there is more.
-fn paginate(mut items: Vec<String>, n: Option<u32>, base: &str) -> (Vec<String>, Option<String>) {
-    match n {
-        Some(n) if items.len() > n as usize => {
-            items.truncate(n as usize);
-            let last = items.last().cloned().unwrap_or_default();
-            let last: String = form_urlencoded::byte_serialize(last.as_bytes()).collect();
-            (
-                items,
-                Some(format!("<{base}?n={n}&last={last}>; rel=\"next\"")),
-            )
-        }
-        _ => (items, None),
+/// header when there is more. An empty page (`n=0`) has no next page: a
+/// `Link` there would name the same request again.
+fn paginate(mut items: Vec<String>, n: u32, base: &str) -> (Vec<String>, Option<String>) {
+    if n == 0 {
+        return (Vec::new(), None);
     }
+    if items.len() <= n as usize {
+        return (items, None);
+    }
+    items.truncate(n as usize);
+    let last = items.last().cloned().unwrap_or_default();
+    let last: String = form_urlencoded::byte_serialize(last.as_bytes()).collect();
+    (
+        items,
+        Some(format!("<{base}?n={n}&last={last}>; rel=\"next\"")),
+    )
 }
 
 fn json_response(body: Value, content_type: &str, link: Option<String>) -> Result<Response> {
@@ -81,20 +91,32 @@ pub(super) async fn tags(
             format!("repository {name} is not known"),
         ));
     };
-    let key = (name.to_string(), p.n, p.last.clone());
-    if let Some(page) = reg.tag_pages.get(&key, version) {
+    if p.n == 0 {
+        return page_response(CachedPage {
+            body: Bytes::from(json!({ "name": name, "tags": [] }).to_string()),
+            link: None,
+        });
+    }
+    // Only first pages are kept: what follows `last` is the caller's choice,
+    // so keying on it would let callers fill the cache.
+    let key = (name.to_string(), p.n);
+    if p.last.is_none()
+        && let Some(page) = reg.tag_pages.get(&key, version)
+    {
         return page_response(page);
     }
     let tags = reg
         .meta
-        .tags(version.repository_id, p.n.map(|n| n + 1), p.last.as_deref())
+        .tags(version.repository_id, Some(p.n + 1), p.last.as_deref())
         .await?;
     let (tags, link) = paginate(tags, p.n, &format!("/v2/{name}/tags/list"));
     let page = CachedPage {
         body: Bytes::from(json!({ "name": name, "tags": tags }).to_string()),
         link,
     };
-    reg.tag_pages.put(key, version, page.clone());
+    if p.last.is_none() {
+        reg.tag_pages.put(key, version, page.clone());
+    }
     page_response(page)
 }
 
@@ -115,32 +137,63 @@ pub(super) struct CachedPage {
     link: Option<String>,
 }
 
-type PageKey = (String, Option<u32>, Option<String>);
+impl CachedPage {
+    /// The bytes this page holds in the cache, with its key.
+    fn size(&self, key: &PageKey) -> usize {
+        self.body.len() + self.link.as_ref().map_or(0, String::len) + key.0.len() + 64
+    }
+}
 
-/// Rendered tags/list pages, each valid while its repository's tag version is
-/// unchanged. Bounded: when full it starts over.
+/// A repository and the page size asked for: first pages only.
+type PageKey = (String, u32);
+
+/// Rendered first pages of tags/list, each valid while its repository's tag
+/// version is unchanged. Bounded by bytes: when a page would not fit, the
+/// cache starts over.
 #[derive(Default)]
 pub(super) struct TagPageCache {
-    pages: Mutex<HashMap<PageKey, (TagsVersion, CachedPage)>>,
+    inner: Mutex<Pages>,
+}
+
+#[derive(Default)]
+struct Pages {
+    pages: HashMap<PageKey, (TagsVersion, CachedPage)>,
+    bytes: usize,
 }
 
 impl TagPageCache {
-    const CAPACITY: usize = 4096;
+    const BYTES: usize = 32 << 20;
 
     fn get(&self, key: &PageKey, version: TagsVersion) -> Option<CachedPage> {
-        let pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
-        pages
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .pages
             .get(key)
             .filter(|(v, _)| *v == version)
             .map(|(_, p)| p.clone())
     }
 
     fn put(&self, key: PageKey, version: TagsVersion, page: CachedPage) {
-        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
-        if pages.len() >= Self::CAPACITY {
-            pages.clear();
+        let size = page.size(&key);
+        if size > Self::BYTES / 16 {
+            return;
         }
-        pages.insert(key, (version, page));
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, old)) = inner.pages.remove(&key) {
+            inner.bytes -= old.size(&key);
+        }
+        if inner.bytes + size > Self::BYTES {
+            inner.pages.clear();
+            inner.bytes = 0;
+        }
+        inner.bytes += size;
+        inner.pages.insert(key, (version, page));
+    }
+
+    /// Pages kept, and the bytes they are accounted at.
+    pub(super) fn usage(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (inner.pages.len(), inner.bytes)
     }
 }
 
@@ -150,7 +203,10 @@ pub(super) async fn catalog(
     visible: Box<dyn Fn(&str) -> bool + Send + Sync>,
 ) -> Result<Response> {
     let p = page(query)?;
-    let want = p.n.map(|n| n as usize + 1).unwrap_or(usize::MAX);
+    if p.n == 0 {
+        return json_response(json!({ "repositories": [] }), "application/json", None);
+    }
+    let want = p.n as usize + 1;
     // Read in batches, keeping what the caller may see, until the page is full.
     let mut repos = Vec::new();
     let mut after = p.last.clone();
@@ -202,4 +258,47 @@ pub(super) async fn referrers(
         );
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("t{i}")).collect()
+    }
+
+    #[test]
+    fn pages_and_links() {
+        let base = "/v2/a/tags/list";
+        // (fetched, n) -> (served, link)
+        let cases: [(usize, u32, usize, Option<&str>); 5] = [
+            (3, 2, 2, Some("</v2/a/tags/list?n=2&last=t1>; rel=\"next\"")),
+            (2, 2, 2, None),
+            (0, 2, 0, None),
+            // n=0: an empty page and no Link (one would name this request again).
+            (1, 0, 0, None),
+            (0, 0, 0, None),
+        ];
+        for (fetched, n, served, link) in cases {
+            let (items, l) = paginate(names(fetched), n, base);
+            assert_eq!(items.len(), served, "{fetched} {n}");
+            assert_eq!(l.as_deref(), link, "{fetched} {n}");
+        }
+    }
+
+    #[test]
+    fn page_sizes() {
+        let q = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
+        };
+        assert_eq!(page(&q(&[])).unwrap().n, DEFAULT_PAGE);
+        assert_eq!(page(&q(&[("n", "0")])).unwrap().n, 0);
+        assert_eq!(page(&q(&[("n", "7")])).unwrap().n, 7);
+        assert_eq!(page(&q(&[("n", "99999999")])).unwrap().n, MAX_PAGE);
+        assert!(page(&q(&[("n", "-1")])).is_err());
+    }
 }

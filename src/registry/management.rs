@@ -275,13 +275,26 @@ impl Call {
             .unwrap_or_else(|| "localhost".into())
     }
 
+    /// The project, if the caller may see it: a declared project they may
+    /// not pull in is "not found" as one that does not exist (GitLab hides
+    /// private projects so), except that an anonymous caller is asked to
+    /// log in.
     fn scope(&self, project: &str) -> ApiResult<ProjectScope> {
-        ProjectScope::resolve(
+        let not_found = || ApiError::not_found(format!("project {project} not found"));
+        let scope = ProjectScope::resolve(
             self.principal.model().cloned(),
             project,
             self.principal.is_admin(),
         )
-        .ok_or_else(|| ApiError::not_found(format!("project {project} not found")))
+        .ok_or_else(not_found)?;
+        if scope.declared && !self.principal.may_see_project(project) {
+            return Err(if self.principal.is_anonymous() {
+                self.unauthorized("authentication required")
+            } else {
+                not_found()
+            });
+        }
+        Ok(scope)
     }
 
     /// Repository `id` of the project, if the caller may do `action` on it.

@@ -198,6 +198,11 @@ impl Registry {
         })
     }
 
+    /// Rendered tags/list pages kept, and the bytes they are accounted at.
+    pub fn tag_page_cache_usage(&self) -> (usize, usize) {
+        self.tag_pages.usage()
+    }
+
     pub fn upload_expiry(&self) -> std::time::Duration {
         std::time::Duration::from_millis(
             self.upload_expiry_ms
@@ -302,9 +307,10 @@ async fn readyz(State(reg): State<Arc<Registry>>) -> Response {
 }
 
 async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
+    let head = req.method() == Method::HEAD;
     let mut response = match route_request(&reg, req).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => head_safe(head, e).into_response(),
     };
     response.headers_mut().insert(
         "docker-distribution-api-version",
@@ -360,6 +366,19 @@ async fn route_request(reg: &Registry, req: Request) -> Result<Response> {
             ErrorCode::Unsupported,
             format!("{method} is not supported on {route:?}"),
         )),
+    }
+}
+
+/// A HEAD reply has no body, so a client shows only its status: for an
+/// invalid name, "400 Bad Request" and not why. Every client starts a push
+/// with a HEAD (does the blob or manifest exist?), so HEAD on an invalid
+/// name answers 404 (nothing exists there, which is true); the client goes
+/// on to its upload or manifest PUT, whose 400 NAME_INVALID body it shows.
+fn head_safe(head: bool, e: RegistryError) -> RegistryError {
+    if head && matches!(e.code, ErrorCode::NameInvalid) {
+        e.with_status(StatusCode::NOT_FOUND)
+    } else {
+        e
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::Registry;
 use super::error::{ErrorCode, RegistryError};
 use crate::auth::Identity;
-use crate::auth::token::parse_scope;
+use crate::auth::token::{Access, MAX_SCOPES, parse_scope};
 
 pub(super) async fn token(State(reg): State<Arc<Registry>>, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
@@ -47,10 +47,7 @@ async fn issue(reg: &Registry, req: &Parts) -> Result<Response, RegistryError> {
             })?
         }
     };
-    let requested: Vec<_> = form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes())
-        .filter(|(k, _)| k == "scope")
-        .flat_map(|(_, v)| v.split(' ').filter_map(parse_scope).collect::<Vec<_>>())
-        .collect();
+    let requested = requested_scopes(req.uri.query().unwrap_or(""))?;
     let granted = model.grant(&identity, &requested);
     let (token, claims) = auth
         .tokens
@@ -71,6 +68,32 @@ async fn issue(reg: &Registry, req: &Parts) -> Result<Response, RegistryError> {
         .header(header::CACHE_CONTROL, "no-store")
         .body(Body::from(body.to_string()))
         .map_err(RegistryError::internal)
+}
+
+/// The scopes a token request asks for (`scope` parameters, each one or
+/// more space-separated scopes), at most [`MAX_SCOPES`] of them: more is
+/// refused rather than cut, so no client gets a token silently short of what
+/// it asked.
+fn requested_scopes(query: &str) -> Result<Vec<Access>, RegistryError> {
+    let mut requested = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k != "scope" {
+            continue;
+        }
+        for scope in v.split(' ').filter(|s| !s.is_empty()) {
+            if requested.len() == MAX_SCOPES {
+                return Err(RegistryError::new(
+                    ErrorCode::Denied,
+                    format!("a token request may ask for at most {MAX_SCOPES} scopes; ask for fewer per token"),
+                )
+                .with_status(StatusCode::BAD_REQUEST));
+            }
+            if let Some(access) = parse_scope(scope) {
+                requested.push(access);
+            }
+        }
+    }
+    Ok(requested)
 }
 
 enum Credentials {

@@ -41,8 +41,8 @@ pub struct FsStore {
 impl FsStore {
     /// Opens (creating if needed) a store rooted at `root`.
     pub fn open(root: &Path) -> io::Result<FsStore> {
-        fs::create_dir_all(root.join("blobs"))?;
-        fs::create_dir_all(root.join("uploads"))?;
+        super::durable::create_dir_all_synced(&root.join("blobs"))?;
+        super::durable::create_dir_all_synced(&root.join("uploads"))?;
         Ok(FsStore {
             root: root.to_path_buf(),
         })
@@ -271,7 +271,7 @@ impl BlobStore for FsStore {
             }
             file.sync_all()?;
             let dir = to.parent().expect("blob path has a parent");
-            fs::create_dir_all(dir)?;
+            super::durable::create_dir_all_synced(dir)?;
             fs::rename(&from, &to)?;
             sync_dir(dir)?;
             Ok(true)

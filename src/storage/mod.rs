@@ -6,6 +6,7 @@
 //! An object-storage implementation plugs in behind the same trait; the shared
 //! test suite in [`conformance`] runs against every implementation.
 
+pub mod durable;
 pub mod fs;
 
 #[cfg(test)]

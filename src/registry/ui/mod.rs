@@ -237,9 +237,9 @@ impl Viewer {
             if let Some(id) = cookie(&cookies, SESSION_COOKIE)
                 && let Some(s) = reg.ui_sessions.get(id)
             {
-                // The token is checked again on every request: a removed or
-                // expired token ends the session.
-                match auth.authenticate(&s.user, &s.secret).await {
+                // The token is checked again (by its hash) on every request:
+                // a removed or expired token ends the session.
+                match auth.recheck(&s.user, &s.proof) {
                     Some(identity) => {
                         name = Some(display_name(&identity, &s.user));
                         session_id = Some(id.to_string());
@@ -270,14 +270,12 @@ impl Viewer {
     }
 
     /// Did the browser reach us over HTTPS (directly or through a proxy)?
+    /// Did the browser reach us over HTTPS? The same rule as the token
+    /// realm's scheme ([`access::origin`]): forwarded headers count only when
+    /// `auth.trustForwardedHeaders` is set.
     fn secure(&self) -> bool {
-        self.parts.uri.scheme_str() == Some("https")
-            || self
-                .parts
-                .headers
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+        let trust = self.reg.auth.as_ref().is_some_and(|a| a.trust_forwarded);
+        super::access::origin(&self.parts.headers, self.parts.uri.scheme_str(), trust).0 == "https"
     }
 
     /// The CSRF token for this page's forms.
@@ -428,7 +426,7 @@ impl Viewer {
         // A declared project is shown to those who may pull in it.
         if let Some(model) = self.principal.model()
             && model.projects().iter().any(|p| p.path == project)
-            && !self.principal.may(project, Action::Pull)
+            && !self.principal.may_see_project(project)
         {
             return Err(missing());
         }
@@ -543,7 +541,7 @@ async fn projects(State(reg): State<Arc<Registry>>, req: Request) -> UiResult {
     let mut seen = std::collections::HashSet::new();
     if let Some(model) = v.principal.model() {
         for p in model.projects() {
-            if !v.principal.may(&p.path, Action::Pull) {
+            if !v.principal.may_see_project(&p.path) {
                 continue;
             }
             seen.insert(p.path.clone());
@@ -693,12 +691,13 @@ async fn login(State(reg): State<Arc<Registry>>, req: Request) -> UiResult {
     let user = form.get("user").unwrap_or_default().trim().to_string();
     let token = form.get("token").unwrap_or_default().to_string();
     let next = safe_next(form.get("next").unwrap_or_default());
-    let identity = if user.is_empty() || token.is_empty() {
+    let signed_in = if user.is_empty() || token.is_empty() {
         None
     } else {
-        auth.authenticate(&user, &token).await
+        auth.sign_in(&user, &token).await
     };
-    let Some(identity) = identity else {
+    drop(token);
+    let Some((identity, proof)) = signed_in else {
         tracing::info!(user = %user, "web UI: sign-in refused");
         let page = LoginPage {
             layout: v.layout("Sign in", vec![Crumb::link("Projects", "/ui/")]),
@@ -712,16 +711,11 @@ async fn login(State(reg): State<Arc<Registry>>, req: Request) -> UiResult {
     if let Some(old) = &v.session_id {
         v.reg.ui_sessions.remove(old);
     }
-    let id = v.reg.ui_sessions.create(&user, &token);
+    let ttl = v.reg.ui_sessions.ttl_of(&proof);
+    let id = v.reg.ui_sessions.create(&user, proof);
     tracing::info!(user = %user, identity = %identity.subject(), "web UI: signed in");
     let mut response = Redirect::to(&next).into_response();
-    let cookie = set_cookie(
-        SESSION_COOKIE,
-        &id,
-        "Lax",
-        v.reg.ui_sessions.ttl(),
-        v.secure(),
-    );
+    let cookie = set_cookie(SESSION_COOKIE, &id, "Lax", ttl, v.secure());
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

@@ -1,8 +1,9 @@
 //! Web UI sign-in sessions and CSRF tokens.
 //!
 //! A session is a random 256-bit id in the `berth_session` cookie, mapped in
-//! memory to the user name and token it was opened with. The token is checked
-//! again on every request, so removing or expiring a token ends its sessions
+//! memory to the user name and the SHA-256 of the token it was opened with
+//! (never the token: see [`Remembered`]). The token is checked again, by its
+//! hash, on every request, so removing or expiring a token ends its sessions
 //! at once. Sessions expire after a fixed time (cookie `Max-Age` and server
 //! side alike) and are lost on restart. The map is keyed by the SHA-256 of the
 //! id, so a copy of memory yields no usable cookie.
@@ -23,6 +24,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::auth::Remembered;
+
 /// The cookie holding the session id.
 pub(super) const SESSION_COOKIE: &str = "berth_session";
 /// The cookie anchoring the CSRF token of visitors not signed in.
@@ -36,7 +39,7 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 #[derive(Debug, Clone)]
 pub(super) struct Session {
     pub(super) user: String,
-    pub(super) secret: String,
+    pub(super) proof: Remembered,
     pub(super) expires: SystemTime,
 }
 
@@ -85,10 +88,19 @@ impl Sessions {
         self.ttl.store(ttl.as_secs(), Ordering::Relaxed);
     }
 
+    /// How long a session on `proof` lasts.
+    pub(super) fn ttl_of(&self, proof: &Remembered) -> Duration {
+        match proof {
+            Remembered::Hash(_) => self.ttl(),
+            Remembered::External(_) => self.ttl().min(Remembered::EXTERNAL_TTL),
+        }
+    }
+
     /// Opens a session; returns its id (the cookie value).
-    pub(super) fn create(&self, user: &str, secret: &str) -> String {
+    pub(super) fn create(&self, user: &str, proof: Remembered) -> String {
         let id = random_token();
         let now = SystemTime::now();
+        let expires = now + self.ttl_of(&proof);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, s| s.expires > now);
         if map.len() >= MAX_SESSIONS
@@ -100,8 +112,8 @@ impl Sessions {
             id_key(&id),
             Session {
                 user: user.to_string(),
-                secret: secret.to_string(),
-                expires: now + self.ttl(),
+                proof,
+                expires,
             },
         );
         id
@@ -183,16 +195,24 @@ mod tests {
     #[test]
     fn sessions_live_and_die() {
         let s = Sessions::new(Duration::from_secs(60));
-        let id = s.create("alice", "pat");
+        let hash = crate::auth::directory::hash_secret("pat");
+        let id = s.create("alice", Remembered::Hash(hash));
         assert_eq!(id.len(), 43);
         let got = s.get(&id).expect("live session");
-        assert_eq!((got.user.as_str(), got.secret.as_str()), ("alice", "pat"));
+        assert_eq!(got.user, "alice");
+        assert_eq!(got.proof, Remembered::Hash(hash), "the hash, not the token");
+        // Nothing the session map holds spells the token (issue 12, 7(v)).
+        let held = format!("{:?}", s.map.lock().unwrap());
+        assert!(
+            !held.contains("pat\"") && !held.contains(&hex::encode(hash)),
+            "{held}"
+        );
         assert!(s.get("nope").is_none());
         s.remove(&id);
         assert!(s.get(&id).is_none());
 
         let short = Sessions::new(Duration::ZERO);
-        let id = short.create("bob", "x");
+        let id = short.create("bob", Remembered::Hash([0; 32]));
         assert!(short.get(&id).is_none(), "an expired session is gone");
     }
 
