@@ -13,6 +13,7 @@
 //!
 //! Abandoned upload sessions older than the upload expiry are removed too.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,11 +42,12 @@ pub async fn sweep(
     let mut counts = SweepCounts::default();
     // Manifests first: deleting them queues their blobs (due at once only
     // with a zero review delay; otherwise a later sweep takes them).
+    let mut handled = HashSet::new();
     loop {
         let due = reg.meta.gc_due_manifests(now, BATCH).await?;
-        if due.is_empty() {
+        let Some(due) = not_yet_handled(due, &mut handled, "manifest") else {
             break;
-        }
+        };
         let mut batch = SweepCounts::default();
         for id in due {
             if let Some(bytes) = busy_retry(|| reg.meta.gc_review_manifest(id, now)).await? {
@@ -57,11 +59,12 @@ pub async fn sweep(
     }
     // The manifests just deleted may have queued blobs due now.
     let now = now_ms().max(now);
+    let mut handled = HashSet::new();
     loop {
         let due = reg.meta.gc_due_blobs(now, BATCH).await?;
-        if due.is_empty() {
+        let Some(due) = not_yet_handled(due, &mut handled, "blob") else {
             break;
-        }
+        };
         let mut batch = SweepCounts::default();
         for digest in due {
             let _locked = reg.lock_blob(&digest).await;
@@ -108,6 +111,31 @@ pub async fn sweep(
         tracing::debug!(took_ms, "garbage collection sweep: nothing to delete");
     }
     Ok(counts)
+}
+
+/// The due reviews this sweep has not handled yet, or `None` when the sweep
+/// must stop: nothing is due, or a review it already handled is due again.
+/// Handling a review always drops it or moves it later, so one that is still
+/// due means its transaction did not take (a failing disk, a database error
+/// swallowed somewhere): going round again would spin, so the sweep ends and
+/// the next one retries.
+fn not_yet_handled<T: Clone + Eq + std::hash::Hash + std::fmt::Debug>(
+    due: Vec<T>,
+    handled: &mut HashSet<T>,
+    kind: &str,
+) -> Option<Vec<T>> {
+    if due.is_empty() {
+        return None;
+    }
+    if let Some(again) = due.iter().find(|r| handled.contains(*r)) {
+        tracing::error!(
+            review = ?again,
+            "garbage collection: a {kind} review handled in this sweep is still due; stopping the sweep (the next one retries)"
+        );
+        return None;
+    }
+    handled.extend(due.iter().cloned());
+    Some(due)
 }
 
 /// Runs one review transaction, retrying a few times when SQLite reports the
@@ -183,4 +211,28 @@ pub fn spawn(reg: &Arc<Registry>, settings: GcSettings) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_review_due_again_stops_the_sweep() {
+        let mut handled = HashSet::new();
+        assert_eq!(
+            not_yet_handled(Vec::<i64>::new(), &mut handled, "manifest"),
+            None
+        );
+        assert_eq!(
+            not_yet_handled(vec![1, 2], &mut handled, "manifest"),
+            Some(vec![1, 2])
+        );
+        assert_eq!(
+            not_yet_handled(vec![3], &mut handled, "manifest"),
+            Some(vec![3])
+        );
+        // Review 2 was handled and is due again: stop rather than spin.
+        assert_eq!(not_yet_handled(vec![2, 4], &mut handled, "manifest"), None);
+    }
 }

@@ -58,7 +58,7 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
         path: config.data_dir.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(&config.data_dir).map_err(data_err)?;
+    crate::storage::durable::create_dir_all_synced(&config.data_dir).map_err(data_err)?;
     let store = FsStore::open(&config.data_dir).map_err(data_err)?;
     let meta = Metadata::open_sqlite(&config.data_dir.join("berth.db")).await?;
     let (auth, admin_token) = if config.auth.enabled {

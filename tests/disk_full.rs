@@ -325,8 +325,11 @@ async fn acknowledged_writes_survive_a_full_disk() {
     // Reviews due at once, so the sweep below has something to delete; no
     // periodic sweep (the test runs it); no free-space reserve, so the disk
     // really fills.
-    std::fs::write(&config, "gc:\n  reviewDelay: 0s\n  sweepInterval: 24h\n")
-        .expect("write config");
+    std::fs::write(
+        &config,
+        "gc:\n  reviewDelay: 0s\n  sweepInterval: 24h\nstorage:\n  minFreeBytes: 0\n",
+    )
+    .expect("write config");
     let mut server = Server::start(&data, &config, logs.join("berth-1.log")).await;
     let http = Http {
         c: Client::builder()
