@@ -20,6 +20,8 @@ pub mod error;
 mod listing;
 mod management;
 mod manifests;
+#[cfg(test)]
+mod parser_fuzz;
 pub mod route;
 mod token;
 pub mod ui;

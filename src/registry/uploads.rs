@@ -237,21 +237,25 @@ fn resume_hasher(kept: &mut Option<(u64, Hasher)>, size: u64) -> Option<Hasher> 
     }
 }
 
+/// Reads a chunk's `Content-Range: [bytes[ =]]<first>-<last>[/<total>]`
+/// (clients send it with and without the unit) as (first, last).
+pub(crate) fn parse_content_range(text: &str) -> Option<(u64, u64)> {
+    let spec = text
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches([' ', '=']);
+    let spec = spec.split('/').next().unwrap_or("");
+    spec.split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
+}
+
 /// Refuses a chunk that does not start where the upload ends (416).
 fn check_content_range(headers: &HeaderMap, name: &str, id: &UploadId, size: u64) -> Result<()> {
     let Some(value) = headers.get(header::CONTENT_RANGE) else {
         return Ok(());
     };
     let text = value.to_str().unwrap_or("");
-    let spec = text
-        .trim()
-        .trim_start_matches("bytes")
-        .trim_start_matches([' ', '=']);
-    let spec = spec.split('/').next().unwrap_or("");
-    let parsed = spec
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)));
-    match parsed {
+    match parse_content_range(text) {
         Some((start, end)) if start == size && end >= start => Ok(()),
         _ => Err(RegistryError::new(
             ErrorCode::BlobUploadInvalid,
