@@ -1575,3 +1575,91 @@ async fn without_authentication_a_project_is_a_name_prefix() {
         .await;
     assert_eq!(strings(&r.json()["tags"]), ["z"]);
 }
+
+/// A Developer cannot delete an immutable tag, nor empty it from beneath:
+/// the child manifest of the index it names and the layers that child
+/// references are refused by digest (409 DENIED, naming the tag), for the
+/// admin too. Issue 12, finding 4.
+#[tokio::test]
+async fn what_an_immutable_tag_holds_is_not_deleted_from_beneath() {
+    let app = app().await;
+    let repo = "g/app/held";
+    let (child, r) = app
+        .try_push_image(DEVELOPER, repo, "held-child", None, &[&layer(7, 10)])
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let index = app
+        .push_index(DEVELOPER, repo, "release-1", &[&child])
+        .await;
+    let layer_digest = child
+        .blobs
+        .keys()
+        .find(|d| **d != child.config)
+        .unwrap()
+        .clone();
+    for who in [DEVELOPER, ADMIN] {
+        let token = app
+            .token(Some(who), &format!("repository:{repo}:pull,delete"))
+            .await;
+        let delete = |what: String| {
+            let (app, token) = (&app, &token);
+            async move {
+                app.call(
+                    Method::DELETE,
+                    &format!("/v2/{repo}/{what}"),
+                    As::Bearer(token),
+                    None,
+                    vec![],
+                )
+                .await
+            }
+        };
+        // The tag itself (and its index by digest): the immutable rule.
+        for reference in ["release-1", index.digest.as_str()] {
+            let r = delete(format!("manifests/{reference}")).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{reference}: {}", r.text());
+        }
+        // What it holds: the references.
+        let r = delete(format!("manifests/{}", child.digest)).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+        assert_eq!(r.json()["errors"][0]["code"], "DENIED");
+        assert_eq!(
+            r.json()["errors"][0]["message"],
+            format!(
+                "manifest {} is referenced by index {} (tag release-1); delete the index first",
+                child.digest, index.digest
+            )
+        );
+        for blob in [&layer_digest, &child.config] {
+            let r = delete(format!("blobs/{blob}")).await;
+            assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+            assert_eq!(
+                r.json()["errors"][0]["message"],
+                format!(
+                    "blob {blob} is referenced by manifest {} (tag release-1); delete the manifest first",
+                    child.digest
+                )
+            );
+        }
+    }
+    // All of it still pulls.
+    let token = app
+        .token(Some(DEVELOPER), &format!("repository:{repo}:pull"))
+        .await;
+    for what in [
+        "manifests/release-1".to_string(),
+        format!("manifests/{}", child.digest),
+        format!("blobs/{layer_digest}"),
+    ] {
+        let r = app
+            .call(
+                Method::GET,
+                &format!("/v2/{repo}/{what}"),
+                As::Bearer(&token),
+                None,
+                vec![],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{what}");
+    }
+}
