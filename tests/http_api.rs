@@ -1004,7 +1004,12 @@ async fn deletes_refuse_what_a_tagged_index_holds() {
     });
     let child_digest = Digest::sha256_of(&serde_json::to_vec(&child_manifest).unwrap());
     let child = app
-        .put_manifest(repo, &child_digest.to_string(), &child_manifest, OCI_MANIFEST)
+        .put_manifest(
+            repo,
+            &child_digest.to_string(),
+            &child_manifest,
+            OCI_MANIFEST,
+        )
         .await;
     let index = json!({
         "schemaVersion": 2, "mediaType": OCI_INDEX,
@@ -1024,10 +1029,20 @@ async fn deletes_refuse_what_a_tagged_index_holds() {
             .await
         }
     };
-    let message = |r: &Reply| r.json()["errors"][0]["message"].as_str().unwrap_or("").to_string();
+    let message = |r: &Reply| {
+        r.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
 
     let r = delete(format!("manifests/{child}")).await;
-    assert_eq!(r.status, StatusCode::CONFLICT, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     assert_eq!(r.error_code(), "DENIED");
     assert_eq!(
         message(&r),
@@ -1038,7 +1053,9 @@ async fn deletes_refuse_what_a_tagged_index_holds() {
     assert_eq!(r.error_code(), "DENIED");
     assert_eq!(
         message(&r),
-        format!("blob {layer} is referenced by manifest {child} (tag v1); delete the manifest first")
+        format!(
+            "blob {layer} is referenced by manifest {child} (tag v1); delete the manifest first"
+        )
     );
     // Nothing went: the tag, the child and the layer all read back, and fsck
     // finds the repository whole.
@@ -1048,7 +1065,12 @@ async fn deletes_refuse_what_a_tagged_index_holds() {
         format!("blobs/{layer}"),
     ] {
         let r = app
-            .call(Method::GET, &format!("/v2/{repo}/{path}"), &[], Body::empty())
+            .call(
+                Method::GET,
+                &format!("/v2/{repo}/{path}"),
+                &[],
+                Body::empty(),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{path}");
     }
@@ -1056,15 +1078,26 @@ async fn deletes_refuse_what_a_tagged_index_holds() {
     assert!(report.problems.is_empty(), "fsck: {:?}", report.problems);
 
     // The untagged child still holds its blobs after the index is gone.
-    assert_eq!(delete(format!("manifests/{index}")).await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        delete(format!("manifests/{index}")).await.status,
+        StatusCode::ACCEPTED
+    );
     let r = delete(format!("blobs/{config}")).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(
         message(&r),
-        format!("blob {config} is referenced by manifest {child} (untagged); delete the manifest first")
+        format!(
+            "blob {config} is referenced by manifest {child} (untagged); delete the manifest first"
+        )
     );
-    assert_eq!(delete(format!("manifests/{child}")).await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        delete(format!("manifests/{child}")).await.status,
+        StatusCode::ACCEPTED
+    );
     for blob in [layer, config] {
-        assert_eq!(delete(format!("blobs/{blob}")).await.status, StatusCode::ACCEPTED);
+        assert_eq!(
+            delete(format!("blobs/{blob}")).await.status,
+            StatusCode::ACCEPTED
+        );
     }
 }

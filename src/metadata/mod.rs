@@ -1080,7 +1080,11 @@ mod tests {
             ),
             (
                 "manifest",
-                holders(&["sha256:a", "sha256:b", "sha256:x"], 7, &["a", "b", "c", "d"]),
+                holders(
+                    &["sha256:a", "sha256:b", "sha256:x"],
+                    7,
+                    &["a", "b", "c", "d"],
+                ),
                 "manifest sha256:c is referenced by manifest sha256:a, manifest sha256:b and 5 more (tags a, b, c, …); delete those manifests first",
             ),
         ];
@@ -1089,7 +1093,12 @@ mod tests {
         }
     }
 
-    async fn put(meta: &Metadata, repo: &str, json: serde_json::Value, tag: Option<&str>) -> Digest {
+    async fn put(
+        meta: &Metadata,
+        repo: &str,
+        json: serde_json::Value,
+        tag: Option<&str>,
+    ) -> Digest {
         let payload = serde_json::to_vec(&json).unwrap();
         let digest = Digest::sha256_of(&payload);
         let parsed = manifest::parse(None, &payload).unwrap();
@@ -1114,7 +1123,9 @@ mod tests {
     #[tokio::test]
     async fn deletes_refuse_what_is_still_referenced() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Metadata::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+        let meta = Metadata::open_sqlite(&dir.path().join("t.db"))
+            .await
+            .unwrap();
         let config = Digest::sha256_of(b"{}");
         let layer = Digest::sha256_of(b"layer");
         for (d, n) in [(&config, 2), (&layer, 5)] {
@@ -1156,12 +1167,16 @@ mod tests {
         let m = refused(meta.delete_manifest("r", &child, &any_tag_write).await);
         assert_eq!(
             m,
-            format!("manifest {child} is referenced by index {index} (tag v1); delete the index first")
+            format!(
+                "manifest {child} is referenced by index {index} (tag v1); delete the index first"
+            )
         );
         let m = refused(meta.unlink_blob("r", &layer).await);
         assert_eq!(
             m,
-            format!("blob {layer} is referenced by manifest {child} (tag v1); delete the manifest first")
+            format!(
+                "blob {layer} is referenced by manifest {child} (tag v1); delete the manifest first"
+            )
         );
         let m = refused(meta.unlink_blob("r", &config).await);
         assert!(m.contains(&format!("manifest {child}")), "{m}");
@@ -1171,15 +1186,29 @@ mod tests {
 
         // The subject may go before its referrer; then the index, the child,
         // and the blobs once nothing references them.
-        assert!(meta.delete_manifest("r", &index, &any_tag_write).await.unwrap());
-        assert!(meta.delete_manifest("r", &child, &any_tag_write).await.unwrap());
+        assert!(
+            meta.delete_manifest("r", &index, &any_tag_write)
+                .await
+                .unwrap()
+        );
+        assert!(
+            meta.delete_manifest("r", &child, &any_tag_write)
+                .await
+                .unwrap()
+        );
         assert!(meta.unlink_blob("r", &layer).await.unwrap());
         let m = refused(meta.unlink_blob("r", &config).await);
         assert_eq!(
             m,
-            format!("blob {config} is referenced by manifest {referrer} (untagged); delete the manifest first")
+            format!(
+                "blob {config} is referenced by manifest {referrer} (untagged); delete the manifest first"
+            )
         );
-        assert!(meta.delete_manifest("r", &referrer, &any_tag_write).await.unwrap());
+        assert!(
+            meta.delete_manifest("r", &referrer, &any_tag_write)
+                .await
+                .unwrap()
+        );
         assert!(meta.unlink_blob("r", &config).await.unwrap());
         assert!(!meta.unlink_blob("r", &config).await.unwrap());
     }
