@@ -3,14 +3,23 @@
 //! finds orphans (blob files without a row, upload files without a session,
 //! sessions without a file). `--repair` deletes orphans; it never deletes a
 //! blob the database knows, and never touches a referenced object.
+//!
+//! It also warns about repositories whose names the current naming rules
+//! would refuse to a new push (the grammar, and with the declared projects
+//! the depth below a project), e.g. one pushed before its project was
+//! declared. Those are warnings, not problems: the data is whole, the admin
+//! can still read and delete such a repository, and whether it should go is
+//! the admin's call, which neither `--repair` nor a failing exit status
+//! should make.
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use futures_util::StreamExt;
 
+use crate::auth::{AccessModel, Location, MAX_LEVELS_BELOW_PROJECT};
 use crate::metadata::Metadata;
-use crate::oci::{Digest, Hasher, manifest};
+use crate::oci::{Digest, Hasher, manifest, validate_repository};
 use crate::storage::BlobStore;
 use crate::storage::fs::FsStore;
 
@@ -99,6 +108,40 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// Something to look at that is no corruption: fsck still passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// A repository a new push could not create under the current naming
+    /// rules; the admin can still list, pull and delete it.
+    NameBreaksRules { repository: String, rule: String },
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warning::NameBreaksRules { repository, rule } => write!(
+                f,
+                "repository {repository}: its name breaks the naming rules ({rule}); \
+                 only the admin can list and delete it"
+            ),
+        }
+    }
+}
+
+/// Which naming rule `repo` breaks, if any: the name grammar, and with the
+/// declared projects (`None`: not known here) the depth below a project.
+pub fn naming_rule_broken(projects: Option<&AccessModel>, repo: &str) -> Option<String> {
+    if let Err(e) = validate_repository(repo) {
+        return Some(e.to_string());
+    }
+    match projects?.locate(repo) {
+        Location::TooDeep { project, levels } => Some(format!(
+            "{levels} levels below project {project}; at most {MAX_LEVELS_BELOW_PROJECT} are allowed"
+        )),
+        Location::InProject(_) | Location::Outside => None,
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Report {
     pub blobs: u64,
@@ -107,14 +150,27 @@ pub struct Report {
     /// Blobs no manifest references (garbage collection reviews them).
     pub unreferenced_blobs: u64,
     pub problems: Vec<Problem>,
+    /// Not counted as problems: the exit status stays 0.
+    pub warnings: Vec<Warning>,
     pub repaired: u64,
 }
 
-/// Checks `data_dir` (the registry should be stopped). `progress` gets a
-/// line now and then on long runs.
+/// Checks `data_dir` (the registry should be stopped), repository names
+/// against the grammar only. `progress` gets a line now and then on long runs.
 pub async fn check(
     data_dir: &Path,
     repair: bool,
+    progress: &dyn Fn(&str),
+) -> Result<Report, String> {
+    check_with(data_dir, repair, None, progress).await
+}
+
+/// [`check`], with the declared projects (from the configuration's
+/// manifest directory) to check repository names against their depth rule.
+pub async fn check_with(
+    data_dir: &Path,
+    repair: bool,
+    projects: Option<&AccessModel>,
     progress: &dyn Fn(&str),
 ) -> Result<Report, String> {
     let db = data_dir.join("berth.db");
@@ -234,6 +290,15 @@ pub async fn check(
     }
     report.unreferenced_blobs = rows.iter().filter(|(d, _)| !referenced.contains(d)).count() as u64;
 
+    // Repository names under the current rules.
+    for repository in meta.repository_names().await.map_err(|e| e.to_string())? {
+        if let Some(rule) = naming_rule_broken(projects, &repository) {
+            report
+                .warnings
+                .push(Warning::NameBreaksRules { repository, rule });
+        }
+    }
+
     // Uploads: sessions and their files.
     let sessions: HashSet<String> = meta
         .all_uploads()
@@ -285,4 +350,45 @@ pub async fn check(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::directory::{Declared, load_text};
+
+    #[test]
+    fn names_that_break_the_current_rules() {
+        let mut declared = Declared::default();
+        load_text(
+            "kind: Project\nmetadata: {name: p}\nspec: {path: g/p}\n",
+            &mut declared,
+        )
+        .unwrap();
+        let model = AccessModel::new(declared, None);
+        let cases: &[(Option<&AccessModel>, &str, Option<&str>)] = &[
+            (Some(&model), "g/p/a/b", None),
+            (
+                Some(&model),
+                "g/p/a/b/c",
+                Some("3 levels below project g/p; at most 2 are allowed"),
+            ),
+            (None, "g/p/a/b/c", None),
+            (Some(&model), "outside/a/b/c/d", None),
+            (
+                Some(&model),
+                "g/p/app-",
+                Some("must end with a letter or digit"),
+            ),
+            (None, "Upper/case", Some("must be lower case")),
+        ];
+        for (projects, repo, want) in cases {
+            let got = naming_rule_broken(*projects, repo);
+            match (want, &got) {
+                (None, None) => {}
+                (Some(w), Some(g)) if g.contains(w) => {}
+                _ => panic!("{repo}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
 }

@@ -31,7 +31,8 @@ enum Command {
         /// The data directory [default: the config's, else ./berth-data].
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// YAML configuration file (for its dataDir).
+        /// YAML configuration file (for its dataDir, and its auth.manifestDir's
+        /// projects, to check repository depths against).
         #[arg(long, short = 'c', env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
         /// Delete orphans (files and sessions nothing records or references).
@@ -139,30 +140,46 @@ fn main() -> ExitCode {
             config,
             repair,
         } => {
-            let data_dir = match (data_dir, config) {
-                (Some(d), _) => d,
-                (None, Some(c)) => match Config::from_file(&c) {
-                    Ok(c) => c.data_dir,
+            let config = match config.map(|c| Config::from_file(&c)).transpose() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("berth: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let data_dir = data_dir
+                .or_else(|| config.as_ref().map(|c| c.data_dir.clone()))
+                .unwrap_or_else(|| Config::default().data_dir);
+            // The declared projects, to check repository depths against.
+            let projects = match config.as_ref().and_then(|c| c.auth.manifest_dir.as_ref()) {
+                Some(dir) => match berth::auth::directory::load_dir(dir) {
+                    Ok(declared) => Some(berth::auth::AccessModel::new(declared, None)),
                     Err(e) => {
-                        eprintln!("berth: {e}");
+                        eprintln!("berth fsck: {e}");
                         return ExitCode::from(2);
                     }
                 },
-                (None, None) => Config::default().data_dir,
+                None => None,
             };
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
             };
             let started = std::time::Instant::now();
-            let report = runtime.block_on(berth::fsck::check(&data_dir, repair, &|line| {
-                eprintln!("fsck: {line}")
-            }));
+            let report = runtime.block_on(berth::fsck::check_with(
+                &data_dir,
+                repair,
+                projects.as_ref(),
+                &|line| eprintln!("fsck: {line}"),
+            ));
             match report {
                 Err(e) => {
                     eprintln!("berth fsck: {e}");
                     ExitCode::from(2)
                 }
                 Ok(r) => {
+                    for w in &r.warnings {
+                        println!("warning: {w}");
+                    }
                     for p in &r.problems {
                         println!(
                             "{}{p}",
@@ -179,12 +196,13 @@ fn main() -> ExitCode {
                         .filter(|p| !(repair && p.repairable()))
                         .count();
                     println!(
-                        "fsck {}: {} blobs ({} bytes) verified, {} manifests, {} unreferenced blobs, {} problems, {} repaired, in {:.1} s",
+                        "fsck {}: {} blobs ({} bytes) verified, {} manifests, {} unreferenced blobs, {} warnings, {} problems, {} repaired, in {:.1} s",
                         data_dir.display(),
                         r.blobs,
                         r.blob_bytes,
                         r.manifests,
                         r.unreferenced_blobs,
+                        r.warnings.len(),
                         r.problems.len(),
                         r.repaired,
                         started.elapsed().as_secs_f64()

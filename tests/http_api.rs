@@ -1077,3 +1077,118 @@ async fn head_on_an_invalid_name_lets_the_next_request_say_why() {
     assert!(message.contains("app-"), "{message}");
     eprintln!("POST after HEAD answers: {message}");
 }
+
+/// What a tagged index holds cannot be deleted from beneath it (issue 12,
+/// findings 4 and 8c): neither a child manifest by digest nor a layer, with a
+/// 409 naming the holder and its tag; both go once the index (then the
+/// child) is deleted, which is the order the OCI conformance suite uses.
+#[tokio::test]
+async fn deletes_refuse_what_a_tagged_index_holds() {
+    let app = app().await;
+    let repo = "held/img";
+    let config = app.push_blob(repo, b"{}").await;
+    let layer = app.push_blob(repo, b"held layer").await;
+    let child_manifest = json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": 10}],
+    });
+    let child_digest = Digest::sha256_of(&serde_json::to_vec(&child_manifest).unwrap());
+    let child = app
+        .put_manifest(
+            repo,
+            &child_digest.to_string(),
+            &child_manifest,
+            OCI_MANIFEST,
+        )
+        .await;
+    let index = json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": child.to_string(), "size": 300,
+                       "platform": {"architecture": "amd64", "os": "linux"}}],
+    });
+    let index = app.put_manifest(repo, "v1", &index, OCI_INDEX).await;
+    let delete = |what: String| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::DELETE,
+                &format!("/v2/{repo}/{what}"),
+                &[],
+                Body::empty(),
+            )
+            .await
+        }
+    };
+    let message = |r: &Reply| {
+        r.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+
+    let r = delete(format!("manifests/{child}")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.error_code(), "DENIED");
+    assert_eq!(
+        message(&r),
+        format!("manifest {child} is referenced by index {index} (tag v1); delete the index first")
+    );
+    let r = delete(format!("blobs/{layer}")).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.error_code(), "DENIED");
+    assert_eq!(
+        message(&r),
+        format!(
+            "blob {layer} is referenced by manifest {child} (tag v1); delete the manifest first"
+        )
+    );
+    // Nothing went: the tag, the child and the layer all read back, and fsck
+    // finds the repository whole.
+    for path in [
+        "manifests/v1".to_string(),
+        format!("manifests/{child}"),
+        format!("blobs/{layer}"),
+    ] {
+        let r = app
+            .call(
+                Method::GET,
+                &format!("/v2/{repo}/{path}"),
+                &[],
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+    }
+    let report = berth::fsck::check(&app.data, false, &|_| {}).await.unwrap();
+    assert!(report.problems.is_empty(), "fsck: {:?}", report.problems);
+
+    // The untagged child still holds its blobs after the index is gone.
+    assert_eq!(
+        delete(format!("manifests/{index}")).await.status,
+        StatusCode::ACCEPTED
+    );
+    let r = delete(format!("blobs/{config}")).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        message(&r),
+        format!(
+            "blob {config} is referenced by manifest {child} (untagged); delete the manifest first"
+        )
+    );
+    assert_eq!(
+        delete(format!("manifests/{child}")).await.status,
+        StatusCode::ACCEPTED
+    );
+    for blob in [layer, config] {
+        assert_eq!(
+            delete(format!("blobs/{blob}")).await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+}

@@ -70,6 +70,7 @@ spec:
 
 struct App {
     router: Router,
+    registry: std::sync::Arc<berth::registry::Registry>,
     db: sqlx::SqlitePool,
     _dir: tempfile::TempDir,
 }
@@ -157,7 +158,8 @@ async fn app() -> App {
         .await
         .unwrap();
     App {
-        router: router(registry),
+        router: router(registry.clone()),
+        registry,
         db,
         _dir: dir,
     }
@@ -1526,6 +1528,7 @@ async fn without_authentication_a_project_is_a_name_prefix() {
     let (registry, _) = open_registry(&config).await.unwrap();
     let app = App {
         router: router(registry.clone()),
+        registry: registry.clone(),
         db: sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap(),
         _dir: dir,
     };
@@ -1591,4 +1594,199 @@ async fn without_authentication_a_project_is_a_name_prefix() {
         )
         .await;
     assert_eq!(strings(&r.json()["tags"]), ["z"]);
+}
+
+/// A Developer cannot delete an immutable tag, nor empty it from beneath:
+/// the child manifest of the index it names and the layers that child
+/// references are refused by digest (409 DENIED, naming the tag), for the
+/// admin too. Issue 12, finding 4.
+#[tokio::test]
+async fn what_an_immutable_tag_holds_is_not_deleted_from_beneath() {
+    let app = app().await;
+    let repo = "g/app/held";
+    let (child, r) = app
+        .try_push_image(DEVELOPER, repo, "held-child", None, &[&layer(7, 10)])
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let index = app
+        .push_index(DEVELOPER, repo, "release-1", &[&child])
+        .await;
+    let layer_digest = child
+        .blobs
+        .keys()
+        .find(|d| **d != child.config)
+        .unwrap()
+        .clone();
+    for who in [DEVELOPER, ADMIN] {
+        let token = app
+            .token(Some(who), &format!("repository:{repo}:pull,delete"))
+            .await;
+        let delete = |what: String| {
+            let (app, token) = (&app, &token);
+            async move {
+                app.call(
+                    Method::DELETE,
+                    &format!("/v2/{repo}/{what}"),
+                    As::Bearer(token),
+                    None,
+                    vec![],
+                )
+                .await
+            }
+        };
+        // The tag itself (and its index by digest): the immutable rule.
+        for reference in ["release-1", index.digest.as_str()] {
+            let r = delete(format!("manifests/{reference}")).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{reference}: {}", r.text());
+        }
+        // What it holds: the references.
+        let r = delete(format!("manifests/{}", child.digest)).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+        assert_eq!(r.json()["errors"][0]["code"], "DENIED");
+        assert_eq!(
+            r.json()["errors"][0]["message"],
+            format!(
+                "manifest {} is referenced by index {} (tag release-1); delete the index first",
+                child.digest, index.digest
+            )
+        );
+        for blob in [&layer_digest, &child.config] {
+            let r = delete(format!("blobs/{blob}")).await;
+            assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+            assert_eq!(
+                r.json()["errors"][0]["message"],
+                format!(
+                    "blob {blob} is referenced by manifest {} (tag release-1); delete the manifest first",
+                    child.digest
+                )
+            );
+        }
+    }
+    // All of it still pulls.
+    let token = app
+        .token(Some(DEVELOPER), &format!("repository:{repo}:pull"))
+        .await;
+    for what in [
+        "manifests/release-1".to_string(),
+        format!("manifests/{}", child.digest),
+        format!("blobs/{layer_digest}"),
+    ] {
+        let r = app
+            .call(
+                Method::GET,
+                &format!("/v2/{repo}/{what}"),
+                As::Bearer(&token),
+                None,
+                vec![],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{what}");
+    }
+}
+
+/// A repository pushed before its project was declared, deeper below it
+/// than a project allows (issue 12, finding 8b): the depth rule stops new
+/// pushes, but the admin still finds it in the catalog and the management
+/// API, reads and deletes it, and fsck warns about it (without failing).
+#[tokio::test]
+async fn a_repository_deeper_than_its_later_project_allows_stays_the_admins() {
+    let app = app().await;
+    let repo = "late/a/b/c/img";
+    // In no project yet: the admin's to push.
+    app.push_image(ADMIN, repo, "v1", &[&layer(5, 10)]).await;
+    let manifests = app._dir.path().join("manifests");
+    let mut yaml = std::fs::read_to_string(manifests.join("projects.yaml")).unwrap();
+    yaml.push_str(
+        "\n---\napiVersion: berth.dev/v1alpha1\nkind: Project\nmetadata: {name: late}\nspec:\n  path: late\n  visibility: private\n  members: [{user: owner, role: Owner}]\n",
+    );
+    std::fs::write(manifests.join("projects.yaml"), yaml).unwrap();
+    app.registry.auth.as_ref().unwrap().reload().unwrap();
+
+    // New pushes: refused by the depth rule, the admin's too.
+    let token = app
+        .token(Some(ADMIN), &format!("repository:{repo}:pull,push"))
+        .await;
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            As::Bearer(&token),
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(r.json()["errors"][0]["code"], "NAME_INVALID");
+    // The project's members gain nothing on it.
+    let token = app
+        .token(Some(OWNER), &format!("repository:{repo}:pull"))
+        .await;
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/v2/{repo}/tags/list"),
+            As::Bearer(&token),
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        r.json()["errors"][0]["code"],
+        "NAME_INVALID",
+        "{}",
+        r.text()
+    );
+
+    // The admin: catalog, tags, the management API.
+    async fn catalog(app: &App) -> Vec<String> {
+        let token = app.token(Some(ADMIN), "registry:catalog:*").await;
+        let r = app
+            .call(
+                Method::GET,
+                "/v2/_catalog",
+                As::Bearer(&token),
+                None,
+                vec![],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        strings(&r.json()["repositories"])
+    }
+    assert!(catalog(&app).await.contains(&repo.to_string()));
+    assert_eq!(app.tags_list(repo).await, ["v1"]);
+    let url = app.tags_url("late", repo).await;
+    let r = app.get_ok(&url, ADMIN).await;
+    assert_eq!(names(&r.json()), ["v1"]);
+
+    // fsck: a warning naming the rule, no problem.
+    let data = app._dir.path().join("data");
+    let projects =
+        berth::auth::AccessModel::new(berth::auth::directory::load_dir(&manifests).unwrap(), None);
+    let report = berth::fsck::check_with(&data, false, Some(&projects), &|_| {})
+        .await
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(
+        report.warnings,
+        [berth::fsck::Warning::NameBreaksRules {
+            repository: repo.into(),
+            rule: "4 levels below project late; at most 2 are allowed".into(),
+        }]
+    );
+
+    // And deletes it.
+    let id = app.repo_id("late", repo).await;
+    let r = app
+        .api(
+            Method::DELETE,
+            &format!("{}/registry/repositories/{id}", project_url("late")),
+            Some(ADMIN),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    assert!(!catalog(&app).await.contains(&repo.to_string()));
+    let report = berth::fsck::check_with(&data, false, Some(&projects), &|_| {})
+        .await
+        .unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }

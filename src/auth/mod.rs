@@ -266,11 +266,17 @@ impl AccessModel {
         }
     }
 
-    /// What `identity` may do on repository `repo`.
+    /// What `identity` may do on repository `repo`. The depth rule stops
+    /// new repositories (push) too deep below a project; one pushed before
+    /// its project was declared stays readable and deletable by the admin.
     pub fn actions(&self, identity: &Identity, repo: &str) -> Actions {
         match self.locate(repo) {
             Location::InProject(p) => permitted(p, self.standing(identity, p)),
             Location::Outside if *identity == Identity::Admin => Actions::ALL,
+            Location::TooDeep { .. } if *identity == Identity::Admin => Actions {
+                push: false,
+                ..Actions::ALL
+            },
             Location::Outside | Location::TooDeep { .. } => Actions::NONE,
         }
     }
@@ -696,6 +702,29 @@ stringData: {token: bot-secret}
             }
         );
         assert_eq!(m.projects()[1].visibility, Visibility::Public);
+    }
+
+    #[test]
+    fn too_deep_repositories_are_the_admins_to_read_and_delete_only() {
+        let m = model();
+        let dev = m
+            .authenticate("dev", "dev-secret", SystemTime::now())
+            .unwrap();
+        let cases = [
+            (Identity::Admin, "g/p/a/b/c", (true, false, true)),
+            (Identity::Admin, "g/p/a/b", (true, true, true)),
+            (Identity::Admin, "elsewhere/a/b/c/d", (true, true, true)),
+            (dev.clone(), "g/p/a/b/c", (false, false, false)),
+            (dev, "g/p/a/b", (true, true, true)),
+            (Identity::Anonymous, "g/p/sub/a/b/c", (false, false, false)),
+        ];
+        for (who, repo, (pull, push, delete)) in cases {
+            assert_eq!(
+                m.actions(&who, repo),
+                Actions { pull, push, delete },
+                "{who:?} {repo}"
+            );
+        }
     }
 
     #[test]

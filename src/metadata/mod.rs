@@ -43,6 +43,10 @@ pub enum MetadataError {
     /// A protected or immutable tag rule forbids the write.
     #[error("{0}")]
     TagRefused(String),
+    /// The delete would take away what another manifest in the repository
+    /// still references; the message says what holds it.
+    #[error("{0}")]
+    Referenced(String),
 }
 
 impl MetadataError {
@@ -78,6 +82,87 @@ pub type TagCheck<'a> = &'a (dyn Fn(&str, TagOp) -> std::result::Result<(), Stri
 /// A [`TagCheck`] that allows everything (no tag rules).
 pub fn any_tag_write(_: &str, _: TagOp) -> std::result::Result<(), String> {
     Ok(())
+}
+
+/// How many holders and tags a refusal names before "and N more".
+const HOLDERS_SHOWN: usize = 2;
+const TAGS_SHOWN: usize = 3;
+
+/// The queries that find what holds an object, built around one `seed`
+/// query of manifest ids (binding the object's digest and a repository id):
+/// the first holders' digests, their count, and the tags on them or on any
+/// index above them (indexes listing them, and so on up), which are what
+/// keeps the object in use.
+struct HolderQueries {
+    digests: &'static str,
+    count: &'static str,
+    tags: &'static str,
+}
+
+macro_rules! holder_queries {
+    ($seed:literal) => {
+        HolderQueries {
+            digests: concat!(
+                "SELECT digest FROM manifests WHERE id IN (",
+                $seed,
+                ") ORDER BY id LIMIT ?"
+            ),
+            count: concat!("SELECT count(*) FROM (", $seed, ")"),
+            tags: concat!(
+                "WITH RECURSIVE up(id) AS (",
+                $seed,
+                " UNION SELECT r.parent_id FROM manifest_references r JOIN up ON r.child_id = up.id)
+                 SELECT DISTINCT t.name FROM tags t JOIN up ON t.manifest_id = up.id
+                  ORDER BY t.name LIMIT ?"
+            ),
+        }
+    };
+}
+
+/// Manifests of the repository that reference a blob (config or layer).
+const BLOB_HOLDERS: HolderQueries = holder_queries!(
+    "SELECT mb.manifest_id FROM manifest_blobs mb JOIN manifests m ON m.id = mb.manifest_id
+      WHERE mb.digest = ? AND m.repository_id = ?"
+);
+
+/// Indexes (and manifest lists) of the repository that list a manifest.
+const MANIFEST_HOLDERS: HolderQueries = holder_queries!(
+    "SELECT r.parent_id FROM manifest_references r JOIN manifests c ON c.id = r.child_id
+      WHERE c.digest = ? AND c.repository_id = ?"
+);
+
+/// What still references an object that a delete would take away: the
+/// first few referencing manifests (at most `HOLDERS_SHOWN + 1`), how many
+/// there are, and the first few tags (at most `TAGS_SHOWN + 1`) on them or on
+/// an index above them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Holders {
+    digests: Vec<String>,
+    count: i64,
+    tags: Vec<String>,
+}
+
+/// The refusal a client reads, e.g. "manifest sha256:c… is referenced by
+/// index sha256:i… (tag v1); delete the index first".
+fn referenced_message(object: &str, holder_kind: &str, h: &Holders) -> String {
+    let shown = &h.digests[..h.digests.len().min(HOLDERS_SHOWN)];
+    let mut by = format!("{holder_kind} {}", shown.join(&format!(", {holder_kind} ")));
+    let more = h.count - shown.len() as i64;
+    if more > 0 {
+        by.push_str(&format!(" and {more} more"));
+    }
+    let tags = match h.tags.len() {
+        0 => "untagged".to_string(),
+        1 => format!("tag {}", h.tags[0]),
+        n if n <= TAGS_SHOWN => format!("tags {}", h.tags.join(", ")),
+        _ => format!("tags {}, …", h.tags[..TAGS_SHOWN].join(", ")),
+    };
+    let them = match (h.count, holder_kind) {
+        (1, kind) => format!("the {kind}"),
+        (_, "index") => "those indexes".to_string(),
+        (_, kind) => format!("those {kind}s"),
+    };
+    format!("{object} is referenced by {by} ({tags}); delete {them} first")
 }
 
 /// Identifies one state of a repository's tag set.
@@ -251,14 +336,78 @@ impl Metadata {
     }
 
     /// Removes a blob from a repository's view; `false` when it was not linked.
+    /// Refused ([`MetadataError::Referenced`]) while a manifest of the
+    /// repository references it, checked in the deleting transaction so no
+    /// manifest PUT can slip in between (a PUT needs the link, and writes are
+    /// serialised on the one writer connection).
     pub async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        self.delete_in_repository(
-            "DELETE FROM repository_blobs
-              WHERE digest = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
-            digest.to_string(),
-            repo,
+        let mut tx = self.write.begin().await?;
+        let repo_id: Option<i64> = sqlx::query_scalar(
+            "SELECT r.id FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
+              WHERE r.name = ? AND rb.digest = ?",
         )
-        .await
+        .bind(repo)
+        .bind(digest.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(repo_id) = repo_id else {
+            return Ok(false);
+        };
+        let holders = Self::holders(&mut tx, &BLOB_HOLDERS, digest, repo_id).await?;
+        if let Some(holders) = holders {
+            return Err(MetadataError::Referenced(referenced_message(
+                &format!("blob {digest}"),
+                "manifest",
+                &holders,
+            )));
+        }
+        sqlx::query("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The manifests that `q.seed` selects (binding a digest and a
+    /// repository id), and the tags on them or on any index above them;
+    /// `None` when it selects none.
+    async fn holders(
+        tx: &mut Transaction<'_, Sqlite>,
+        q: &HolderQueries,
+        digest: &Digest,
+        repo_id: i64,
+    ) -> Result<Option<Holders>> {
+        let digests: Vec<String> = sqlx::query_scalar(q.digests)
+            .bind(digest.to_string())
+            .bind(repo_id)
+            .bind(HOLDERS_SHOWN as i64 + 1)
+            .fetch_all(&mut **tx)
+            .await?;
+        if digests.is_empty() {
+            return Ok(None);
+        }
+        let count: i64 = if digests.len() > HOLDERS_SHOWN {
+            sqlx::query_scalar(q.count)
+                .bind(digest.to_string())
+                .bind(repo_id)
+                .fetch_one(&mut **tx)
+                .await?
+        } else {
+            digests.len() as i64
+        };
+        let tags: Vec<String> = sqlx::query_scalar(q.tags)
+            .bind(digest.to_string())
+            .bind(repo_id)
+            .bind(TAGS_SHOWN as i64 + 1)
+            .fetch_all(&mut **tx)
+            .await?;
+        Ok(Some(Holders {
+            digests,
+            count,
+            tags,
+        }))
     }
 
     pub async fn create_upload(&self, repo: &str, id: &str) -> Result<()> {
@@ -460,7 +609,9 @@ impl Metadata {
     }
 
     /// Deletes a manifest and every tag pointing at it; `false` when absent.
-    /// `check` is asked about each of those tags first.
+    /// Refused ([`MetadataError::Referenced`]) while an index of the
+    /// repository lists it; `check` is asked about each of its tags. Both are
+    /// decided in the deleting transaction.
     pub async fn delete_manifest(
         &self,
         repo: &str,
@@ -468,17 +619,29 @@ impl Metadata {
         check: TagCheck<'_>,
     ) -> Result<bool> {
         let mut tx = self.write.begin().await?;
-        let id: Option<i64> = sqlx::query_scalar(
-            "SELECT m.id FROM manifests m JOIN repositories r ON r.id = m.repository_id
+        let found: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT m.id, m.repository_id FROM manifests m JOIN repositories r ON r.id = m.repository_id
               WHERE r.name = ? AND m.digest = ?",
         )
         .bind(repo)
         .bind(digest.to_string())
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(id) = id else {
+        let Some((id, repo_id)) = found else {
             return Ok(false);
         };
+        // An index (or manifest list) of the repository still lists it:
+        // deleting it would leave that index, and every tag above it, broken.
+        // Referrers (`subject`) do not hold their subject: OCI lets a subject
+        // go, and garbage collection then reviews its referrers.
+        let holders = Self::holders(&mut tx, &MANIFEST_HOLDERS, digest, repo_id).await?;
+        if let Some(holders) = holders {
+            return Err(MetadataError::Referenced(referenced_message(
+                &format!("manifest {digest}"),
+                "index",
+                &holders,
+            )));
+        }
         let tags: Vec<String> = sqlx::query_scalar("SELECT name FROM tags WHERE manifest_id = ?")
             .bind(id)
             .fetch_all(&mut *tx)
@@ -575,22 +738,6 @@ impl Metadata {
             repository_id,
             version,
         }))
-    }
-
-    /// Runs a `DELETE ... WHERE <key> = ? AND repository_id = (<repo>)`;
-    /// whether a row went.
-    async fn delete_in_repository(
-        &self,
-        sql: &'static str,
-        key: String,
-        repo: &str,
-    ) -> Result<bool> {
-        let done = sqlx::query(sql)
-            .bind(key)
-            .bind(repo)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() > 0)
     }
 
     /// Tag names of a repository in lexical order after `last`, at most
@@ -950,5 +1097,172 @@ impl Metadata {
         Ok(sqlx::query_scalar("SELECT id FROM uploads")
             .fetch_all(&self.read)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::manifest;
+
+    fn holders(digests: &[&str], count: i64, tags: &[&str]) -> Holders {
+        Holders {
+            digests: digests.iter().map(|s| s.to_string()).collect(),
+            count,
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn referenced_messages_name_the_holders_and_their_tags() {
+        let cases = [
+            (
+                "index",
+                holders(&["sha256:i"], 1, &["v1"]),
+                "manifest sha256:c is referenced by index sha256:i (tag v1); delete the index first",
+            ),
+            (
+                "manifest",
+                holders(&["sha256:m"], 1, &[]),
+                "manifest sha256:c is referenced by manifest sha256:m (untagged); delete the manifest first",
+            ),
+            (
+                "index",
+                holders(&["sha256:a", "sha256:b"], 2, &["a", "b", "c"]),
+                "manifest sha256:c is referenced by index sha256:a, index sha256:b (tags a, b, c); delete those indexes first",
+            ),
+            (
+                "manifest",
+                holders(
+                    &["sha256:a", "sha256:b", "sha256:x"],
+                    7,
+                    &["a", "b", "c", "d"],
+                ),
+                "manifest sha256:c is referenced by manifest sha256:a, manifest sha256:b and 5 more (tags a, b, c, …); delete those manifests first",
+            ),
+        ];
+        for (kind, h, want) in cases {
+            assert_eq!(referenced_message("manifest sha256:c", kind, &h), want);
+        }
+    }
+
+    async fn put(
+        meta: &Metadata,
+        repo: &str,
+        json: serde_json::Value,
+        tag: Option<&str>,
+    ) -> Digest {
+        let payload = serde_json::to_vec(&json).unwrap();
+        let digest = Digest::sha256_of(&payload);
+        let parsed = manifest::parse(None, &payload).unwrap();
+        meta.put_manifest(repo, &digest, &parsed, &payload, tag, &any_tag_write)
+            .await
+            .unwrap();
+        digest
+    }
+
+    fn image(config: &Digest, layer: &Digest) -> serde_json::Value {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": 5}],
+        })
+    }
+
+    /// The reference checks of the delete paths, on the database alone: what
+    /// an index lists and what a manifest references stay until their holder
+    /// is gone; a subject does not hold its referrers' deletion back.
+    #[tokio::test]
+    async fn deletes_refuse_what_is_still_referenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Metadata::open_sqlite(&dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let config = Digest::sha256_of(b"{}");
+        let layer = Digest::sha256_of(b"layer");
+        for (d, n) in [(&config, 2), (&layer, 5)] {
+            meta.link_blob("r", d, n).await.unwrap();
+            meta.link_blob("other", d, n).await.unwrap();
+        }
+        let child = put(&meta, "r", image(&config, &layer), None).await;
+        let index = put(
+            &meta,
+            "r",
+            serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "digest": child.to_string(), "size": 1}],
+            }),
+            Some("v1"),
+        )
+        .await;
+        let referrer = put(
+            &meta,
+            "r",
+            serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": "application/x-sig",
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config.to_string(), "size": 2},
+                "layers": [],
+                "subject": {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": index.to_string(), "size": 1},
+            }),
+            None,
+        )
+        .await;
+
+        let refused = |r: Result<bool>| match r {
+            Err(MetadataError::Referenced(m)) => m,
+            other => panic!("not refused: {other:?}"),
+        };
+        let m = refused(meta.delete_manifest("r", &child, &any_tag_write).await);
+        assert_eq!(
+            m,
+            format!(
+                "manifest {child} is referenced by index {index} (tag v1); delete the index first"
+            )
+        );
+        let m = refused(meta.unlink_blob("r", &layer).await);
+        assert_eq!(
+            m,
+            format!(
+                "blob {layer} is referenced by manifest {child} (tag v1); delete the manifest first"
+            )
+        );
+        let m = refused(meta.unlink_blob("r", &config).await);
+        assert!(m.contains(&format!("manifest {child}")), "{m}");
+        assert!(m.contains(&format!("manifest {referrer}")), "{m}");
+        // Another repository's links are its own.
+        assert!(meta.unlink_blob("other", &layer).await.unwrap());
+
+        // The subject may go before its referrer; then the index, the child,
+        // and the blobs once nothing references them.
+        assert!(
+            meta.delete_manifest("r", &index, &any_tag_write)
+                .await
+                .unwrap()
+        );
+        assert!(
+            meta.delete_manifest("r", &child, &any_tag_write)
+                .await
+                .unwrap()
+        );
+        assert!(meta.unlink_blob("r", &layer).await.unwrap());
+        let m = refused(meta.unlink_blob("r", &config).await);
+        assert_eq!(
+            m,
+            format!(
+                "blob {config} is referenced by manifest {referrer} (untagged); delete the manifest first"
+            )
+        );
+        assert!(
+            meta.delete_manifest("r", &referrer, &any_tag_write)
+                .await
+                .unwrap()
+        );
+        assert!(meta.unlink_blob("r", &config).await.unwrap());
+        assert!(!meta.unlink_blob("r", &config).await.unwrap());
     }
 }

@@ -162,6 +162,11 @@ impl From<MetadataError> for RegistryError {
                 RegistryError::new(ErrorCode::ManifestBlobUnknown, e.to_string())
             }
             MetadataError::TagRefused(why) => RegistryError::new(ErrorCode::Denied, why),
+            // The state of the repository, not the caller's rights, stands in
+            // the way, and deleting the holder first resolves it: 409.
+            MetadataError::Referenced(why) => {
+                RegistryError::new(ErrorCode::Denied, why).with_status(StatusCode::CONFLICT)
+            }
             other => RegistryError::internal(other),
         }
     }

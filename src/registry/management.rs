@@ -183,7 +183,10 @@ impl ProjectScope {
             Some(m) => match m.locate(repo) {
                 Location::InProject(p) => p.path == self.path,
                 Location::Outside => below && !self.declared,
-                Location::TooDeep { .. } => false,
+                // Pushed before the project was declared: still the
+                // project's, to list and delete (the admin only, see
+                // `AccessModel::actions`).
+                Location::TooDeep { project, .. } => project == self.path,
             },
         }
     }
