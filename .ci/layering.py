@@ -19,10 +19,8 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 CORE = ["oci", "storage", "metadata", "auth", "lifecycle", "registry"]
-KUBE_SIDE = ["kube", "k8s_openapi", "crd", "operator", "cluster"]
+KUBE_SIDE = ["kube", "k8s_openapi", "kubernetes"]
 LEAVES = ["config"]
-# The Kubernetes adapters live under `cluster` (crate::cluster); the standalone
-# adapter under `standalone`. Neither is core.
 
 
 def module_of(path):

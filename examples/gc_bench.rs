@@ -32,7 +32,7 @@
 //! Then a load of pulls (GET manifest by tag, HEAD blob, GET blob) and pushes
 //! (POST + PUT of two blobs, PUT manifest with a new tag) runs against a real
 //! HTTP server on 127.0.0.1, first for `--idle-secs` with no sweep, then
-//! during one `berth::gc::sweep`, and the latencies are printed side by side
+//! during one `berth::registry::gc::sweep`, and the latencies are printed side by side
 //! (with the count over 100 ms). A probe appending 4 KB to a file on the same
 //! file system and fdatasyncing it every 20 ms runs alongside: its row shows
 //! whether the disk itself stalled.
@@ -1084,7 +1084,7 @@ async fn main() {
         let (reg, stop) = (reg.clone(), stop.clone());
         tokio::spawn(async move {
             let started = Instant::now();
-            let counts = berth::gc::sweep(&reg, reg.upload_expiry()).await;
+            let counts = berth::registry::gc::sweep(&reg, reg.upload_expiry()).await;
             let took = started.elapsed();
             stop.store(true, Ordering::Relaxed);
             (counts, took)

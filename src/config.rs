@@ -50,14 +50,22 @@ impl Default for GcConfig {
     }
 }
 
+/// [`GcConfig`] parsed: how often and how eagerly to collect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcSettings {
+    pub review_delay: std::time::Duration,
+    pub sweep_interval: std::time::Duration,
+    pub upload_expiry: std::time::Duration,
+}
+
 impl GcConfig {
     /// The parsed durations; errors name the key.
-    pub fn settings(&self) -> Result<crate::gc::GcSettings, (String, String)> {
+    pub fn settings(&self) -> Result<GcSettings, (String, String)> {
         let parse = |key: &str, v: &str| {
             humantime::parse_duration(v)
                 .map_err(|e| (format!("gc.{key}"), format!("{v:?} is not a duration: {e}")))
         };
-        let settings = crate::gc::GcSettings {
+        let settings = GcSettings {
             review_delay: parse("reviewDelay", &self.review_delay)?,
             sweep_interval: parse("sweepInterval", &self.sweep_interval)?,
             upload_expiry: parse("uploadExpiry", &self.upload_expiry)?,

@@ -77,7 +77,7 @@ struct OperatorArgs {
     /// How to reach registry pods for API calls: `service` in the cluster,
     /// `public-host` (spec.publicHost) when the operator runs outside it.
     #[arg(long, value_enum, default_value = "service")]
-    registry_address: berth::operator::Connect,
+    registry_address: berth::kubernetes::operator::Connect,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_listen: std::net::SocketAddr,
@@ -216,11 +216,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Crds { dir: None } => {
-            print!("{}", berth::crd::crds_yaml());
+            print!("{}", berth::kubernetes::crd::crds_yaml());
             ExitCode::SUCCESS
         }
         Command::Crds { dir: Some(dir) } => {
-            for (name, yaml) in berth::crd::crd_files() {
+            for (name, yaml) in berth::kubernetes::crd::crd_files() {
                 let path = dir.join(name);
                 if let Err(e) =
                     std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, yaml))
@@ -243,7 +243,7 @@ fn main() -> ExitCode {
                     .unwrap_or_else(|_| "berth".into());
                 format!("{host}-{}", std::process::id())
             });
-            let settings = berth::operator::Settings {
+            let settings = berth::kubernetes::operator::Settings {
                 registry_image: args.registry_image,
                 connect: args.registry_address,
                 metrics_listen: args.metrics_listen,
@@ -254,7 +254,7 @@ fn main() -> ExitCode {
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
             };
-            match runtime.block_on(berth::operator::run(settings)) {
+            match runtime.block_on(berth::kubernetes::operator::run(settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

@@ -1,4 +1,4 @@
-//! Cleanup policies of a standalone registry (`berth::scheduler`): the
+//! Cleanup policies of a standalone registry (`berth::server::scheduler`): the
 //! manifest directory's CleanupPolicy runs on `berth.dev/run-now` (once per
 //! value) and on its cadence, deletes exactly GitLab's choice of tags, keeps
 //! protected and immutable ones, honours dryRun, and remembers its runs
@@ -17,8 +17,8 @@ use tower::ServiceExt;
 use berth::config::Config;
 use berth::oci::Digest;
 use berth::registry::{Registry, router};
-use berth::scheduler::Runner;
 use berth::server::open_registry;
+use berth::server::scheduler::Runner;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DAY: i64 = 86_400_000;
@@ -226,7 +226,7 @@ async fn standalone_policies_run_on_run_now_and_cadence() {
     // ...and garbage collection frees exactly that (review delay 0): the two
     // manifests and their layers; the configs are shared with demo/other.
     let before = disk_bytes(&data.join("blobs"));
-    let swept = berth::gc::sweep(&app.registry, std::time::Duration::from_secs(3600))
+    let swept = berth::registry::gc::sweep(&app.registry, std::time::Duration::from_secs(3600))
         .await
         .unwrap();
     assert_eq!(

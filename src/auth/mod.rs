@@ -4,7 +4,6 @@
 //! this module adds authentication, the live model (reloaded from a manifest
 //! directory when it changes) and token issuing. Nothing here knows HTTP.
 
-pub mod cluster;
 pub mod directory;
 pub mod model;
 pub mod policy;

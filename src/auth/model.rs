@@ -1,18 +1,23 @@
-//! The access model, shaped like the `Project` custom resource's spec (the
-//! same YAML is read from a manifest directory in standalone mode): projects
-//! with visibility, registry access level, members and tokens; roles; scopes.
-
-// kube's `printcolumn(...)` attributes repeat keys such as `type_` by design.
-#![allow(clippy::duplicated_attributes)]
+//! The access model: projects with visibility, registry access level,
+//! members and tokens; roles; scopes. Plain types, no Kubernetes: the
+//! `Project` custom resource (`crate::kubernetes::crd`) wraps [`ProjectSpec`]
+//! with the kube derives, printer columns and status, and a standalone
+//! registry reads the same YAML from its manifest directory. The JSON schema
+//! (with the CEL rules of nested types as `x-kubernetes-validations`) is
+//! derived here so both read one definition.
 
 use std::time::SystemTime;
 
-use kube::CustomResource;
-use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{Condition, LocalRef};
+/// A reference to an object in the same namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
@@ -63,9 +68,9 @@ pub struct ServiceAccountRef {
 
 /// A user (by the name their personal access tokens carry) or a Kubernetes
 /// ServiceAccount, with a role.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.user) != has(self.serviceAccount)").message("each member needs exactly one of `user` or `serviceAccount`"))]
+#[schemars(extend("x-kubernetes-validations" = [{"message": "each member needs exactly one of `user` or `serviceAccount`", "rule": "has(self.user) != has(self.serviceAccount)"}]))]
 pub struct Member {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
@@ -110,9 +115,9 @@ pub enum ProtectionLevel {
 /// GitLab's protected container tag rule: tags matching `pattern` may be
 /// pushed and deleted only by callers of at least these levels. Deploy
 /// tokens have no role and never qualify. Cleanup policies keep them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("''.matches(self.pattern) || !''.matches(self.pattern)").message("pattern is not a valid regular expression"))]
+#[schemars(extend("x-kubernetes-validations" = [{"message": "pattern is not a valid regular expression", "rule": "''.matches(self.pattern) || !''.matches(self.pattern)"}]))]
 pub struct ProtectedTagRule {
     /// A regular expression (RE2 syntax) searched in the tag name, as GitLab
     /// does: `v.+` matches `v1` and `dev1`; anchor with `^...$` to match whole
@@ -126,9 +131,9 @@ pub struct ProtectedTagRule {
 /// GitLab's immutable container tag rule: once a tag matching `pattern`
 /// exists, nobody (not even the admin, nor a cleanup policy) can move it to
 /// another manifest or delete it, nor delete its manifest by digest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("''.matches(self.pattern) || !''.matches(self.pattern)").message("pattern is not a valid regular expression"))]
+#[schemars(extend("x-kubernetes-validations" = [{"message": "pattern is not a valid regular expression", "rule": "''.matches(self.pattern) || !''.matches(self.pattern)"}]))]
 pub struct ImmutableTagRule {
     /// A regular expression (RE2 syntax) searched in the tag name.
     #[schemars(length(min = 1, max = 100))]
@@ -149,33 +154,9 @@ pub enum DeletionPolicy {
 pub const PATH_PATTERN: &str =
     r"^[a-z0-9]+(?:(?:\.|_|__|-)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-)[a-z0-9]+)*)*$";
 
-/// A `Project`: a path in the registry with visibility, members and tokens.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
-#[kube(
-    group = "berth.dev",
-    version = "v1alpha1",
-    kind = "Project",
-    namespaced,
-    status = "ProjectStatus",
-    shortname = "proj",
-    category = "berth",
-    doc = "A berth project: a repository path with visibility, members and tokens",
-    printcolumn(name = "Path", type_ = "string", json_path = ".status.path"),
-    printcolumn(name = "Visibility", type_ = "string", json_path = ".spec.visibility"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
-)]
-#[x_kube(validation = Rule::new("has(self.registryRef)").message("registryRef names the Registry (in this namespace) that serves this Project"))]
-#[x_kube(validation = Rule::new("self.accessTokens.all(t, has(t.role))").message("every access token needs a role (deploy tokens have none)"))]
-#[x_kube(validation = Rule::new("self.path == '' || self.path.matches('^[a-z0-9]+(([._]|__|-)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-)[a-z0-9]+)*)*$')").message("path must be lower-case components of letters and digits separated by one '.', '_', '__' or '-' (no leading '_', no trailing or double '-': Docker clients break on those), joined by '/'"))]
+/// A project: a path in the registry with visibility, members and tokens
+/// (the spec of a `Project`, in a cluster or a manifest directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProjectSpec {
     /// The Registry (in the Project's namespace) that serves this project.
@@ -211,22 +192,6 @@ pub struct ProjectSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5))]
     pub immutable_tags: Vec<ImmutableTagRule>,
-}
-
-/// What the operator reports about a Project.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProjectStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// The effective project path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// The `kubernetes.io/dockerconfigjson` Secrets made for its tokens.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub token_secrets: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
 }
 
 impl ProjectSpec {

@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::crd::{Cadence, CleanupPolicySpec, OlderThan};
+use crate::lifecycle::spec::{Cadence, CleanupPolicySpec, OlderThan};
 
 /// The tag no policy and no bulk delete ever removes.
 pub const LATEST: &str = "latest";

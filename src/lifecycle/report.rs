@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crd::CleanupPolicySpec;
+use crate::lifecycle::spec::CleanupPolicySpec;
 
 /// One run of a policy over one project's repositories.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

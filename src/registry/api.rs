@@ -129,7 +129,7 @@ pub(super) async fn gc_sweep(State(reg): State<Arc<Registry>>, req: Request) -> 
     let (parts, _body) = req.into_parts();
     let result = async {
         require_admin(&reg, &parts.headers).await?;
-        let counts = crate::gc::sweep(&reg, reg.upload_expiry()).await?;
+        let counts = crate::registry::gc::sweep(&reg, reg.upload_expiry()).await?;
         json(StatusCode::OK, &counts)
     }
     .await;

@@ -17,6 +17,7 @@ mod api;
 mod blobs;
 pub mod cleanup;
 pub mod error;
+pub mod gc;
 mod listing;
 mod management;
 mod manifests;

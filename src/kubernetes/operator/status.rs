@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::crd::{Condition, GcFigures, Registry, RegistryStatus};
+use crate::kubernetes::crd::{Condition, GcFigures, Registry, RegistryStatus};
 use crate::metadata::GcStatus;
 
 /// A condition to set: (type, status, reason, message).

@@ -16,9 +16,11 @@ use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 
-use super::directory::{self, Declared, ObjectMeta, ProjectManifest, SecretHash, SecretManifest};
-use super::{Auth, ExternalIdentities, Identity};
-use crate::crd::Project;
+use crate::auth::directory::{
+    self, Declared, ObjectMeta, ProjectManifest, SecretHash, SecretManifest,
+};
+use crate::auth::{Auth, ExternalIdentities, Identity};
+use crate::kubernetes::crd::Project;
 
 /// The audience a ServiceAccount token must carry to be accepted.
 pub const AUDIENCE: &str = "berth";
@@ -53,7 +55,7 @@ pub fn declared_from(
                 namespace: p.namespace(),
                 ..Default::default()
             },
-            spec: p.spec.clone(),
+            spec: p.spec.0.clone(),
         };
         match directory::project(manifest) {
             Ok(spec) if paths.insert(spec.path.clone()) => declared.projects.push(spec),

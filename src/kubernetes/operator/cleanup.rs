@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{self as meta, Time};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -43,11 +43,12 @@ use super::client::RegistryClient;
 use super::project::path_of;
 use super::status::{Cond, conditions, same};
 use super::{Context, Error, backoff_delay, now};
-use crate::crd::{
+use crate::kubernetes::crd::{
     Cadence, CleanupPolicy, CleanupPolicySpec, CleanupPolicyStatus, CleanupRunSummary, Condition,
     Project, ProjectRunSummary, Registry, RepositoryRunSummary, RunTrigger,
 };
 use crate::lifecycle::report::{CleanupReport, CleanupRequest};
+use crate::lifecycle::spec::LabelSelector;
 
 /// The annotation that runs a policy at once (any value).
 pub const RUN_NOW: &str = "berth.dev/run-now";
@@ -102,7 +103,19 @@ pub fn selector_string(selector: &LabelSelector) -> Result<String, String> {
             }
         }
     }
-    kube::core::Selector::try_from(selector.clone())
+    let selector = meta::LabelSelector {
+        match_labels: selector.match_labels.clone(),
+        match_expressions: selector.match_expressions.as_ref().map(|all| {
+            all.iter()
+                .map(|r| meta::LabelSelectorRequirement {
+                    key: r.key.clone(),
+                    operator: r.operator.clone(),
+                    values: r.values.clone(),
+                })
+                .collect()
+        }),
+    };
+    kube::core::Selector::try_from(selector)
         .map(|s| s.to_string())
         .map_err(|e| format!("selector: {}", e.0))
 }
@@ -636,7 +649,7 @@ async fn run(policy: &CleanupPolicy, ctx: &Context, ns: &str) -> RunOutcome {
         Vec::new()
     };
     let request = CleanupRequest {
-        policy: policy.spec.clone(),
+        policy: policy.spec.0.clone(),
         in_use_digests,
     };
     let registries = Api::<Registry>::namespaced(ctx.client.clone(), ns);
@@ -787,7 +800,7 @@ async fn report(
 mod tests {
     use super::*;
     use crate::lifecycle::report::RepositoryReport;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use crate::lifecycle::spec::LabelSelectorRequirement;
     use serde_json::json;
     use std::collections::BTreeMap;
 
@@ -1128,13 +1141,13 @@ mod tests {
     #[test]
     fn messages_are_clipped_on_character_boundaries() {
         let mut s = "aéé".to_string();
-        crate::operator::clip(&mut s, 2);
+        crate::kubernetes::operator::clip(&mut s, 2);
         assert_eq!(s, "a");
         let mut s = "aéé".to_string();
-        crate::operator::clip(&mut s, 3);
+        crate::kubernetes::operator::clip(&mut s, 3);
         assert_eq!(s, "aé");
         let mut s = "short".to_string();
-        crate::operator::clip(&mut s, 100);
+        crate::kubernetes::operator::clip(&mut s, 100);
         assert_eq!(s, "short");
     }
 

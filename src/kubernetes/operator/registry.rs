@@ -22,7 +22,7 @@ use super::children::{self, Names};
 use super::client::RegistryClient;
 use super::status::{RegistryObserved, gc_figures, registry_status, same};
 use super::{Context, Error, now};
-use crate::crd::{DatabaseKind, GcFigures, Registry, StorageKind};
+use crate::kubernetes::crd::{DatabaseKind, GcFigures, Registry, StorageKind};
 use crate::metadata::SweepCounts;
 
 pub const FINALIZER: &str = "berth.dev/cluster-objects";

@@ -29,7 +29,7 @@ use kube::ResourceExt;
 use sha2::Digest as _;
 
 use crate::config::{AuthConfig, Config, GcConfig, KubernetesConfig, LogConfig};
-use crate::crd::{Registry, StorageKind};
+use crate::kubernetes::crd::{Registry, StorageKind};
 
 pub const MANAGED_BY: &str = "berth-operator";
 pub const CONFIG_DIR: &str = "/etc/berth/config";
@@ -195,7 +195,7 @@ pub fn role(reg: &Registry) -> Role {
         metadata: meta(reg, &Names::of(reg).base),
         rules: Some(vec![
             PolicyRule {
-                api_groups: Some(vec![crate::crd::GROUP.into()]),
+                api_groups: Some(vec![crate::kubernetes::crd::GROUP.into()]),
                 resources: Some(vec!["projects".into(), "cleanuppolicies".into()]),
                 verbs: read(),
                 ..Default::default()
@@ -548,7 +548,7 @@ pub fn signing_key_secret(reg: &Registry, pem: String) -> k8s_openapi::api::core
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::RegistrySpec;
+    use crate::kubernetes::crd::RegistrySpec;
 
     pub(crate) fn registry(spec: serde_json::Value) -> Registry {
         let mut r = Registry::new("reg", serde_json::from_value(spec).unwrap());

@@ -1,7 +1,10 @@
 //! The custom resources of group `berth.dev`, version `v1alpha1`: `Registry`,
-//! `Project` (its spec is [`crate::auth::model::ProjectSpec`], the same shape
-//! a standalone registry reads from its manifest directory) and
-//! `CleanupPolicy`. `berth crds` prints their CRDs; `crds/` holds that output
+//! `Project` and `CleanupPolicy`. The specs of the last two are core types
+//! ([`crate::auth::model::ProjectSpec`], [`crate::lifecycle::spec::CleanupPolicySpec`],
+//! the same shapes a standalone registry reads from its manifest directory):
+//! this module wraps them with the kube derives, the CEL rules that only
+//! admission needs, printer columns and status; the core never sees these
+//! wrappers. `berth crds` prints their CRDs; `crds/` holds that output
 //! and a test fails when it drifts. Validation lives in the schema (types,
 //! enums, lengths, patterns) and in CEL rules, so the API server refuses bad
 //! objects with a message that says what to change.
@@ -12,26 +15,19 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::CustomResourceExt;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::auth::model::{Project, ProjectSpec, ProjectStatus};
+pub use crate::auth::model::{LocalRef, ProjectSpec};
 pub use crate::config::LogFormat;
+pub use crate::lifecycle::spec::{Cadence, CleanupPolicySpec, OlderThan};
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 pub const GROUP: &str = "berth.dev";
 pub const VERSION: &str = "v1alpha1";
-
-/// A reference to an object in the same namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LocalRef {
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-}
 
 // ---------------------------------------------------------------- Registry
 
@@ -342,37 +338,75 @@ pub struct GcFigures {
     pub uploads_expired: i64,
 }
 
+// ----------------------------------------------------------------- Project
+
+/// A `Project`: a path in the registry with visibility, members and tokens.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "berth.dev",
+    version = "v1alpha1",
+    kind = "Project",
+    namespaced,
+    status = "ProjectStatus",
+    shortname = "proj",
+    category = "berth",
+    doc = "A berth project: a repository path with visibility, members and tokens",
+    printcolumn(name = "Path", type_ = "string", json_path = ".status.path"),
+    printcolumn(name = "Visibility", type_ = "string", json_path = ".spec.visibility"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(transparent)]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.registryRef)", "message": "registryRef names the Registry (in this namespace) that serves this Project"}, {"rule": "self.accessTokens.all(t, has(t.role))", "message": "every access token needs a role (deploy tokens have none)"}, {"rule": "self.path == '' || self.path.matches('^[a-z0-9]+(([._]|__|-)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-)[a-z0-9]+)*)*$')", "message": "path must be lower-case components of letters and digits separated by one '.', '_', '__' or '-' (no leading '_', no trailing or double '-': Docker clients break on those), joined by '/'"}]))]
+pub struct ProjectCrdSpec(pub ProjectSpec);
+
+impl std::ops::Deref for ProjectCrdSpec {
+    type Target = ProjectSpec;
+    fn deref(&self) -> &ProjectSpec {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ProjectCrdSpec {
+    fn deref_mut(&mut self) -> &mut ProjectSpec {
+        &mut self.0
+    }
+}
+
+impl From<ProjectSpec> for ProjectCrdSpec {
+    fn from(spec: ProjectSpec) -> Self {
+        ProjectCrdSpec(spec)
+    }
+}
+
+/// What the operator reports about a Project.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The effective project path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The `kubernetes.io/dockerconfigjson` Secrets made for its tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_secrets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
 // ----------------------------------------------------------- CleanupPolicy
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-pub enum Cadence {
-    #[default]
-    #[serde(rename = "1d")]
-    Daily,
-    #[serde(rename = "7d")]
-    Weekly,
-    #[serde(rename = "14d")]
-    Fortnightly,
-    #[serde(rename = "1month")]
-    Monthly,
-    #[serde(rename = "3month")]
-    Quarterly,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum OlderThan {
-    #[serde(rename = "7d")]
-    Days7,
-    #[serde(rename = "14d")]
-    Days14,
-    #[serde(rename = "30d")]
-    Days30,
-    #[serde(rename = "90d")]
-    Days90,
-}
-
 /// GitLab's cleanup policy over the tags of the selected Projects.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "berth.dev",
     version = "v1alpha1",
@@ -403,44 +437,27 @@ pub enum OlderThan {
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.projectRef) != has(self.selector)").message("set exactly one of projectRef (one Project) or selector (Projects by label)"))]
-#[x_kube(validation = Rule::new("!has(self.nameRegex) || ''.matches(self.nameRegex) || !''.matches(self.nameRegex)").message("nameRegex is not a valid regular expression"))]
-#[x_kube(validation = Rule::new("!has(self.nameRegexKeep) || ''.matches(self.nameRegexKeep) || !''.matches(self.nameRegexKeep)").message("nameRegexKeep is not a valid regular expression"))]
-pub struct CleanupPolicySpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project_ref: Option<LocalRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<LabelSelector>,
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default)]
-    pub cadence: Cadence,
-    /// Keep this many of the newest tags (1, 5, 10, 25, 50 or 100).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = [1, 5, 10, 25, 50, 100]))]
-    pub keep_n: Option<i32>,
-    /// Only tags older than this may be deleted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub older_than: Option<OlderThan>,
-    /// Tags matching this (anchored at both ends) may be deleted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 255))]
-    pub name_regex: Option<String>,
-    /// Tags matching this (anchored at both ends) are always kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 255))]
-    pub name_regex_keep: Option<String>,
-    /// Report what would be deleted in status instead of deleting.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Never delete a tag whose image runs in the cluster now.
-    #[serde(default = "yes")]
-    pub keep_in_use: bool,
+#[serde(transparent)]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.projectRef) != has(self.selector)", "message": "set exactly one of projectRef (one Project) or selector (Projects by label)"}, {"rule": "!has(self.nameRegex) || ''.matches(self.nameRegex) || !''.matches(self.nameRegex)", "message": "nameRegex is not a valid regular expression"}, {"rule": "!has(self.nameRegexKeep) || ''.matches(self.nameRegexKeep) || !''.matches(self.nameRegexKeep)", "message": "nameRegexKeep is not a valid regular expression"}]))]
+pub struct CleanupPolicyCrdSpec(pub CleanupPolicySpec);
+
+impl std::ops::Deref for CleanupPolicyCrdSpec {
+    type Target = CleanupPolicySpec;
+    fn deref(&self) -> &CleanupPolicySpec {
+        &self.0
+    }
 }
 
-fn yes() -> bool {
-    true
+impl std::ops::DerefMut for CleanupPolicyCrdSpec {
+    fn deref_mut(&mut self) -> &mut CleanupPolicySpec {
+        &mut self.0
+    }
+}
+
+impl From<CleanupPolicySpec> for CleanupPolicyCrdSpec {
+    fn from(spec: CleanupPolicySpec) -> Self {
+        CleanupPolicyCrdSpec(spec)
+    }
 }
 
 /// Conditions: `Accepted` (the spec is valid and its Project exists),

@@ -11,7 +11,7 @@ use kube::api::Api;
 use super::children::{self, Names, SIGNING_KEY};
 use super::{Connect, Context, Error};
 use crate::auth::token::{Access, TokenService};
-use crate::crd::Registry;
+use crate::kubernetes::crd::Registry;
 use crate::lifecycle::report::{CleanupReport, CleanupRequest};
 use crate::metadata::{GcStatus, SweepCounts};
 

@@ -22,7 +22,7 @@ use super::children::{self, MANAGED_BY};
 use super::status::{Cond, conditions, same};
 use super::{Context, Error, now};
 use crate::auth::model::DeletionPolicy;
-use crate::crd::{Project, ProjectStatus, Registry};
+use crate::kubernetes::crd::{Project, ProjectStatus, Registry};
 
 pub const FINALIZER: &str = "berth.dev/project-images";
 /// Label on token Secrets: the Registry that reads them.

@@ -51,7 +51,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::crd::{CleanupPolicy, Project, Registry};
+use crate::kubernetes::crd::{CleanupPolicy, Project, Registry};
 
 /// How the operator reaches registry pods for API calls (deleting a
 /// Project's images).
@@ -498,5 +498,5 @@ async fn serve_metrics(
 }
 
 async fn shutdown_signal() {
-    crate::server::shutdown_signal().await
+    crate::signal::shutdown().await
 }

@@ -23,9 +23,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::directory::{ObjectMeta, manifest_files};
-use crate::crd::CleanupPolicySpec;
 use crate::lifecycle::policy::{Rules, cadence_period};
 use crate::lifecycle::report::{CleanupReport, CleanupRequest};
+use crate::lifecycle::spec::{CleanupPolicySpec, LabelSelector};
 use crate::registry::Registry;
 
 /// The annotation that asks for a run now.
@@ -164,13 +164,10 @@ pub fn load_policies(dir: &Path) -> Vec<Policy> {
         .collect()
 }
 
-/// Does a Kubernetes label selector match `labels`? (`matchLabels` and
+/// Does a label selector (Kubernetes' shape) match `labels`? (`matchLabels` and
 /// `matchExpressions` with In, NotIn, Exists, DoesNotExist; an unknown
 /// operator matches nothing.)
-pub fn selector_matches(
-    sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
-    labels: &HashMap<String, String>,
-) -> bool {
+pub fn selector_matches(sel: &LabelSelector, labels: &HashMap<String, String>) -> bool {
     let by_label = sel
         .match_labels
         .iter()

@@ -21,13 +21,7 @@ use crate::metadata::{BlobVerdict, SweepCounts, now_ms};
 use crate::oci::Digest;
 use crate::registry::Registry;
 
-/// How often and how eagerly to collect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GcSettings {
-    pub review_delay: Duration,
-    pub sweep_interval: Duration,
-    pub upload_expiry: Duration,
-}
+pub use crate::config::GcSettings;
 
 const BATCH: i64 = 500;
 

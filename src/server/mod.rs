@@ -3,6 +3,8 @@
 //! Owns the accept loop and the per-connection limits (timeouts, connection
 //! cap); what a request may do is the registry's business.
 
+pub mod scheduler;
+
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -80,13 +82,15 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
                 let client = kube::Client::try_default()
                     .await
                     .map_err(ServeError::Kube)?;
-                crate::auth::cluster::watch(
+                crate::kubernetes::projects::watch(
                     client.clone(),
                     &k.namespace,
                     &k.registry,
                     auth.clone(),
                 );
-                auth.set_external(Arc::new(crate::auth::cluster::TokenReviewer::new(client)));
+                auth.set_external(Arc::new(crate::kubernetes::projects::TokenReviewer::new(
+                    client,
+                )));
                 tracing::info!(
                     namespace = %k.namespace,
                     registry = %k.registry,
@@ -125,7 +129,7 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
             .session_timeout()
             .map_err(|(key, message)| ServeError::Config(format!("{key}: {message}")))?,
     );
-    crate::gc::spawn(&registry, gc);
+    crate::registry::gc::spawn(&registry, gc);
     if config.kubernetes.is_none()
         && config.auth.enabled
         && let Some(dir) = &config.auth.manifest_dir
@@ -134,7 +138,7 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
             .cleanup
             .check_interval()
             .map_err(|(key, message)| ServeError::Config(format!("{key}: {message}")))?;
-        crate::scheduler::Runner::new(registry.clone(), dir, &config.data_dir).spawn(every);
+        crate::server::scheduler::Runner::new(registry.clone(), dir, &config.data_dir).spawn(every);
     }
     Ok((registry, admin_token))
 }
@@ -170,7 +174,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             "token authentication on (realm /jwt/auth)"
         ),
     }
-    serve_on(listener, router(registry), settings, shutdown_signal()).await?;
+    serve_on(
+        listener,
+        router(registry),
+        settings,
+        crate::signal::shutdown(),
+    )
+    .await?;
     tracing::info!("berth stopped");
     Ok(())
 }
@@ -479,23 +489,4 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
-}
-
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down: finishing in-flight requests");
 }
