@@ -18,8 +18,8 @@
 //! what it deleted (GitLab answers 202 and works in the background), and
 //! takes `dry_run=true` to report without deleting.
 //!
-//! Callers authenticate as a [`Principal`] (bearer JWT, Basic credentials, or
-//! none). Errors are `{"message": "..."}`: 400 for bad parameters, 401 (with
+//! Callers authenticate, in the [`Call`] extractor, as a [`Principal`]
+//! (bearer JWT, Basic credentials, or none). Errors are `{"message": "..."}`: 400 for bad parameters, 401 (with
 //! `WWW-Authenticate`) when an anonymous caller needs to log in, 404 for what
 //! the caller may not see (as GitLab hides private projects), 403 for what
 //! they may see but not change, including refusals by tag rules.
@@ -28,16 +28,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::Registry;
-use super::access::{Action, Principal};
+use super::access::{Action, Principal, Unauthenticated};
 use super::cleanup::{self, CleanupError};
 use crate::auth::tags::TagRules;
 use crate::auth::{AccessModel, Location};
@@ -132,6 +132,16 @@ impl From<MetadataError> for ApiError {
     }
 }
 
+impl From<Unauthenticated> for ApiError {
+    fn from(u: Unauthenticated) -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: u.message,
+            challenges: u.challenges,
+        }
+    }
+}
+
 impl From<CleanupError> for ApiError {
     fn from(e: CleanupError) -> Self {
         match e {
@@ -219,43 +229,41 @@ impl ProjectScope {
     }
 }
 
-/// One management API request: who calls, and the request's head.
+/// One management API request: who calls, and the request's head. An
+/// extractor: a caller whose credentials do not hold is refused (401, with
+/// the challenges) before the handler runs.
 struct Call {
     reg: Arc<Registry>,
     principal: Principal,
-    parts: Parts,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl FromRequestParts<Arc<Registry>> for Call {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, reg: &Arc<Registry>) -> ApiResult<Call> {
+        let principal = Principal::authenticate(reg, &parts.headers).await?;
+        Ok(Call {
+            reg: reg.clone(),
+            principal,
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
 }
 
 impl Call {
-    async fn new(reg: Arc<Registry>, req: Request) -> ApiResult<(Call, Body)> {
-        let (parts, body) = req.into_parts();
-        let principal = Principal::authenticate(&reg, &parts.headers)
-            .await
-            .map_err(|u| ApiError {
-                status: StatusCode::UNAUTHORIZED,
-                message: u.message,
-                challenges: u.challenges,
-            })?;
-        Ok((
-            Call {
-                reg,
-                principal,
-                parts,
-            },
-            body,
-        ))
-    }
-
     fn unauthorized(&self, message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
             message: message.into(),
-            challenges: Principal::challenges(&self.reg, &self.parts.headers),
+            challenges: Principal::challenges(&self.reg, &self.headers),
         }
     }
 
     fn query(&self) -> Vec<(String, String)> {
-        form_urlencoded::parse(self.parts.uri.query().unwrap_or_default().as_bytes())
+        form_urlencoded::parse(self.uri.query().unwrap_or_default().as_bytes())
             .into_owned()
             .collect()
     }
@@ -269,12 +277,11 @@ impl Call {
 
     /// The registry's address as clients reach it (`Host`).
     fn host(&self) -> String {
-        self.parts
-            .headers
+        self.headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(str::to_string)
-            .or_else(|| self.parts.uri.authority().map(|a| a.to_string()))
+            .or_else(|| self.uri.authority().map(|a| a.to_string()))
             .unwrap_or_else(|| "localhost".into())
     }
 
@@ -442,7 +449,7 @@ impl Pagination {
             }
             q.append_pair("page", &page.to_string());
             q.append_pair("per_page", &self.per_page.to_string());
-            format!("{}?{}", call.parts.uri.path(), q.finish())
+            format!("{}?{}", call.uri.path(), q.finish())
         };
         let mut links = Vec::new();
         if let Some(p) = prev {
@@ -480,12 +487,7 @@ fn paged(body: &Value, headers: Vec<(HeaderName, String)>) -> ApiResult {
 }
 
 /// `GET /api/v1/projects/<project>/registry/repositories[?tags=true]`.
-async fn list_repositories(
-    State(reg): State<Arc<Registry>>,
-    Path(project): Path<String>,
-    req: Request,
-) -> ApiResult {
-    let (call, _) = Call::new(reg, req).await?;
+async fn list_repositories(Path(project): Path<String>, call: Call) -> ApiResult {
     let scope = call.scope(&project)?;
     let pagination = Pagination::of(&call)?;
     let with_tags = flag(&call, "tags")?;
@@ -538,12 +540,7 @@ fn parse_flag(name: &str, value: Option<&str>) -> ApiResult<bool> {
 }
 
 /// `GET .../registry/repositories/<id>`.
-async fn get_repository(
-    State(reg): State<Arc<Registry>>,
-    Path((project, id)): Path<(String, String)>,
-    req: Request,
-) -> ApiResult {
-    let (call, _) = Call::new(reg, req).await?;
+async fn get_repository(Path((project, id)): Path<(String, String)>, call: Call) -> ApiResult {
     let scope = call.scope(&project)?;
     let row = call.repository(&scope, &id, Action::Pull).await?;
     let usage = call.reg.meta.repository_usage(row.id).await?;
@@ -563,12 +560,7 @@ async fn get_repository(
 /// `DELETE .../registry/repositories/<id>`: 202 like GitLab, although the
 /// repository is already gone when the answer comes (its blobs are left to
 /// garbage collection).
-async fn delete_repository(
-    State(reg): State<Arc<Registry>>,
-    Path((project, id)): Path<(String, String)>,
-    req: Request,
-) -> ApiResult {
-    let (call, _) = Call::new(reg, req).await?;
+async fn delete_repository(Path((project, id)): Path<(String, String)>, call: Call) -> ApiResult {
     let scope = call.scope(&project)?;
     let row = call.repository(&scope, &id, Action::Delete).await?;
     let guard = call.principal.tag_guard(&row.name);
@@ -584,12 +576,7 @@ async fn delete_repository(
 }
 
 /// `GET .../registry/repositories/<id>/tags?name=&order_by=&sort=&page=&per_page=`.
-async fn list_tags(
-    State(reg): State<Arc<Registry>>,
-    Path((project, id)): Path<(String, String)>,
-    req: Request,
-) -> ApiResult {
-    let (call, _) = Call::new(reg, req).await?;
+async fn list_tags(Path((project, id)): Path<(String, String)>, call: Call) -> ApiResult {
     let scope = call.scope(&project)?;
     let row = call.repository(&scope, &id, Action::Pull).await?;
     let pagination = Pagination::of(&call)?;
@@ -639,11 +626,9 @@ async fn list_tags(
 
 /// `GET .../registry/repositories/<id>/tags/<tag>`.
 async fn get_tag(
-    State(reg): State<Arc<Registry>>,
     Path((project, id, tag)): Path<(String, String, String)>,
-    req: Request,
+    call: Call,
 ) -> ApiResult {
-    let (call, _) = Call::new(reg, req).await?;
     let scope = call.scope(&project)?;
     let row = call.repository(&scope, &id, Action::Pull).await?;
     let detail = call
@@ -657,11 +642,9 @@ async fn get_tag(
 
 /// `DELETE .../registry/repositories/<id>/tags/<tag>`: 200, as GitLab.
 async fn delete_tag(
-    State(reg): State<Arc<Registry>>,
     Path((project, id, tag)): Path<(String, String, String)>,
-    req: Request,
+    call: Call,
 ) -> ApiResult {
-    let (call, _) = Call::new(reg, req).await?;
     let scope = call.scope(&project)?;
     let row = call.repository(&scope, &id, Action::Delete).await?;
     let guard = call.principal.tag_guard(&row.name);
@@ -703,7 +686,6 @@ async fn bulk_parameters(call: &Call, body: Body) -> ApiResult<Vec<(String, Stri
         return Ok(params);
     }
     let json = call
-        .parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -737,11 +719,10 @@ async fn bulk_parameters(call: &Call, body: Body) -> ApiResult<Vec<(String, Stri
 /// protected rule keeps this caller from deleting, and immutable tags, are
 /// kept; `latest` always is.
 async fn bulk_delete(
-    State(reg): State<Arc<Registry>>,
     Path((project, id)): Path<(String, String)>,
-    req: Request,
+    call: Call,
+    body: Body,
 ) -> ApiResult {
-    let (call, body) = Call::new(reg, req).await?;
     let scope = call.scope(&project)?;
     let row = call.repository(&scope, &id, Action::Delete).await?;
     let params = bulk_parameters(&call, body).await?;
@@ -817,12 +798,7 @@ async fn bulk_delete(
 /// `POST /api/v1/projects/<project>/cleanup`: runs a cleanup policy (a
 /// `CleanupRequest`) over the project; admin only (the operator signs admin
 /// tokens). Answers a `CleanupReport`.
-async fn run_cleanup(
-    State(reg): State<Arc<Registry>>,
-    Path(project): Path<String>,
-    req: Request,
-) -> ApiResult {
-    let (call, body) = Call::new(reg, req).await?;
+async fn run_cleanup(Path(project): Path<String>, call: Call, body: Body) -> ApiResult {
     if !call.principal.is_admin() {
         return Err(if call.principal.is_anonymous() {
             call.unauthorized("authentication required")

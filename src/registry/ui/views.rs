@@ -1,8 +1,94 @@
 //! What the templates in `templates/ui/` show: one struct per page, plus
-//! the layout every page shares and small formatting helpers. Values are
+//! the layout every page shares, the links between pages and small
+//! formatting helpers; and [`html`], which renders a page. Values are
 //! prepared here; the templates only print (auto-escaped) and loop.
 
 use askama::Template;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::metadata::RepositoryRow;
+
+/// Renders a template (or, should that fail, a plain 500).
+pub(super) fn html(
+    status: StatusCode,
+    page: &impl Template,
+    cookies: Option<Vec<String>>,
+) -> Response {
+    match page.render() {
+        Ok(body) => {
+            let mut r = (
+                status,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                body,
+            )
+                .into_response();
+            for c in cookies.into_iter().flatten() {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    r.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
+            r
+        }
+        Err(e) => {
+            tracing::error!("web UI: rendering a page: {e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// URL-encodes one path segment or query value.
+pub(super) fn encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+pub(super) fn project_href(project: &str) -> String {
+    format!("/ui/projects/{}", encode(project))
+}
+
+pub(super) fn repository_href(project: &str, id: i64) -> String {
+    format!("{}/repositories/{id}", project_href(project))
+}
+
+/// A repository's name below its project (`.` for the project's own).
+pub(super) fn relative<'a>(project: &str, repo: &'a str) -> &'a str {
+    match repo.strip_prefix(project) {
+        Some("") => ".",
+        Some(rest) if rest.starts_with('/') => &rest[1..],
+        _ => repo,
+    }
+}
+
+/// Projects › the project › the repository (when given) › `here`, the
+/// current page.
+pub(super) fn crumbs(project: &str, repo: Option<&RepositoryRow>, here: &str) -> Vec<Crumb> {
+    let mut crumbs = vec![
+        Crumb::link("Projects", "/ui/"),
+        Crumb::link(project, &project_href(project)),
+    ];
+    if let Some(r) = repo {
+        crumbs.push(Crumb::link(
+            relative(project, &r.name),
+            &repository_href(project, r.id),
+        ));
+    }
+    crumbs.push(Crumb::here(here));
+    crumbs
+}
+
+/// `3 tags`, or with a filter `1 tag matches`, `3 tags match`.
+pub(super) fn count_text(n: u64, one: &str, many: &str, filtered: bool) -> String {
+    let noun = if n == 1 { one } else { many };
+    match (filtered, n) {
+        (true, 1) => format!("1 {noun} matches"),
+        (true, _) => format!("{n} {noun} match"),
+        (false, _) => format!("{n} {noun}"),
+    }
+}
 
 /// What every page's frame shows.
 pub(super) struct Layout {
@@ -373,6 +459,20 @@ mod tests {
         assert_eq!(p.prev.as_deref(), Some("/ui/x?q=rc+1&order=desc"));
         assert_eq!(p.next.as_deref(), Some("/ui/x?q=rc+1&order=desc&page=3"));
         assert!(state.pager(1, 1).prev.is_none());
+    }
+
+    #[test]
+    fn relative_names() {
+        assert_eq!(relative("g/p", "g/p/app"), "app");
+        assert_eq!(relative("g/p", "g/p"), ".");
+        assert_eq!(relative("g/p", "other"), "other");
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(count_text(1, "tag", "tags", false), "1 tag");
+        assert_eq!(count_text(3, "tag", "tags", true), "3 tags match");
+        assert_eq!(count_text(1, "tag", "tags", true), "1 tag matches");
     }
 
     #[test]
