@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
+use super::live;
 use super::{Metadata, Result};
 
 /// What a blob review decided.
@@ -69,9 +70,10 @@ impl Metadata {
         .await?)
     }
 
-    /// Reviews one manifest: deletes it if it is still due, untagged, not
-    /// listed by an index and not a referrer of a live manifest, all checked
-    /// in the deleting transaction. Returns the bytes freed (its payload).
+    /// Reviews one manifest: deletes it if it is still due, untagged and held
+    /// by no manifest (not listed by an index, not a referrer of a manifest
+    /// still there; see `live`), all checked in the deleting transaction.
+    /// Returns the bytes freed (its payload).
     pub async fn gc_review_manifest(&self, id: i64, now: i64) -> Result<Option<u64>> {
         let mut tx = self.write.begin().await?;
         let due: Option<i64> = sqlx::query_scalar(
@@ -84,17 +86,8 @@ impl Metadata {
         if due.is_none() {
             return Ok(None); // re-queued for later, or already reviewed
         }
-        let dangling: Option<i64> = sqlx::query_scalar(
-            "SELECT m.size FROM manifests m
-              WHERE m.id = ?
-                AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.manifest_id = m.id)
-                AND NOT EXISTS (SELECT 1 FROM manifest_references r WHERE r.child_id = m.id)
-                AND NOT EXISTS (SELECT 1 FROM manifests s
-                                 WHERE m.subject_digest IS NOT NULL
-                                   AND s.repository_id = m.repository_id
-                                   AND s.digest = m.subject_digest)",
-        )
-        .bind(id)
+        let dangling: Option<i64> = sqlx::query_scalar(live::SIZE_IF_UNHELD)
+            .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(size) = dangling {
@@ -156,11 +149,10 @@ impl Metadata {
         let Some(size) = size else {
             return Ok(BlobVerdict::AlreadyGone);
         };
-        let referenced: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM manifest_blobs WHERE digest = ? LIMIT 1")
-                .bind(digest)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let referenced: Option<i64> = sqlx::query_scalar(live::BLOB_REFERENCED)
+            .bind(digest)
+            .fetch_optional(&mut *tx)
+            .await?;
         if referenced.is_some() {
             sqlx::query("DELETE FROM gc_blob_reviews WHERE digest = ?")
                 .bind(digest)
