@@ -17,7 +17,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metadata::{BlobVerdict, SweepCounts, now_ms};
+use crate::metadata::{BlobVerdict, now_ms};
+use crate::registry::api::SweepCounts;
 use crate::oci::Digest;
 use crate::registry::Registry;
 

@@ -22,10 +22,10 @@ pub enum BlobVerdict {
     AlreadyGone,
 }
 
-/// Garbage collection figures (the JSON of `GET /api/v1/gc`, which the
-/// operator reads back).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GcStatus {
+/// Garbage collection's queues and totals as the database holds them
+/// (`registry::api::GcStatus` is what the API answers with them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcState {
     pub pending_manifest_reviews: i64,
     pub pending_blob_reviews: i64,
     pub due_manifest_reviews: i64,
@@ -33,15 +33,6 @@ pub struct GcStatus {
     pub review_delay_ms: i64,
     pub last_sweep_at_ms: Option<i64>,
     pub sweeps: i64,
-    pub manifests_deleted: i64,
-    pub blobs_deleted: i64,
-    pub bytes_deleted: i64,
-    pub uploads_expired: i64,
-}
-
-/// What one sweep did (the JSON of `POST /api/v1/gc/sweep`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SweepCounts {
     pub manifests_deleted: i64,
     pub blobs_deleted: i64,
     pub bytes_deleted: i64,
@@ -232,7 +223,7 @@ impl Metadata {
         Ok(())
     }
 
-    pub async fn gc_status(&self, now: i64) -> Result<GcStatus> {
+    pub async fn gc_status(&self, now: i64) -> Result<GcState> {
         let row = sqlx::query(
             "SELECT (SELECT count(*) FROM gc_manifest_reviews) AS pm,
                     (SELECT count(*) FROM gc_blob_reviews) AS pb,
@@ -247,7 +238,7 @@ impl Metadata {
         .bind(now)
         .fetch_one(&self.read)
         .await?;
-        Ok(GcStatus {
+        Ok(GcState {
             pending_manifest_reviews: row.try_get("pm")?,
             pending_blob_reviews: row.try_get("pb")?,
             due_manifest_reviews: row.try_get("dm")?,

@@ -33,7 +33,7 @@ mod usage;
 #[cfg(test)]
 mod testing;
 
-pub use gc::{BlobVerdict, GcStatus, SweepCounts};
+pub use gc::{BlobVerdict, GcState};
 pub use manifests::StoredManifest;
 pub use referrers::Referrer;
 pub use repositories::{RepositoryRow, RepositorySummary};
