@@ -61,8 +61,8 @@ use tower::ServiceExt;
 
 use berth::config::Config;
 use berth::metadata::now_ms;
-use berth::registry::api::SweepCounts;
 use berth::oci::Digest;
+use berth::registry::api::SweepCounts;
 use berth::registry::router;
 use berth::server::open_registry;
 

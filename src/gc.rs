@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metadata::{BlobVerdict, now_ms};
-use crate::registry::api::SweepCounts;
 use crate::oci::Digest;
 use crate::registry::Registry;
+use crate::registry::api::SweepCounts;
 
 /// How often and how eagerly to collect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -79,8 +79,8 @@ impl Metadata {
         }
         let dangling: Option<i64> = sqlx::query_scalar(live::SIZE_IF_UNHELD)
             .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+            .fetch_optional(&mut *tx)
+            .await?;
         if let Some(size) = dangling {
             // Cascades queue its blobs, its children and its referrers.
             sqlx::query("DELETE FROM manifests WHERE id = ?")
