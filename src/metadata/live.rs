@@ -455,12 +455,12 @@ mod agreement {
         ]
     }
 
+    /// A manifest's blobs: name and size.
+    type Blobs = Vec<(String, u64)>;
+
     /// Builds a case: each manifest's id, payload size and blobs.
-    async fn build(
-        meta: &Metadata,
-        nodes: &[Node],
-    ) -> HashMap<&'static str, (i64, u64, Vec<(String, u64)>)> {
-        let mut built: HashMap<&str, (Digest, u64, Vec<(String, u64)>)> = HashMap::new();
+    async fn build(meta: &Metadata, nodes: &[Node]) -> HashMap<&'static str, (i64, u64, Blobs)> {
+        let mut built: HashMap<&str, (Digest, u64, Blobs)> = HashMap::new();
         for node in nodes {
             let (name, repo, made) = match node {
                 Image {
