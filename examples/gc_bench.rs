@@ -60,8 +60,9 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use berth::config::Config;
-use berth::metadata::{SweepCounts, now_ms};
+use berth::metadata::now_ms;
 use berth::oci::Digest;
+use berth::registry::api::SweepCounts;
 use berth::registry::router;
 use berth::server::open_registry;
 

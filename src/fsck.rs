@@ -18,7 +18,7 @@ use std::path::Path;
 use futures_util::StreamExt;
 
 use crate::auth::{AccessModel, Location, MAX_LEVELS_BELOW_PROJECT};
-use crate::metadata::Metadata;
+use crate::metadata::{self, DatabaseConfig};
 use crate::oci::{Digest, Hasher, manifest, validate_repository};
 use crate::storage::BlobStore;
 use crate::storage::fs::FsStore;
@@ -180,7 +180,7 @@ pub async fn check_with(
             data_dir.display()
         ));
     }
-    let meta = Metadata::open_sqlite(&db)
+    let meta = metadata::open(&DatabaseConfig::Sqlite { path: db })
         .await
         .map_err(|e| e.to_string())?;
     let store = FsStore::open(data_dir).map_err(|e| e.to_string())?;

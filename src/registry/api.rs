@@ -1,7 +1,9 @@
 //! The operator's management endpoints (JSON, same token authentication as
 //! the data plane): deleting a whole repository by name (the operator does
 //! when a Project is deleted), garbage collection status and sweeps (admin
-//! only). The GitLab-like project API is in `management.rs`.
+//! only). The GitLab-like project API is in `management.rs`. The JSON
+//! payloads the operator reads back ([`GcStatus`], [`SweepCounts`]) are
+//! defined here.
 
 use std::sync::Arc;
 
@@ -13,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::access::{self, Principal};
 use super::error::{ErrorCode, RegistryError};
 use super::{Registry, Route};
+use crate::metadata::GcState;
 use crate::oci::validate_repository;
 
 /// `DELETE /api/v1/repositories/<name>`: 204, or 404 NAME_UNKNOWN.
@@ -112,13 +115,57 @@ fn json(status: StatusCode, body: &impl serde::Serialize) -> Result<Response, Re
         .map_err(RegistryError::internal)
 }
 
+/// Garbage collection figures (the JSON of `GET /api/v1/gc`, which the
+/// operator reads back).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GcStatus {
+    pub pending_manifest_reviews: i64,
+    pub pending_blob_reviews: i64,
+    pub due_manifest_reviews: i64,
+    pub due_blob_reviews: i64,
+    pub review_delay_ms: i64,
+    pub last_sweep_at_ms: Option<i64>,
+    pub sweeps: i64,
+    pub manifests_deleted: i64,
+    pub blobs_deleted: i64,
+    pub bytes_deleted: i64,
+    pub uploads_expired: i64,
+}
+
+impl From<GcState> for GcStatus {
+    fn from(s: GcState) -> GcStatus {
+        GcStatus {
+            pending_manifest_reviews: s.pending_manifest_reviews,
+            pending_blob_reviews: s.pending_blob_reviews,
+            due_manifest_reviews: s.due_manifest_reviews,
+            due_blob_reviews: s.due_blob_reviews,
+            review_delay_ms: s.review_delay_ms,
+            last_sweep_at_ms: s.last_sweep_at_ms,
+            sweeps: s.sweeps,
+            manifests_deleted: s.manifests_deleted,
+            blobs_deleted: s.blobs_deleted,
+            bytes_deleted: s.bytes_deleted,
+            uploads_expired: s.uploads_expired,
+        }
+    }
+}
+
+/// What one sweep did (the JSON of `POST /api/v1/gc/sweep`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SweepCounts {
+    pub manifests_deleted: i64,
+    pub blobs_deleted: i64,
+    pub bytes_deleted: i64,
+    pub uploads_expired: i64,
+}
+
 /// `GET /api/v1/gc`: pending reviews, last sweep, totals deleted.
 pub(super) async fn gc_status(State(reg): State<Arc<Registry>>, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
     let result = async {
         require_admin(&reg, &parts.headers).await?;
         let status = reg.meta.gc_status(crate::metadata::now_ms()).await?;
-        json(StatusCode::OK, &status)
+        json(StatusCode::OK, &GcStatus::from(status))
     }
     .await;
     result.unwrap_or_else(|e| e.into_response())

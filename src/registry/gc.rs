@@ -17,9 +17,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metadata::{BlobVerdict, SweepCounts, now_ms};
+use crate::metadata::{BlobVerdict, now_ms};
 use crate::oci::Digest;
 use crate::registry::Registry;
+use crate::registry::api::SweepCounts;
 
 pub use crate::config::GcSettings;
 

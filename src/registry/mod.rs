@@ -13,7 +13,7 @@
 //! (also in process), and the web UI ([`ui`]).
 
 mod access;
-mod api;
+pub mod api;
 mod blobs;
 pub mod cleanup;
 pub mod error;

@@ -25,7 +25,7 @@ use tower::ServiceExt;
 
 use crate::auth::{Auth, AuthError, AuthSettings};
 use crate::config::{Config, ServerSettings};
-use crate::metadata::{Metadata, MetadataError};
+use crate::metadata::{self, DatabaseConfig, MetadataError};
 use crate::registry::{Registry, TransferLimits, router};
 use crate::storage::fs::FsStore;
 
@@ -62,7 +62,7 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
     };
     crate::storage::durable::create_dir_all_synced(&config.data_dir).map_err(data_err)?;
     let store = FsStore::open(&config.data_dir).map_err(data_err)?;
-    let meta = Metadata::open_sqlite(&config.data_dir.join("berth.db")).await?;
+    let meta = metadata::open(&DatabaseConfig::in_data_dir(&config.data_dir)).await?;
     let (auth, admin_token) = if config.auth.enabled {
         let a = &config.auth;
         let (auth, token) = Auth::open(&AuthSettings {

@@ -13,7 +13,7 @@ use super::{Connect, Context, Error};
 use crate::auth::token::{Access, TokenService};
 use crate::kubernetes::crd::Registry;
 use crate::lifecycle::report::{CleanupReport, CleanupRequest};
-use crate::metadata::{GcStatus, SweepCounts};
+use crate::registry::api::{GcStatus, SweepCounts};
 
 pub struct RegistryClient {
     base: String,

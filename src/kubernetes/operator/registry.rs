@@ -23,7 +23,7 @@ use super::client::RegistryClient;
 use super::status::{RegistryObserved, gc_figures, registry_status, same};
 use super::{Context, Error, now};
 use crate::kubernetes::crd::{DatabaseKind, GcFigures, Registry, StorageKind};
-use crate::metadata::SweepCounts;
+use crate::registry::api::SweepCounts;
 
 pub const FINALIZER: &str = "berth.dev/cluster-objects";
 

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::kubernetes::crd::{Condition, GcFigures, Registry, RegistryStatus};
-use crate::metadata::GcStatus;
+use crate::registry::api::GcStatus;
 
 /// A condition to set: (type, status, reason, message).
 pub struct Cond<'a> {

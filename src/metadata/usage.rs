@@ -1,0 +1,120 @@
+//! Usage: the sizes of repositories and of manifests with everything they
+//! list and reference.
+//!
+//! - a repository's `size` is the bytes of the distinct blobs its manifests
+//!   reference;
+//! - a tag's `total_size` is the payload of its manifest and of every
+//!   manifest it lists (an index's children, at any depth) plus the distinct
+//!   blobs all of them reference.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::AssertSqlSafe;
+
+use super::repositories::{RepositoryRow, RepositorySummary};
+use super::sqlite;
+use super::tags::TagDetail;
+use super::{Metadata, Result};
+
+impl Metadata {
+    /// A repository's tag count and size (the distinct blobs its manifests
+    /// reference).
+    pub async fn repository_usage(&self, id: i64) -> Result<(u64, u64)> {
+        let (tags, size): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM tags WHERE repository_id = ?),
+                    (SELECT COALESCE(SUM(b.size), 0) FROM blobs b
+                      WHERE b.digest IN (SELECT mb.digest FROM manifest_blobs mb
+                                           JOIN manifests m ON m.id = mb.manifest_id
+                                          WHERE m.repository_id = ?))",
+        )
+        .bind(id)
+        .bind(id)
+        .fetch_one(&self.read)
+        .await?;
+        Ok((tags as u64, size as u64))
+    }
+
+    /// Every repository named `path` or below `path/` with its tag count,
+    /// size and last tag change, in name order, in one query.
+    pub async fn repository_summaries(&self, path: &str) -> Result<Vec<RepositorySummary>> {
+        let rows: Vec<(i64, String, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT r.id, r.name, r.created_at,
+                    (SELECT count(*) FROM tags t WHERE t.repository_id = r.id),
+                    (SELECT COALESCE(SUM(b.size), 0) FROM blobs b
+                      WHERE b.digest IN (SELECT mb.digest FROM manifest_blobs mb
+                                           JOIN manifests m ON m.id = mb.manifest_id
+                                          WHERE m.repository_id = r.id)),
+                    (SELECT max(t.updated_at) FROM tags t WHERE t.repository_id = r.id)
+               FROM repositories r
+              WHERE r.name = ? OR (r.name > ? AND r.name < ?) ORDER BY r.name",
+        )
+        .bind(path)
+        .bind(format!("{path}/"))
+        .bind(format!("{path}0"))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, name, created_at, tags, size, last_update)| RepositorySummary {
+                    row: RepositoryRow {
+                        id,
+                        name,
+                        created_at,
+                    },
+                    tags: tags as u64,
+                    size: size as u64,
+                    last_update,
+                },
+            )
+            .collect())
+    }
+
+    pub(super) async fn fill_total_sizes(&self, tags: &mut [TagDetail]) -> Result<()> {
+        let ids: Vec<i64> = tags
+            .iter()
+            .map(|t| t.manifest_id)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let sizes = self.manifest_total_sizes(&ids).await?;
+        for t in tags {
+            t.total_size = sizes.get(&t.manifest_id).copied().unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    /// Total size of each manifest (see the module documentation), in one
+    /// query per 500 manifests.
+    pub async fn manifest_total_sizes(&self, ids: &[i64]) -> Result<HashMap<i64, u64>> {
+        let mut sizes = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "WITH RECURSIVE tree(root, id) AS (
+                     SELECT id, id FROM manifests WHERE id IN ({})
+                     UNION
+                     SELECT tree.root, r.child_id FROM manifest_references r
+                       JOIN tree ON r.parent_id = tree.id
+                 ),
+                 parts(root, bytes) AS (
+                     SELECT tree.root, m.size FROM tree JOIN manifests m ON m.id = tree.id
+                     UNION ALL
+                     SELECT used.root, b.size
+                       FROM (SELECT DISTINCT tree.root, mb.digest FROM tree
+                               JOIN manifest_blobs mb ON mb.manifest_id = tree.id) used
+                       JOIN blobs b ON b.digest = used.digest
+                 )
+                 SELECT root, SUM(bytes) FROM parts GROUP BY root",
+                sqlite::placeholders(chunk.len())
+            );
+            let mut query = sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for (id, bytes) in query.fetch_all(&self.read).await? {
+                sizes.insert(id, bytes as u64);
+            }
+        }
+        Ok(sizes)
+    }
+}
