@@ -41,6 +41,9 @@ pub struct App {
     answer_within: Option<Duration>,
 }
 
+/// A change to the configuration before the registry is opened.
+type Tune = Box<dyn FnOnce(&mut Config)>;
+
 /// How an [`App`] is opened: see [`App::setup`].
 pub struct Setup {
     data: Option<PathBuf>,
@@ -48,7 +51,7 @@ pub struct Setup {
     manifests: Option<String>,
     admin_secret: Option<String>,
     answer_within: Option<Duration>,
-    tune: Vec<Box<dyn FnOnce(&mut Config)>>,
+    tune: Vec<Tune>,
 }
 
 impl Setup {

@@ -55,7 +55,7 @@ async fn sigkill_mid_sweep_loses_no_referenced_blob_and_the_sweep_resumes() {
     let config_digest = push_blob(&http, &base, "keep/app", &config_blob).await;
     let mut descriptors = Vec::new();
     for l in &layers {
-        let d = push_blob(&http, &base, "keep/app", &l).await;
+        let d = push_blob(&http, &base, "keep/app", l).await;
         descriptors.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.len()}));
     }
     let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
