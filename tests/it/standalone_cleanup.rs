@@ -133,18 +133,33 @@ async fn standalone_policies_run_on_run_now_and_cadence() {
         v
     };
 
-    // A dry run first: reports v4 and v5, deletes nothing.
-    write_manifests(&manifests, "1", true);
     // The runner works on the registry as `berth serve` opens it with a
     // manifest directory: authentication on, so the Projects' tag rules are
     // known. (The test pushes through an open view of the same database.)
+    // Opened before any policy exists: it starts its own runner, which ticks
+    // at once and then not for a day, and that first tick must be over
+    // before the test's runner ticks, or its write of the state file (which
+    // every tick rewrites) could land after the test's and undo it.
     let mut served = Config {
         data_dir: data.clone(),
         ..Config::default()
     };
     served.auth.manifest_dir = Some(manifests.clone());
     served.gc.review_delay = "0s".into();
+    served.cleanup.check_interval = "24h".into();
     let (served, _) = open_registry(&served).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !data.join("cleanup-state.json").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the served registry's runner did not tick"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // A dry run first: reports v4 and v5, deletes nothing.
+    write_manifests(&manifests, "1", true);
+    served.auth.as_ref().unwrap().reload().unwrap();
     let runner = Runner::new(served.clone(), &manifests, &data);
     let now = berth::metadata::now_ms();
     assert_eq!(runner.tick(now).await, vec!["demo/weekly".to_string()]);
