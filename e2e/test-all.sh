@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and in-process HTTP tests, the
-# crash-safety test against the real binary, then the end-to-end tests against
+# tests against the real binary (release build), then the end-to-end tests against
 # a running `berth serve` (OCI conformance suite, real clients, memory).
 # Installs what it needs on a fresh Debian machine. Run from anywhere:
 #   ./e2e/test-all.sh
@@ -12,7 +12,38 @@ export CARGO_TERM_COLOR=never
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
-step() { printf '\n==== %s (%s) ====\n' "$*" "$(date +%H:%M:%S)"; }
+# Each phase's duration, printed as a table at the end of the log, before
+# the last line (or last of all when a phase fails and stops the script).
+phases=()
+phase_start=$SECONDS
+phase=""
+printed=""
+end_phase() {
+    if [ -n "$phase" ]; then
+        phases+=("$phase|$((SECONDS - phase_start))")
+    fi
+    phase=""
+}
+print_phases() {
+    [ -z "$printed" ] || return 0
+    printed=1
+    end_phase
+    printf '\n==== phase durations ====\n'
+    printf '%-28s %8s\n' phase seconds
+    local p total=0
+    for p in "${phases[@]}"; do
+        printf '%-28s %8s\n' "${p%|*}" "${p##*|}"
+        total=$((total + ${p##*|}))
+    done
+    printf '%-28s %8s\n' total "$total"
+}
+trap 'print_phases' EXIT
+step() {
+    end_phase
+    phase="$*"
+    phase_start=$SECONDS
+    printf '\n==== %s (%s) ====\n' "$*" "$(date +%H:%M:%S)"
+}
 
 step "toolchain"
 cargo --version
@@ -21,15 +52,19 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+# Lints need no optimised build: clippy in the dev profile.
 step "cargo clippy -D warnings"
-cargo clippy --all-targets --release -- -D warnings
+cargo clippy --all-targets -- -D warnings
 
 step "cargo build --release"
 cargo build --release
 
+# Unit tests, the integration tests (one binary, tests/it) and the examples'
+# build, in the quick-to-build ci-test profile (Cargo.toml); the tests that
+# run the real berth (crash, disk-full, slow clients) run the release build.
 step "cargo test"
 log="$CARGO_TARGET_DIR/cargo-test.log"
-cargo test --release 2>&1 | tee "$log"
+BERTH_BIN="$CARGO_TARGET_DIR/release/berth" cargo test --profile ci-test 2>&1 | tee "$log"
 read -r cargo_passed cargo_failed < <(grep -E '^test result:' "$log" | awk '{p+=$4; f+=$6} END {print p+0, f+0}')
 echo "cargo tests: $cargo_passed passed, $cargo_failed failed"
 
@@ -44,5 +79,6 @@ step "summary"
 echo "cargo tests:  $cargo_passed passed, $cargo_failed failed"
 echo "e2e scripts:  $e2e_passed passed, $e2e_failed failed"
 [ -d artifacts/ui ] && echo "web UI screenshots (artifacts): $PWD/artifacts/ui"
+print_phases
 echo "$((cargo_passed + e2e_passed)) passed, $((cargo_failed + e2e_failed)) failed"
 [ "$e2e_rc" -eq 0 ] && [ "$e2e_failed" -eq 0 ]

@@ -6,7 +6,7 @@
 //! disk. Several kill rounds run against one data directory.
 //!
 //! ```sh
-//! cargo test --release --test crash_safety -- --nocapture
+//! cargo test --release --test it crash_safety -- --nocapture
 //! ```
 //!
 //! "Committed" means the client saw the success status (201) before the kill.
@@ -22,11 +22,7 @@
 //! logs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::net::TcpListener;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,7 +32,8 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use reqwest::{Client, StatusCode};
 use sha2::{Digest as _, Sha256};
 
-const MIB: usize = 1 << 20;
+use crate::common::server::{Launch, Server};
+use crate::common::{MIB, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256_digest};
 const KIB: usize = 1 << 10;
 /// Size of each piece a streamed request body is handed to the client in.
 const STREAM_PIECE: usize = 64 * KIB;
@@ -45,19 +42,12 @@ const STREAM_PIECE: usize = 64 * KIB;
 const SLOW: Duration = Duration::from_millis(6);
 const FAST: Duration = Duration::ZERO;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 const OCTETS: &str = "application/octet-stream";
 
 /// When the kill lands after the start of each round's concurrent phase.
 const KILL_AFTER_MS: [u64; 3] = [350, 600, 800];
 
 // ---------------------------------------------------------------- utilities
-
-fn sha256_digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
 
 /// splitmix64: fast, seedable, good enough for random blob contents.
 struct Rng(u64);
@@ -89,13 +79,6 @@ impl Rng {
         v.truncate(n);
         Bytes::from(v)
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
 }
 
 /// How much of a streamed request body has been handed to the HTTP client.
@@ -146,91 +129,12 @@ fn tracked_body(data: Bytes, delay: Duration, progress: Arc<Progress>) -> reqwes
 
 // ------------------------------------------------------------------- server
 
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts `berth serve` on `data_dir` and waits until `GET /v2/` answers
-    /// 200; returns the server and the time that took.
-    async fn start(data_dir: &Path, log_dir: &Path, n: usize) -> (Server, Duration) {
-        let probe = Client::new();
-        for attempt in 0..3 {
-            let port = free_port();
-            let log = log_dir.join(format!("berth-{n}-{attempt}.log"));
-            let out = File::create(&log).expect("create server log");
-            let t0 = Instant::now();
-            let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-                .arg("serve")
-                .arg("--no-auth")
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("--data-dir")
-                .arg(data_dir)
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("clone log handle"))
-                .stderr(out)
-                .spawn()
-                .expect("spawn berth");
-            let mut server = Server {
-                child,
-                base: format!("http://127.0.0.1:{port}"),
-                log,
-            };
-            loop {
-                if let Some(status) = server.child.try_wait().expect("poll berth") {
-                    let tail = server.log_tail();
-                    if tail.contains("cannot listen") && attempt < 2 {
-                        break; // lost the port race; try another port
-                    }
-                    panic!("berth exited with {status} before it was ready:\n{tail}");
-                }
-                let ready = probe
-                    .get(format!("{}/v2/", server.base))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await
-                    .map(|r| r.status() == StatusCode::OK)
-                    .unwrap_or(false);
-                if ready {
-                    return (server, t0.elapsed());
-                }
-                assert!(
-                    t0.elapsed() < Duration::from_secs(30),
-                    "berth not ready after 30 s:\n{}",
-                    server.log_tail()
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-        unreachable!("berth could not listen on three different ports");
-    }
-
-    /// SIGKILL, no graceful shutdown; checks the process died of signal 9.
-    fn sigkill(&mut self) {
-        self.child.kill().expect("SIGKILL berth");
-        let status = self.child.wait().expect("reap berth");
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "berth should have died of SIGKILL, got {status}"
-        );
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `berth serve` on `data_dir` (log `berth-<n>.log` in `log_dir`) and
+/// waits until `GET /v2/` answers 200; returns the server and the time that
+/// took.
+async fn start(data_dir: &Path, log_dir: &Path, n: usize) -> (Server, Duration) {
+    let log = log_dir.join(format!("berth-{n}.log"));
+    Server::start(Launch::new(data_dir, &log)).await
 }
 
 // --------------------------------------------------------------- HTTP layer
@@ -1022,6 +926,7 @@ struct Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
+    let _alone = crate::common::alone().await;
     let t_start = Instant::now();
     let data = tempfile::tempdir().expect("data dir");
     // Server logs go to a temporary directory, or to CRASH_SAFETY_LOG_DIR if
@@ -1043,7 +948,7 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
     let mut rng = Rng::new(seed, 0);
     let repos = ["crash/app", "crash/tools/builder", "crash/base"];
 
-    let (mut server, startup) = Server::start(data.path(), &log_dir, 0).await;
+    let (mut server, startup) = start(data.path(), &log_dir, 0).await;
     println!("crash_safety: first start in {startup:?}");
     let mut committed = Committed::default();
     let mut totals = Tally::default();
@@ -1172,7 +1077,7 @@ async fn sigkill_during_uploads_and_manifest_puts_loses_nothing_committed() {
         let uploads_dir_files = count_files(&data.path().join("uploads"));
 
         // Phase 3: restart on the same data directory.
-        let (restarted, startup) = Server::start(data.path(), &log_dir, round + 1).await;
+        let (restarted, startup) = start(data.path(), &log_dir, round + 1).await;
         server = restarted;
         let restart_after_kill = killed_at.elapsed();
         let h = Http::new(&server.base);

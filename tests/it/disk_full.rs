@@ -9,35 +9,29 @@
 //! The test mounts a tmpfs, so it needs root (CI runs as root):
 //!
 //! ```sh
-//! cargo test --release --test disk_full -- --nocapture
+//! cargo test --release --test it disk_full -- --nocapture
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Client, StatusCode};
-use sha2::{Digest as _, Sha256};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+use crate::common::server::{Launch, Server, berth_bin};
+use crate::common::{OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256_digest as sha256};
+
 /// Size of the tmpfs the data directory lives on.
 const DISK: &str = "24m";
 
-fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+/// `berth serve` on `data_dir` with `config`, logging to `log`.
+async fn start(data_dir: &Path, config: &Path, log: PathBuf) -> Server {
+    Server::start(Launch::new(data_dir, &log).config(config))
+        .await
+        .0
 }
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -86,78 +80,6 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
-
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Server {
-    async fn start(data_dir: &Path, config: &Path, log: PathBuf) -> Server {
-        let port = free_port();
-        let out = std::fs::File::create(&log).expect("create server log");
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("serve")
-            .arg("--no-auth")
-            .arg("--config")
-            .arg(config)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone log handle"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn berth");
-        let mut server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let t0 = Instant::now();
-        loop {
-            if let Some(status) = server.child.try_wait().expect("poll berth") {
-                panic!("berth exited with {status}:\n{}", server.log_text());
-            }
-            if let Ok(r) = reqwest::get(format!("{}/v2/", server.base)).await
-                && r.status() == StatusCode::OK
-            {
-                return server;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "berth not ready after 30 s:\n{}",
-                server.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGTERM (graceful), then wait.
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let t0 = Instant::now();
-        while self.child.try_wait().expect("poll berth").is_none() {
-            assert!(t0.elapsed() < Duration::from_secs(30), "berth did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -314,6 +236,7 @@ fn assert_clear_error(status: StatusCode, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_a_full_disk() {
+    let _alone = crate::common::alone().await;
     let tmp = tempfile::tempdir().expect("temp dir");
     // DISK_FULL_LOGS=DIR keeps the server logs there.
     let logs = std::env::var_os("DISK_FULL_LOGS")
@@ -330,7 +253,7 @@ async fn acknowledged_writes_survive_a_full_disk() {
         "gc:\n  reviewDelay: 0s\n  sweepInterval: 24h\nstorage:\n  minFreeBytes: 0\n",
     )
     .expect("write config");
-    let mut server = Server::start(&data, &config, logs.join("berth-1.log")).await;
+    let mut server = start(&data, &config, logs.join("berth-1.log")).await;
     let http = Http {
         c: Client::builder()
             .timeout(Duration::from_secs(60))
@@ -494,7 +417,7 @@ async fn acknowledged_writes_survive_a_full_disk() {
 
     // Restart on the same data: still all there.
     server.stop();
-    let server = Server::start(&data, &config, logs.join("berth-2.log")).await;
+    let server = start(&data, &config, logs.join("berth-2.log")).await;
     let http = Http {
         base: server.base.clone(),
         ..http
@@ -507,7 +430,7 @@ async fn acknowledged_writes_survive_a_full_disk() {
     );
     drop(server);
 
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let out = Command::new(berth_bin())
         .arg("fsck")
         .arg("--data-dir")
         .arg(&data)

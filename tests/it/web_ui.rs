@@ -4,25 +4,14 @@
 //! (search, sort, kind, pages) and tag details. Browser behaviour (clicks,
 //! copy buttons, narrow screens) is tested with Playwright in `e2e/ui.sh`.
 
-use std::time::Duration;
-
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use base64::Engine;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use berth::config::Config;
 use berth::oci::Digest;
-use berth::registry::router;
-use berth::server::open_registry;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const HOST: &str = "registry.test";
+use crate::common::app::{App as Harness, As, HOST, Reply};
+use crate::common::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
 
 const MANIFESTS: &str = r#"
 apiVersion: berth.dev/v1alpha1
@@ -47,19 +36,39 @@ spec:
     - {user: bob, role: Reporter}
 "#;
 
-struct App {
-    router: Router,
-    db: sqlx::SqlitePool,
-    _dir: tempfile::TempDir,
+/// The harness's registry with the calls of this area: pages as
+/// [`Page`]s, registry API calls as the admin.
+struct App(Harness);
+
+impl std::ops::Deref for App {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
+    }
 }
 
-struct Reply {
+/// A reply read as an HTML page: every header in order, the body as text.
+struct Page {
     status: StatusCode,
     headers: Vec<(String, String)>,
     body: String,
 }
 
-impl Reply {
+impl From<Reply> for Page {
+    fn from(r: Reply) -> Page {
+        Page {
+            status: r.status,
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            body: r.text(),
+        }
+    }
+}
+
+impl Page {
     fn header(&self, name: &str) -> Vec<&str> {
         self.headers
             .iter()
@@ -106,7 +115,7 @@ impl Browser {
             .join("; ")
     }
 
-    fn absorb(&mut self, reply: &Reply) {
+    fn absorb(&mut self, reply: &Page) {
         for set in reply.header("set-cookie") {
             let pair = set.split(';').next().unwrap_or_default();
             let (k, v) = pair.split_once('=').unwrap();
@@ -117,7 +126,7 @@ impl Browser {
         }
     }
 
-    async fn send(&mut self, app: &App, method: Method, uri: &str, form: Option<&str>) -> Reply {
+    async fn send(&mut self, app: &App, method: Method, uri: &str, form: Option<&str>) -> Page {
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
@@ -140,17 +149,17 @@ impl Browser {
         reply
     }
 
-    async fn get(&mut self, app: &App, uri: &str) -> Reply {
+    async fn get(&mut self, app: &App, uri: &str) -> Page {
         self.send(app, Method::GET, uri, None).await
     }
 
-    async fn get_ok(&mut self, app: &App, uri: &str) -> Reply {
+    async fn get_ok(&mut self, app: &App, uri: &str) -> Page {
         let r = self.get(app, uri).await;
         assert_eq!(r.status, StatusCode::OK, "GET {uri}: {}", r.body);
         r
     }
 
-    async fn post(&mut self, app: &App, uri: &str, form: &[(&str, &str)]) -> Reply {
+    async fn post(&mut self, app: &App, uri: &str, form: &[(&str, &str)]) -> Page {
         let mut s = form_urlencoded::Serializer::new(String::new());
         for (k, v) in form {
             s.append_pair(k, v);
@@ -158,7 +167,7 @@ impl Browser {
         self.send(app, Method::POST, uri, Some(&s.finish())).await
     }
 
-    async fn sign_in(&mut self, app: &App, user: &str, token: &str) -> Reply {
+    async fn sign_in(&mut self, app: &App, user: &str, token: &str) -> Page {
         let page = self.get_ok(app, "/ui/login?next=/ui/").await;
         self.post(
             app,
@@ -175,45 +184,22 @@ impl Browser {
 }
 
 async fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let manifests = dir.path().join("manifests");
-    std::fs::create_dir_all(&manifests).unwrap();
     let mut yaml = MANIFESTS.to_string();
     for user in ["alice", "bob"] {
         yaml.push_str(&format!(
             "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {user}-pat\n  labels: {{berth.dev/user: {user}}}\nstringData: {{token: {user}-secret}}\n"
         ));
     }
-    std::fs::write(manifests.join("projects.yaml"), yaml).unwrap();
-    std::fs::create_dir_all(data.join("auth")).unwrap();
-    let hash = berth::auth::directory::hash_secret("admin-secret");
-    std::fs::write(data.join("auth/admin-token.sha256"), hex::encode(hash)).unwrap();
-    let mut config = Config {
-        data_dir: data.clone(),
-        ..Config::default()
-    };
-    config.auth.manifest_dir = Some(manifests);
-    let (registry, _) = open_registry(&config).await.unwrap();
-    let db = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(data.join("berth.db"))
-                .busy_timeout(Duration::from_secs(10)),
-        )
-        .await
-        .unwrap();
-    App {
-        router: router(registry),
-        db,
-        _dir: dir,
-    }
+    App(Harness::setup()
+        .manifests(yaml)
+        .admin_secret("admin-secret")
+        .open()
+        .await)
 }
 
 impl App {
     /// A registry API call as the admin (Basic credentials for a token).
-    async fn admin(&self, method: Method, uri: &str, ct: Option<&str>, body: Vec<u8>) -> Reply {
+    async fn admin(&self, method: Method, uri: &str, ct: Option<&str>, body: Vec<u8>) -> Page {
         let repo = uri
             .strip_prefix("/v2/")
             .and_then(|r| {
@@ -222,50 +208,27 @@ impl App {
                     .find_map(|m| r.split_once(m).map(|(n, _)| n))
             })
             .unwrap_or_default();
-        let basic = base64::engine::general_purpose::STANDARD.encode("admin:admin-secret");
-        let token_reply = self
-            .router
-            .clone()
-            .oneshot(
-                Request::get(format!(
-                    "/jwt/auth?service=berth&scope=repository:{repo}:pull,push,delete"
-                ))
-                .header("authorization", format!("Basic {basic}"))
-                .body(Body::empty())
-                .unwrap(),
+        let token = self
+            .0
+            .token(
+                As::Basic(("admin", "admin-secret")),
+                &format!("repository:{repo}:pull,push,delete"),
             )
             .await
             .unwrap();
-        let bytes = token_reply.into_body().collect().await.unwrap().to_bytes();
-        let token: Value = serde_json::from_slice(&bytes).unwrap();
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
             .header("host", HOST)
-            .header(
-                "authorization",
-                format!("Bearer {}", token["token"].as_str().unwrap()),
-            );
+            .header("authorization", format!("Bearer {token}"));
         if let Some(ct) = ct {
             req = req.header("content-type", ct);
         }
         self.send(req.body(Body::from(body)).unwrap()).await
     }
 
-    async fn send(&self, req: Request<Body>) -> Reply {
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Reply {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+    async fn send(&self, req: Request<Body>) -> Page {
+        self.0.send(req).await.into()
     }
 
     async fn blob(&self, repo: &str, data: &[u8]) -> Value {

@@ -7,136 +7,35 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{Method, Request, StatusCode};
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 use berth::config::Config;
 use berth::oci::Digest;
-use berth::registry::router;
-use berth::server::open_registry;
 
-struct App {
-    router: Router,
-    data: PathBuf,
-    _dir: Option<tempfile::TempDir>,
+use crate::common::MIB;
+use crate::common::app::App;
+
+/// A registry without authentication on `data` (default: a fresh temporary
+/// directory), configured by `tune`; every call must be answered within 20 s.
+async fn app_with(data: Option<&Path>, tune: impl FnOnce(&mut Config) + 'static) -> App {
+    let mut setup = App::setup()
+        .config(tune)
+        .answer_within(Duration::from_secs(20));
+    if let Some(data) = data {
+        setup = setup.data_dir(data);
+    }
+    setup.open().await
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-    fn error(&self) -> (String, String) {
-        let v: Value = serde_json::from_slice(&self.body).unwrap_or(Value::Null);
-        (
-            v["errors"][0]["code"].as_str().unwrap_or("").to_string(),
-            v["errors"][0]["message"].as_str().unwrap_or("").to_string(),
-        )
-    }
-}
-
-async fn app_with(data: Option<&Path>, tune: impl FnOnce(&mut Config)) -> App {
-    let (dir, data) = match data {
-        Some(d) => (None, d.to_path_buf()),
-        None => {
-            let dir = tempfile::tempdir().unwrap();
-            let data = dir.path().join("data");
-            (Some(dir), data)
-        }
-    };
-    let mut config = Config {
-        data_dir: data.clone(),
-        ..Config::default()
-    };
-    config.auth.enabled = false;
-    tune(&mut config);
-    let (registry, _) = open_registry(&config).await.unwrap();
-    App {
-        router: router(registry),
-        data,
-        _dir: dir,
-    }
-}
-
-impl App {
-    async fn call(
-        &self,
-        method: Method,
-        uri: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Body>,
-    ) -> Reply {
-        let mut req = Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let call = self.router.clone().oneshot(req.body(body.into()).unwrap());
-        let resp = tokio::time::timeout(Duration::from_secs(20), call)
-            .await
-            .expect("the server answers within 20 s")
-            .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
-        let digest = Digest::sha256_of(data);
-        let r = self
-            .call(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
-                &[],
-                data.to_vec(),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.error());
-        digest
-    }
-
-    async fn start_upload(&self, repo: &str) -> String {
-        let r = self
-            .call(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/"),
-                &[],
-                Body::empty(),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.error());
-        r.header("location").to_string()
-    }
-
-    fn upload_files(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.data.join("uploads"))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default()
-    }
+/// The entries of the upload area (not recursive).
+fn upload_files(app: &App) -> Vec<PathBuf> {
+    std::fs::read_dir(app.data.join("uploads"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
 }
 
 /// A request body fed through a channel: it ends only when the sender is
@@ -148,8 +47,6 @@ fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
     });
     (tx, Body::from_stream(stream))
 }
-
-const MIB: usize = 1 << 20;
 
 #[tokio::test]
 async fn max_blob_size_is_refused_up_front_and_while_streaming() {
@@ -169,7 +66,7 @@ async fn max_blob_size_is_refused_up_front_and_while_streaming() {
     let (code, message) = r.error();
     assert_eq!(code, "SIZE_INVALID");
     assert!(message.contains("1048576 bytes"), "{message}");
-    assert!(app.upload_files().is_empty());
+    assert!(upload_files(&app).is_empty());
 
     // No length declared: the body streams and never ends; the server must
     // answer 413 once the limit is passed, without waiting for the end.
@@ -204,7 +101,7 @@ async fn max_blob_size_is_refused_up_front_and_while_streaming() {
         sent <= 2 * MIB,
         "the server read {sent} bytes of a body past a 1 MiB limit"
     );
-    assert!(app.upload_files().is_empty());
+    assert!(upload_files(&app).is_empty());
 
     // A chunked session that grows past the limit is discarded altogether.
     let loc = app.start_upload("a/b").await;
@@ -216,7 +113,7 @@ async fn max_blob_size_is_refused_up_front_and_while_streaming() {
         app.call(Method::GET, &loc, &[], Body::empty()).await.status,
         StatusCode::NOT_FOUND
     );
-    assert!(app.upload_files().is_empty());
+    assert!(upload_files(&app).is_empty());
 
     // At the limit exactly: accepted.
     app.push_blob("a/b", &vec![3u8; MIB]).await;
@@ -227,7 +124,7 @@ async fn free_space_reserve_refuses_uploads_but_not_reads() {
     let first = app_with(None, |c| c.storage.min_free_bytes = 0).await;
     let data = b"pushed before the disk got low".to_vec();
     let digest = first.push_blob("a/b", &data).await;
-    let dir = first._dir;
+    let dir = first.dir.clone();
     let data_dir = first.data.clone();
 
     // The same data directory with a reserve larger than any disk.
@@ -250,7 +147,7 @@ async fn free_space_reserve_refuses_uploads_but_not_reads() {
         )
         .await;
     assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
-    assert!(app.upload_files().is_empty());
+    assert!(upload_files(&app).is_empty());
 
     // Reads go on.
     let r = app
@@ -357,7 +254,7 @@ async fn deleting_a_repository_removes_its_upload_files() {
         assert_eq!(r.status, StatusCode::ACCEPTED);
     }
     let kept = app.start_upload("a/other").await;
-    assert_eq!(app.upload_files().len(), 4);
+    assert_eq!(upload_files(&app).len(), 4);
 
     let r = app
         .call(
@@ -368,7 +265,7 @@ async fn deleting_a_repository_removes_its_upload_files() {
         )
         .await;
     assert!(r.status.is_success(), "{} {:?}", r.status, r.error());
-    let left = app.upload_files();
+    let left = upload_files(&app);
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(kept.ends_with(&*left[0].file_name().unwrap().to_string_lossy()));
 }
@@ -393,9 +290,9 @@ async fn a_failed_upload_start_leaves_no_file() {
         .await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(
-        app.upload_files().is_empty(),
+        upload_files(&app).is_empty(),
         "a failed start left {:?}",
-        app.upload_files()
+        upload_files(&app)
     );
     pool.close().await;
 }

@@ -1,145 +1,43 @@
 //! The registry router, in process: the OCI API's behaviour on good and bad
 //! input, and that bad input leaves nothing behind.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use berth::config::Config;
 use berth::oci::Digest;
-use berth::registry::router;
-use berth::server::open_registry;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-struct App {
-    router: Router,
-    data: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-    fn error_code(&self) -> String {
-        self.json()["errors"][0]["code"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    }
-}
+use crate::common::app::{App, Reply};
+use crate::common::{OCI_INDEX, OCI_MANIFEST, files, image_manifest};
 
 async fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut config = Config {
-        data_dir: data.clone(),
-        ..Config::default()
-    };
-    config.auth.enabled = false;
-    let (registry, _) = open_registry(&config).await.unwrap();
-    App {
-        router: router(registry),
-        data,
-        _dir: dir,
-    }
+    App::open().await
 }
 
-impl App {
-    async fn call(
+/// The OCI pushes of this area, without credentials.
+trait Push {
+    /// Pushes config (`{}`) + one layer + manifest; returns the manifest and
+    /// its digest.
+    async fn push_image(&self, repo: &str, tag: &str, layer: &[u8]) -> (Value, Digest);
+    /// PUTs `manifest`, which must answer 201 with its digest.
+    async fn put_manifest(
         &self,
-        method: Method,
-        uri: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Body>,
-    ) -> Reply {
-        let mut req = Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(body.into()).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
+        repo: &str,
+        reference: &str,
+        manifest: &Value,
+        media_type: &str,
+    ) -> Digest;
+}
 
-    async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
-        let digest = Digest::sha256_of(data);
-        let r = self
-            .call(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
-                &[],
-                data.to_vec(),
-            )
-            .await;
-        assert_eq!(
-            r.status,
-            StatusCode::CREATED,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
-        digest
-    }
-
-    async fn start_upload(&self, repo: &str) -> String {
-        let r = self
-            .call(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/"),
-                &[],
-                Body::empty(),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::ACCEPTED);
-        r.header("location").to_string()
-    }
-
-    /// Pushes config + one layer + manifest; returns the manifest and its digest.
+impl Push for App {
     async fn push_image(&self, repo: &str, tag: &str, layer: &[u8]) -> (Value, Digest) {
-        let config = self.push_blob(repo, b"{}").await;
-        let layer_digest = self.push_blob(repo, layer).await;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest.to_string(), "size": layer.len()}],
-        });
+        self.push_blob(repo, b"{}").await;
+        self.push_blob(repo, layer).await;
+        let manifest = image_manifest(b"{}", &[layer]);
         let digest = self.put_manifest(repo, tag, &manifest, OCI_MANIFEST).await;
         (manifest, digest)
     }
@@ -170,22 +68,6 @@ impl App {
         assert_eq!(r.header("docker-content-digest"), digest.to_string());
         digest
     }
-}
-
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files(&p))
-            } else {
-                out.push(p)
-            }
-        }
-    }
-    out
 }
 
 fn blob_files(app: &App) -> Vec<PathBuf> {
@@ -994,18 +876,7 @@ async fn docker_schema2_manifest_and_manifest_list() {
 /// bytes), `n=0` an empty list without `Link`.
 #[tokio::test]
 async fn tags_list_pages_by_default_and_caches_first_pages_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    config.auth.enabled = false;
-    let (registry, _) = open_registry(&config).await.unwrap();
-    let app = App {
-        router: router(registry.clone()),
-        data: config.data_dir.clone(),
-        _dir: dir,
-    };
+    let app = app().await;
     let (manifest, _) = app.push_image("p/many", "t0000", b"layer").await;
     for i in 1..1200 {
         app.put_manifest("p/many", &format!("t{i:04}"), &manifest, OCI_MANIFEST)
@@ -1037,7 +908,7 @@ async fn tags_list_pages_by_default_and_caches_first_pages_only() {
         let r = get(format!("/v2/p/many/tags/list?last=a{i:05}")).await;
         assert_eq!(r.status, StatusCode::OK);
     }
-    let (pages, bytes) = registry.tag_page_cache_usage();
+    let (pages, bytes) = app.registry.tag_page_cache_usage();
     eprintln!(
         "tags/list cache after 4,000 requests with distinct `last`: {pages} pages, {bytes} bytes"
     );

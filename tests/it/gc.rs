@@ -5,92 +5,46 @@
 //! live blobs.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use serde_json::{Value, json};
-use tower::ServiceExt;
+use axum::http::{Method, StatusCode};
+use serde_json::Value;
 
-use berth::config::Config;
 use berth::oci::Digest;
-use berth::registry::router;
-use berth::server::open_registry;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+use crate::common::app::{App, As};
+use crate::common::{OCI_MANIFEST, blob_files, image_manifest};
 
-#[derive(Clone)]
-struct App {
-    router: Router,
-    data: PathBuf,
-}
-
+/// No authentication, a zero review delay; sweeps are driven by the tests
+/// (and by a stress task), not the timer.
 async fn app(dir: &Path) -> App {
-    let data = dir.join("data");
-    let mut config = Config {
-        data_dir: data.clone(),
-        ..Config::default()
-    };
-    config.auth.enabled = false;
-    config.gc.review_delay = "0s".into();
-    // Sweeps are driven by the tests (and by a stress task), not the timer.
-    config.gc.sweep_interval = "1h".into();
-    let (registry, _) = open_registry(&config).await.unwrap();
-    App {
-        router: router(registry),
-        data,
-    }
+    App::setup()
+        .data_dir(&dir.join("data"))
+        .config(|c| {
+            c.gc.review_delay = "0s".into();
+            c.gc.sweep_interval = "1h".into();
+        })
+        .open()
+        .await
 }
 
-impl App {
-    async fn call(
-        &self,
-        method: Method,
-        uri: &str,
-        ctype: Option<&str>,
-        body: Vec<u8>,
-    ) -> (StatusCode, Vec<u8>) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(c) = ctype {
-            req = req.header("content-type", c);
-        }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        (
-            status,
-            resp.into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-    }
+/// The calls of this area.
+trait Gc {
+    /// A request without a body: its status and body.
+    async fn fetch(&self, method: Method, uri: &str) -> (StatusCode, Vec<u8>);
+    async fn push_image(&self, repo: &str, tag: &str, layers: &[Vec<u8>])
+    -> Result<Digest, String>;
+    async fn sweep(&self) -> Value;
+    async fn pull_verified(&self, repo: &str, tag: &str) -> Vec<String>;
+}
 
-    async fn push_blob(&self, repo: &str, data: &[u8]) -> Result<Digest, StatusCode> {
-        let digest = Digest::sha256_of(data);
-        let (s, _) = self
-            .call(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
-                None,
-                data.to_vec(),
-            )
-            .await;
-        if s == StatusCode::CREATED {
-            Ok(digest)
-        } else {
-            Err(s)
-        }
+impl Gc for App {
+    async fn fetch(&self, method: Method, uri: &str) -> (StatusCode, Vec<u8>) {
+        let r = self.call(method, uri, &[], Body::empty()).await;
+        (r.status, r.body)
     }
 
     /// Pushes config + layers + a manifest tagged `tag`. A blob swept between
@@ -103,43 +57,32 @@ impl App {
         layers: &[Vec<u8>],
     ) -> Result<Digest, String> {
         let config = format!("{{\"tag\":\"{tag}\",\"n\":{}}}", layers.len()).into_bytes();
-        let config_digest = self
-            .push_blob(repo, &config)
+        self.try_push_blob(As::Anonymous, repo, &config)
             .await
-            .map_err(|s| s.to_string())?;
-        let mut descriptors = Vec::new();
+            .map_err(|r| r.status.to_string())?;
         for layer in layers {
-            let d = self
-                .push_blob(repo, layer)
+            self.try_push_blob(As::Anonymous, repo, layer)
                 .await
-                .map_err(|s| s.to_string())?;
-            descriptors.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": layer.len()}));
+                .map_err(|r| r.status.to_string())?;
         }
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
-            "layers": descriptors,
-        }))
-        .unwrap();
-        let (s, body) = self
+        let layers: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+        let manifest = serde_json::to_vec(&image_manifest(&config, &layers)).unwrap();
+        let r = self
             .call(
                 Method::PUT,
                 &format!("/v2/{repo}/manifests/{tag}"),
-                Some(OCI_MANIFEST),
+                &[("content-type", OCI_MANIFEST)],
                 manifest.clone(),
             )
             .await;
-        if s != StatusCode::CREATED {
-            return Err(format!("{s}: {}", String::from_utf8_lossy(&body)));
+        if r.status != StatusCode::CREATED {
+            return Err(format!("{}: {}", r.status, r.text()));
         }
         Ok(Digest::sha256_of(&manifest))
     }
 
     async fn sweep(&self) -> Value {
-        let (s, body) = self
-            .call(Method::POST, "/api/v1/gc/sweep", None, vec![])
-            .await;
+        let (s, body) = self.fetch(Method::POST, "/api/v1/gc/sweep").await;
         assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
         serde_json::from_slice(&body).unwrap()
     }
@@ -147,12 +90,7 @@ impl App {
     /// Pulls `repo:tag` whole and checks every digest; returns the blob digests.
     async fn pull_verified(&self, repo: &str, tag: &str) -> Vec<String> {
         let (s, manifest) = self
-            .call(
-                Method::GET,
-                &format!("/v2/{repo}/manifests/{tag}"),
-                None,
-                vec![],
-            )
+            .fetch(Method::GET, &format!("/v2/{repo}/manifests/{tag}"))
             .await;
         assert_eq!(s, StatusCode::OK, "{repo}:{tag}");
         let m: Value = serde_json::from_slice(&manifest).unwrap();
@@ -162,7 +100,7 @@ impl App {
         }
         for d in &digests {
             let (s, bytes) = self
-                .call(Method::GET, &format!("/v2/{repo}/blobs/{d}"), None, vec![])
+                .fetch(Method::GET, &format!("/v2/{repo}/blobs/{d}"))
                 .await;
             assert_eq!(s, StatusCode::OK, "{repo}:{tag} blob {d}");
             assert_eq!(
@@ -172,24 +110,6 @@ impl App {
             );
         }
         digests
-    }
-
-    fn blob_files(&self) -> Vec<(String, u64)> {
-        let mut out = Vec::new();
-        let root = self.data.join("blobs/sha256");
-        if let Ok(prefixes) = std::fs::read_dir(&root) {
-            for p in prefixes {
-                for f in std::fs::read_dir(p.unwrap().path()).unwrap() {
-                    let f = f.unwrap();
-                    out.push((
-                        format!("sha256:{}", f.file_name().to_string_lossy()),
-                        f.metadata().unwrap().len(),
-                    ));
-                }
-            }
-        }
-        out.sort();
-        out
     }
 }
 
@@ -220,44 +140,32 @@ async fn a_sweep_deletes_what_is_dangling_and_keeps_what_is_tagged() {
         .await
         .unwrap();
     // An untagged manifest listed by nothing, and a stray blob.
-    app.push_blob("g/app", &bytes(4, 100)).await.unwrap();
-    let (s, _) = app
-        .call(Method::DELETE, "/v2/g/app/manifests/old", None, vec![])
-        .await;
+    app.push_blob("g/app", &bytes(4, 100)).await;
+    let (s, _) = app.fetch(Method::DELETE, "/v2/g/app/manifests/old").await;
     assert_eq!(s, StatusCode::ACCEPTED, "tag delete");
     let counts = app.sweep().await;
     assert_eq!(counts["manifests_deleted"], 1, "{counts}");
     // old's config, its own layer and the stray blob.
     assert_eq!(counts["blobs_deleted"], 3, "{counts}");
     let (s, _) = app
-        .call(
-            Method::GET,
-            &format!("/v2/g/app/manifests/{old}"),
-            None,
-            vec![],
-        )
+        .fetch(Method::GET, &format!("/v2/g/app/manifests/{old}"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "the untagged manifest is gone");
     let gone = Digest::sha256_of(&only_old).to_string();
     let (s, _) = app
-        .call(
-            Method::HEAD,
-            &format!("/v2/g/app/blobs/{gone}"),
-            None,
-            vec![],
-        )
+        .fetch(Method::HEAD, &format!("/v2/g/app/blobs/{gone}"))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(
-        !app.blob_files().iter().any(|(d, _)| *d == gone),
+        !blob_files(&app.data).iter().any(|(d, _)| *d == gone),
         "its file is deleted"
     );
     let live = app.pull_verified("g/app", "new").await;
-    let files: Vec<String> = app.blob_files().into_iter().map(|(d, _)| d).collect();
+    let files: Vec<String> = blob_files(&app.data).into_iter().map(|(d, _)| d).collect();
     let mut want = live.clone();
     want.sort();
     assert_eq!(files, want, "exactly the live blobs are on disk");
-    let (s, status) = app.call(Method::GET, "/api/v1/gc", None, vec![]).await;
+    let (s, status) = app.fetch(Method::GET, "/api/v1/gc").await;
     assert_eq!(s, StatusCode::OK);
     let status: Value = serde_json::from_slice(&status).unwrap();
     assert_eq!(status["blobs_deleted"], 3);
@@ -325,23 +233,13 @@ async fn pushes_and_deletes_racing_sweeps_lose_nothing() {
                 match i % 5 {
                     // Delete the tag just pushed.
                     1 => {
-                        app.call(
-                            Method::DELETE,
-                            &format!("/v2/{repo}/manifests/{tag}"),
-                            None,
-                            vec![],
-                        )
-                        .await;
+                        app.fetch(Method::DELETE, &format!("/v2/{repo}/manifests/{tag}"))
+                            .await;
                     }
                     // Delete the manifest by digest (and every tag on it).
                     3 => {
-                        app.call(
-                            Method::DELETE,
-                            &format!("/v2/{repo}/manifests/{digest}"),
-                            None,
-                            vec![],
-                        )
-                        .await;
+                        app.fetch(Method::DELETE, &format!("/v2/{repo}/manifests/{digest}"))
+                            .await;
                     }
                     _ => {}
                 }
@@ -371,7 +269,7 @@ async fn pushes_and_deletes_racing_sweeps_lose_nothing() {
     let mut tags = 0;
     for repo in ["stress/r0", "stress/r1"] {
         let (s, body) = app
-            .call(Method::GET, &format!("/v2/{repo}/tags/list"), None, vec![])
+            .fetch(Method::GET, &format!("/v2/{repo}/tags/list"))
             .await;
         assert_eq!(s, StatusCode::OK);
         let list: Value = serde_json::from_slice(&body).unwrap();
@@ -382,7 +280,7 @@ async fn pushes_and_deletes_racing_sweeps_lose_nothing() {
     }
     assert!(tags > 0, "some tags survive");
     // The store holds exactly the live blobs: every byte on disk is referenced.
-    let files = app.blob_files();
+    let files = blob_files(&app.data);
     let on_disk: HashSet<String> = files.iter().map(|(d, _)| d.clone()).collect();
     assert_eq!(on_disk, live, "blob files == blobs of tagged images");
     let disk_bytes: u64 = files.iter().map(|(_, s)| s).sum();

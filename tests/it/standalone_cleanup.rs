@@ -5,97 +5,53 @@
 //! across a restart of the runner.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use serde_json::{Value, json};
-use tower::ServiceExt;
+use axum::http::{Method, StatusCode};
+use serde_json::Value;
 
 use berth::config::Config;
-use berth::oci::Digest;
-use berth::registry::{Registry, router};
 use berth::server::open_registry;
 use berth::server::scheduler::Runner;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+use crate::common::app::{App, As};
+
 const DAY: i64 = 86_400_000;
 
-struct App {
-    router: Router,
-    registry: Arc<Registry>,
+/// The registry on `data`, no authentication, a zero review delay.
+async fn open(data: &Path) -> App {
+    App::setup()
+        .data_dir(data)
+        .config(|c| c.gc.review_delay = "0s".into())
+        .open()
+        .await
 }
 
-impl App {
-    async fn open(data: &Path) -> App {
-        let mut config = Config {
-            data_dir: data.to_path_buf(),
-            ..Config::default()
-        };
-        config.auth.enabled = false;
-        config.gc.review_delay = "0s".into();
-        let (registry, _) = open_registry(&config).await.unwrap();
-        App {
-            router: router(registry.clone()),
-            registry,
-        }
-    }
+trait Cleanup {
+    async fn push(&self, repo: &str, tag: &str);
+    async fn tags(&self, repo: &str) -> Vec<String>;
+}
 
-    async fn call(&self, method: Method, uri: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", OCI_MANIFEST)
-            .body(Body::from(body))
-            .unwrap();
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, body.to_vec())
-    }
-
+impl Cleanup for App {
     /// Pushes a one-layer image under `tag`; the layer is unique to the tag.
     async fn push(&self, repo: &str, tag: &str) {
-        let mut digests = Vec::new();
-        for blob in [
-            format!("{{\"config\":\"{tag}\"}}").into_bytes(),
-            format!("layer of {repo}:{tag}").repeat(100).into_bytes(),
-        ] {
-            let d = Digest::sha256_of(&blob);
-            let (s, _) = self
-                .call(
-                    Method::POST,
-                    &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-                    blob.clone(),
-                )
-                .await;
-            assert_eq!(s, StatusCode::CREATED);
-            digests.push((d, blob.len()));
-        }
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digests[0].0.to_string(), "size": digests[0].1},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digests[1].0.to_string(), "size": digests[1].1}],
-        });
-        let (s, body) = self
-            .call(
-                Method::PUT,
-                &format!("/v2/{repo}/manifests/{tag}"),
-                serde_json::to_vec(&manifest).unwrap(),
-            )
+        let config = format!("{{\"config\":\"{tag}\"}}").into_bytes();
+        let layer = format!("layer of {repo}:{tag}").repeat(100).into_bytes();
+        self.push_image_as(As::Anonymous, repo, tag, &config, &[&layer])
             .await;
-        assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
     }
 
     async fn tags(&self, repo: &str) -> Vec<String> {
-        let (s, body) = self
-            .call(Method::GET, &format!("/v2/{repo}/tags/list"), vec![])
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v2/{repo}/tags/list"),
+                &[],
+                Body::empty(),
+            )
             .await;
-        assert_eq!(s, StatusCode::OK);
-        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
         let mut tags: Vec<String> = v["tags"]
             .as_array()
             .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
@@ -160,7 +116,7 @@ async fn standalone_policies_run_on_run_now_and_cadence() {
     let data = tmp.path().join("data");
     let manifests = tmp.path().join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
-    let app = App::open(&data).await;
+    let app = open(&data).await;
     // Oldest first: v1 (kept by nameRegexKeep), v2 (protected), v3
     // (immutable), v4, v5, v6 (the newest, kept by keepN 1), latest, and
     // main (not matched by nameRegex).
@@ -177,18 +133,33 @@ async fn standalone_policies_run_on_run_now_and_cadence() {
         v
     };
 
-    // A dry run first: reports v4 and v5, deletes nothing.
-    write_manifests(&manifests, "1", true);
     // The runner works on the registry as `berth serve` opens it with a
     // manifest directory: authentication on, so the Projects' tag rules are
     // known. (The test pushes through an open view of the same database.)
+    // Opened before any policy exists: it starts its own runner, which ticks
+    // at once and then not for a day, and that first tick must be over
+    // before the test's runner ticks, or its write of the state file (which
+    // every tick rewrites) could land after the test's and undo it.
     let mut served = Config {
         data_dir: data.clone(),
         ..Config::default()
     };
     served.auth.manifest_dir = Some(manifests.clone());
     served.gc.review_delay = "0s".into();
+    served.cleanup.check_interval = "24h".into();
     let (served, _) = open_registry(&served).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !data.join("cleanup-state.json").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the served registry's runner did not tick"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // A dry run first: reports v4 and v5, deletes nothing.
+    write_manifests(&manifests, "1", true);
+    served.auth.as_ref().unwrap().reload().unwrap();
     let runner = Runner::new(served.clone(), &manifests, &data);
     let now = berth::metadata::now_ms();
     assert_eq!(runner.tick(now).await, vec!["demo/weekly".to_string()]);

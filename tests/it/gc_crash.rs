@@ -5,86 +5,27 @@
 //! the next sweep finishes the work, and fsck finds nothing wrong: no
 //! referenced blob lost, no row without its file, no file without its row.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+use crate::common::server::{Launch, Server, push_blob};
+use crate::common::{OCI_MANIFEST, sha256_digest as digest_of};
+
 const GARBAGE: usize = 1500;
 
-fn digest_of(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+/// `berth serve` on `data` with `config`, ready once `/readyz` answers.
+async fn start(data: &Path, config: &Path, log: &Path) -> Server {
+    let launch = Launch::new(data, log).config(config).ready_path("/readyz");
+    Server::start(launch).await.0
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-fn start(data: &Path, config: &Path, log: &Path) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["serve", "--no-auth", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn wait_ready(http: &Client, s: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{}/readyz", s.base)).send().await
-            && r.status() == StatusCode::OK
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("berth did not become ready");
-}
-
-async fn push_blob(http: &Client, base: &str, repo: &str, data: Vec<u8>) -> String {
-    let digest = digest_of(&data);
-    let r = http
-        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
-        .body(data)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    digest
-}
-
+/// Blob files on disk, counted without reading them: a sweep may be
+/// deleting them meanwhile.
 fn blob_files(data: &Path) -> usize {
-    let mut n = 0;
-    if let Ok(prefixes) = std::fs::read_dir(data.join("blobs/sha256")) {
-        for p in prefixes {
-            n += std::fs::read_dir(p.unwrap().path()).unwrap().count();
-        }
-    }
-    n
+    crate::common::files(&data.join("blobs/sha256")).len()
 }
 
 async fn gc_status(http: &Client, base: &str) -> Value {
@@ -99,22 +40,22 @@ async fn gc_status(http: &Client, base: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_sweep_loses_no_referenced_blob_and_the_sweep_resumes() {
+    let _alone = crate::common::alone().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("berth.yaml");
     std::fs::write(&config, "gc:\n  reviewDelay: 0s\n  sweepInterval: 1h\n").unwrap();
     let http = Client::new();
-    let mut server = start(&data, &config, &dir.path().join("first.log"));
-    wait_ready(&http, &server).await;
+    let mut server = start(&data, &config, &dir.path().join("first.log")).await;
     let base = server.base.clone();
 
     // The image that must survive.
     let layers: Vec<Vec<u8>> = (0..2u8).map(|i| vec![i + 1; 50_000]).collect();
     let config_blob = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
-    let config_digest = push_blob(&http, &base, "keep/app", config_blob.clone()).await;
+    let config_digest = push_blob(&http, &base, "keep/app", &config_blob).await;
     let mut descriptors = Vec::new();
     for l in &layers {
-        let d = push_blob(&http, &base, "keep/app", l.clone()).await;
+        let d = push_blob(&http, &base, "keep/app", l).await;
         descriptors.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.len()}));
     }
     let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
@@ -139,7 +80,7 @@ async fn sigkill_mid_sweep_loses_no_referenced_blob_and_the_sweep_resumes() {
                     &http,
                     &base,
                     "junk/blobs",
-                    format!("garbage {i}").into_bytes(),
+                    format!("garbage {i}").as_bytes(),
                 )
                 .await;
             }
@@ -172,8 +113,7 @@ async fn sigkill_mid_sweep_loses_no_referenced_blob_and_the_sweep_resumes() {
     );
 
     // Restart: the image is whole, the work is still queued.
-    let mut server = start(&data, &config, &dir.path().join("second.log"));
-    wait_ready(&http, &server).await;
+    let mut server = start(&data, &config, &dir.path().join("second.log")).await;
     let base = server.base.clone();
     let mut expected: Vec<(String, Vec<u8>)> = vec![(config_digest.clone(), config_blob.clone())];
     for (d, l) in descriptors.iter().zip(&layers) {

@@ -2,23 +2,17 @@
 //! visibility table row by row for pull and `_catalog`, push and delete by
 //! role and token scope, and every way a credential or token can be wrong.
 
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Router;
-use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use base64::Engine;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use berth::config::Config;
 use berth::oci::Digest;
-use berth::registry::{Registry, router};
-use berth::server::open_registry;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+use crate::common::OCI_MANIFEST;
+use crate::common::app::{App, As, Reply};
+
 const USERS: [&str; 6] = [
     "outsider",
     "guest",
@@ -28,38 +22,6 @@ const USERS: [&str; 6] = [
     "owner",
 ];
 const ROLES: [&str; 5] = ["Guest", "Reporter", "Developer", "Maintainer", "Owner"];
-
-struct App {
-    router: Router,
-    registry: std::sync::Arc<Registry>,
-    dir: tempfile::TempDir,
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-    fn code(&self) -> String {
-        self.json()["errors"][0]["code"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    }
-    fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    }
-}
 
 fn project(path: &str, visibility: &str, level: &str, extra: &str) -> String {
     let members: Vec<String> = USERS[1..]
@@ -88,7 +50,9 @@ fn project_token(project: &str, name: &str, token: &str) -> String {
 const VISIBILITIES: [&str; 3] = ["public", "internal", "private"];
 const LEVELS: [&str; 3] = ["enabled", "private", "disabled"];
 
-fn matrix_manifests(dir: &Path) {
+/// Projects of every visibility and access level, users of every role, and
+/// their tokens.
+fn matrix_manifests() -> String {
     let mut yaml = String::new();
     for v in VISIBILITIES {
         for l in LEVELS {
@@ -129,92 +93,36 @@ fn matrix_manifests(dir: &Path) {
     ] {
         yaml.push_str(&project_token("tok/app", name, token));
     }
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("projects.yaml"), yaml).unwrap();
+    yaml
 }
 
 async fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let manifests = dir.path().join("manifests");
-    matrix_manifests(&manifests);
-    let mut config = Config {
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    config.auth.manifest_dir = Some(manifests);
-    let (registry, admin) = open_registry(&config).await.unwrap();
+    let (app, admin) = App::setup()
+        .manifests(matrix_manifests())
+        .open_with_admin()
+        .await;
     assert_eq!(
         admin, None,
         "identities are configured, so no admin token is made"
     );
-    App {
-        router: router(registry.clone()),
-        registry,
-        dir,
-    }
+    app
 }
 
-fn basic(user: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
-    )
-}
-
-impl App {
-    async fn call(
+/// The calls of this area.
+trait Calls {
+    async fn with_token(
         &self,
+        token: &str,
         method: Method,
         uri: &str,
-        auth: Option<&str>,
         content_type: Option<&str>,
         body: Vec<u8>,
-    ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("host", "registry.test");
-        if let Some(a) = auth {
-            req = req.header("authorization", a);
-        }
-        if let Some(c) = content_type {
-            req = req.header("content-type", c);
-        }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
+    ) -> Reply;
+    async fn push(&self, creds: (&str, &str), repo: &str, tag: &str) -> Reply;
+    async fn pull_status(&self, creds: Option<(&str, &str)>, repo: &str) -> StatusCode;
+}
 
-    /// A token from /jwt/auth for `creds` (None: anonymous) and `scope`.
-    async fn token(&self, creds: Option<(&str, &str)>, scope: &str) -> Result<String, Reply> {
-        let auth = creds.map(|(u, s)| basic(u, s));
-        let uri = format!("/jwt/auth?service=berth&scope={scope}");
-        let r = self
-            .call(Method::GET, &uri, auth.as_deref(), None, vec![])
-            .await;
-        if r.status != StatusCode::OK {
-            return Err(r);
-        }
-        Ok(r.json()["token"].as_str().unwrap().to_string())
-    }
-
+impl Calls for App {
     async fn with_token(
         &self,
         token: &str,
@@ -223,14 +131,8 @@ impl App {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Reply {
-        self.call(
-            method,
-            uri,
-            Some(&format!("Bearer {token}")),
-            content_type,
-            body,
-        )
-        .await
+        self.request(method, uri, As::Bearer(token), content_type, body)
+            .await
     }
 
     /// Pushes a one-layer image as `creds`; returns the final response.
@@ -398,7 +300,7 @@ async fn push_and_delete_by_role() {
         };
         assert_eq!(r.status, want, "push by {user}: {:?}", r.json());
         if !may_write {
-            assert_eq!(r.code(), "UNAUTHORIZED");
+            assert_eq!(r.error_code(), "UNAUTHORIZED");
             assert!(
                 r.header("www-authenticate")
                     .contains("error=\"insufficient_scope\""),
@@ -410,7 +312,10 @@ async fn push_and_delete_by_role() {
             );
         }
         let token = app
-            .token(Some((user, &secret)), &format!("repository:{repo}:delete"))
+            .token(
+                Some((user, secret.as_str())),
+                &format!("repository:{repo}:delete"),
+            )
             .await
             .unwrap();
         let r = app
@@ -486,16 +391,16 @@ async fn bad_credentials_get_no_token() {
     ] {
         let r = app.token(Some((user, secret)), scope).await.unwrap_err();
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{user}:{secret}");
-        assert_eq!(r.code(), "UNAUTHORIZED");
+        assert_eq!(r.error_code(), "UNAUTHORIZED");
         assert!(r.json().get("token").is_none());
     }
     // Malformed credentials are refused the same way, not read as anonymous.
     for header in ["Basic %%%", "Basic Zm9v", "Bearer abc", "Digest x"] {
         let r = app
-            .call(
+            .request(
                 Method::GET,
                 &format!("/jwt/auth?scope={scope}"),
-                Some(header),
+                As::Header(header),
                 None,
                 vec![],
             )
@@ -516,7 +421,7 @@ async fn deleted_tokens_stop_working_after_reload() {
         .await
         .is_ok()
     );
-    let file = app.dir.path().join("manifests/projects.yaml");
+    let file = app.root().join("manifests/projects.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     let without = text.replace(
         "stringData: {token: developer-secret}",
@@ -627,7 +532,7 @@ async fn forged_and_misused_tokens_are_refused() {
         )
         .unwrap();
     // Right key, wrong claims.
-    let key = std::fs::read(app.dir.path().join("data/auth/signing-key.pem")).unwrap();
+    let key = std::fs::read(app.root().join("data/auth/signing-key.pem")).unwrap();
     let enc = jsonwebtoken::EncodingKey::from_ec_pem(&key).unwrap();
     let sign = |claims: Value| {
         jsonwebtoken::encode(
@@ -668,7 +573,7 @@ async fn forged_and_misused_tokens_are_refused() {
     ] {
         let r = get(bad, "m/private-enabled/b").await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}");
-        assert_eq!(r.code(), "UNAUTHORIZED", "{what}");
+        assert_eq!(r.error_code(), "UNAUTHORIZED", "{what}");
         assert!(
             r.header("www-authenticate")
                 .contains("error=\"invalid_token\""),
@@ -681,17 +586,19 @@ async fn forged_and_misused_tokens_are_refused() {
 #[tokio::test]
 async fn challenges_and_names() {
     let app = app().await;
-    let r = app.call(Method::GET, "/v2/", None, None, vec![]).await;
+    let r = app
+        .request(Method::GET, "/v2/", As::Anonymous, None, vec![])
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         r.header("www-authenticate"),
         "Bearer realm=\"http://registry.test/jwt/auth\",service=\"berth\""
     );
     let r = app
-        .call(
+        .request(
             Method::GET,
             "/v2/m/public-enabled/img/tags/list",
-            None,
+            As::Anonymous,
             None,
             vec![],
         )
@@ -710,15 +617,15 @@ async fn challenges_and_names() {
     );
     // More than two levels below the project.
     let r = app
-        .call(
+        .request(
             Method::GET,
             "/v2/m/public-enabled/a/b/c/tags/list",
-            None,
+            As::Anonymous,
             None,
             vec![],
         )
         .await;
-    assert_eq!(r.code(), "NAME_INVALID");
+    assert_eq!(r.error_code(), "NAME_INVALID");
     assert!(
         r.json()["errors"][0]["message"]
             .as_str()
@@ -728,10 +635,10 @@ async fn challenges_and_names() {
     // Issue 12, 8a: a HEAD (every push starts with one) is 404, so the
     // client's next request, which has a body, shows the reason.
     let r = app
-        .call(
+        .request(
             Method::HEAD,
             "/v2/m/public-enabled/a/b/c/manifests/v1",
-            None,
+            As::Anonymous,
             None,
             vec![],
         )
@@ -848,22 +755,20 @@ async fn token_scopes_are_capped_and_cached_tokens_stay_small() {
 #[tokio::test]
 async fn realm_follows_forwarded_headers_only_when_trusted() {
     for trust in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        config.auth.trust_forwarded_headers = trust;
-        let (registry, _) = open_registry(&config).await.unwrap();
+        let app = App::setup()
+            .auth()
+            .config(move |c| c.auth.trust_forwarded_headers = trust)
+            .open()
+            .await;
         let req = Request::builder()
             .uri("/v2/")
             .header("host", "berth.svc:5000")
             .header("x-forwarded-proto", "https")
             .header("x-forwarded-host", "registry.example.com")
-            .body(Body::empty())
+            .body(Default::default())
             .unwrap();
-        let resp = router(registry).oneshot(req).await.unwrap();
-        let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+        let resp = app.send(req).await;
+        let challenge = resp.headers["www-authenticate"].to_str().unwrap();
         let want = if trust {
             "Bearer realm=\"https://registry.example.com/jwt/auth\""
         } else {

@@ -8,23 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
-use base64::Engine;
-use http_body_util::BodyExt;
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use berth::config::Config;
 use berth::oci::Digest;
-use berth::registry::router;
-use berth::server::open_registry;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+use crate::common::app::{App as Harness, As, Image, Reply};
+use crate::common::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
+
 const DAY_MS: i64 = 86_400_000;
 
 const ADMIN: (&str, &str) = ("admin", "admin-secret");
@@ -68,108 +59,30 @@ spec:
   members: [{user: owner, role: Owner}, {user: developer, role: Developer}]
 "#;
 
-struct App {
-    router: Router,
-    registry: std::sync::Arc<berth::registry::Registry>,
-    db: sqlx::SqlitePool,
-    _dir: tempfile::TempDir,
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-    fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    }
-    fn message(&self) -> String {
-        self.json()["message"].as_str().unwrap_or("").to_string()
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// How a request authenticates.
-#[derive(Clone, Copy)]
-enum As<'a> {
-    Anonymous,
-    Basic((&'a str, &'a str)),
-    Bearer(&'a str),
-}
-
-/// A pushed image: its manifest and the blobs it references.
-#[derive(Debug, Clone)]
-struct Image {
-    digest: String,
-    payload: Vec<u8>,
-    config: String,
-    /// Config and layers: digest -> size.
-    blobs: BTreeMap<String, u64>,
-}
-
-impl Image {
-    fn total_size(&self) -> u64 {
-        self.payload.len() as u64 + self.blobs.values().sum::<u64>()
-    }
-}
-
 async fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let manifests = dir.path().join("manifests");
-    std::fs::create_dir_all(&manifests).unwrap();
     let mut yaml = MANIFESTS.to_string();
     for user in ["owner", "maintainer", "developer", "reporter", "outsider"] {
         yaml.push_str(&format!(
             "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {user}-pat\n  labels: {{berth.dev/user: {user}}}\nstringData: {{token: {user}-secret}}\n"
         ));
     }
-    std::fs::write(manifests.join("projects.yaml"), yaml).unwrap();
-    // The admin password, as `berth serve` keeps it: only its hash.
-    std::fs::create_dir_all(data.join("auth")).unwrap();
-    let hash = berth::auth::directory::hash_secret(ADMIN.1);
-    std::fs::write(data.join("auth/admin-token.sha256"), hex::encode(hash)).unwrap();
-    let mut config = Config {
-        data_dir: data.clone(),
-        ..Config::default()
-    };
-    config.auth.manifest_dir = Some(manifests);
-    config.gc.review_delay = "0s".into();
-    let (registry, _) = open_registry(&config).await.unwrap();
-    let db = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(data.join("berth.db"))
-                .busy_timeout(Duration::from_secs(10)),
-        )
-        .await
-        .unwrap();
-    App {
-        router: router(registry.clone()),
-        registry,
-        db,
-        _dir: dir,
-    }
+    App(Harness::setup()
+        .manifests(yaml)
+        .admin_secret(ADMIN.1)
+        .config(|c| c.gc.review_delay = "0s".into())
+        .open()
+        .await)
 }
 
-fn basic(user: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
-    )
+/// The harness's registry with the calls of this area: requests to the
+/// registry's host, tokens for Basic credentials, pushes as a user.
+struct App(Harness);
+
+impl std::ops::Deref for App {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
+    }
 }
 
 fn now_ms() -> i64 {
@@ -218,44 +131,12 @@ impl App {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("host", "registry.test");
-        match who {
-            As::Anonymous => {}
-            As::Basic((u, s)) => req = req.header("authorization", basic(u, s)),
-            As::Bearer(t) => req = req.header("authorization", format!("Bearer {t}")),
-        }
-        if let Some(c) = content_type {
-            req = req.header("content-type", c);
-        }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        self.0.request(method, uri, who, content_type, body).await
     }
 
     /// A management API call with Basic credentials (or none).
     async fn api(&self, method: Method, uri: &str, creds: Option<(&str, &str)>) -> Reply {
-        let who = creds.map(As::Basic).unwrap_or(As::Anonymous);
-        self.call(method, uri, who, None, vec![]).await
+        self.call(method, uri, creds.into(), None, vec![]).await
     }
 
     async fn get_ok(&self, uri: &str, creds: (&str, &str)) -> Reply {
@@ -266,33 +147,17 @@ impl App {
 
     /// A JWT from /jwt/auth.
     async fn token(&self, creds: Option<(&str, &str)>, scope: &str) -> String {
-        let who = creds.map(As::Basic).unwrap_or(As::Anonymous);
-        let r = self
-            .call(
-                Method::GET,
-                &format!("/jwt/auth?service=berth&scope={scope}"),
-                who,
-                None,
-                vec![],
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-        r.json()["token"].as_str().unwrap().to_string()
+        self.0
+            .token(creds, scope)
+            .await
+            .unwrap_or_else(|r| panic!("token: {}: {}", r.status, r.text()))
     }
 
     async fn push_blob(&self, token: &str, repo: &str, data: &[u8]) -> String {
-        let digest = Digest::sha256_of(data).to_string();
-        let r = self
-            .call(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
-                As::Bearer(token),
-                None,
-                data.to_vec(),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-        digest
+        self.0
+            .push_blob_as(As::Bearer(token), repo, data)
+            .await
+            .to_string()
     }
 
     /// PUTs a manifest payload to `reference` (tag or digest).
@@ -331,35 +196,9 @@ impl App {
             .token(Some(creds), &format!("repository:{repo}:pull,push"))
             .await;
         let config = serde_json::to_vec(&json!({ "image": name })).unwrap();
-        let config_digest = self.push_blob(&token, repo, &config).await;
-        let mut blobs = BTreeMap::from([(config_digest.clone(), config.len() as u64)]);
-        let mut descriptors = Vec::new();
-        for layer in layers {
-            let d = self.push_blob(&token, repo, layer).await;
-            blobs.insert(d.clone(), layer.len() as u64);
-            descriptors.push(json!({"mediaType": OCI_LAYER, "digest": d, "size": layer.len()}));
-        }
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
-            "layers": descriptors,
-        });
-        let payload = serde_json::to_vec(&manifest).unwrap();
-        let digest = Digest::sha256_of(&payload).to_string();
-        let reference = reference.unwrap_or(&digest).to_string();
-        let r = self
-            .put_manifest(creds, repo, &reference, OCI_MANIFEST, &payload)
-            .await;
-        (
-            Image {
-                digest,
-                payload,
-                config: config_digest,
-                blobs,
-            },
-            r,
-        )
+        self.0
+            .try_push_image(As::Bearer(&token), repo, reference, &config, layers)
+            .await
     }
 
     async fn push_image(
@@ -631,7 +470,7 @@ async fn lists_a_projects_repositories_with_tag_counts_and_sizes() {
             r.header("x-prev-page"),
             r.header("x-next-page")
         ),
-        ("2".into(), "2".into(), "1".into(), String::new())
+        ("2", "2", "1", "")
     );
 
     // The subproject is its own project; a repository of another project is
@@ -773,7 +612,7 @@ async fn tag_listing_filters_sorts_and_pages() {
             "x-next-page",
             "x-prev-page",
         ]
-        .map(|h| r.header(h))
+        .map(|h| r.header(h).to_string())
     };
     assert_eq!(headers(&r), ["120", "6", "1", "20", "2", ""]);
     let link = r.header("link");
@@ -793,7 +632,10 @@ async fn tag_listing_filters_sorts_and_pages() {
         while let Some(uri) = next {
             let r = app.get_ok(&uri, REPORTER).await;
             got.extend(names(&r.json()));
-            pages.push([r.header("x-page"), r.header("x-prev-page")]);
+            pages.push([
+                r.header("x-page").to_string(),
+                r.header("x-prev-page").to_string(),
+            ]);
             next = r.header("link").split(", ").find_map(|l| {
                 l.strip_suffix(">; rel=\"next\"")
                     .map(|u| u.trim_start_matches('<').to_string())
@@ -1519,19 +1361,7 @@ async fn cleanup_runs_and_what_they_make_reclaimable() {
 
 #[tokio::test]
 async fn without_authentication_a_project_is_a_name_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    config.auth.enabled = false;
-    let (registry, _) = open_registry(&config).await.unwrap();
-    let app = App {
-        router: router(registry.clone()),
-        registry: registry.clone(),
-        db: sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap(),
-        _dir: dir,
-    };
+    let app = App(Harness::open().await);
     // Three repositories with the same image (one config blob, no layers).
     let config_blob = layer(1, 20);
     let payload = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
@@ -1565,7 +1395,7 @@ async fn without_authentication_a_project_is_a_name_prefix() {
     // In process, as the standalone runner calls it.
     let request: berth::lifecycle::report::CleanupRequest =
         serde_json::from_value(json!({"policy": {"nameRegex": ".*"}})).unwrap();
-    let report = berth::registry::cleanup::run_project(&registry, "team", &request, now_ms())
+    let report = berth::registry::cleanup::run_project(&app.registry, "team", &request, now_ms())
         .await
         .unwrap();
     let deleted: BTreeSet<(String, Vec<String>)> = report
@@ -1694,7 +1524,7 @@ async fn a_repository_deeper_than_its_later_project_allows_stays_the_admins() {
     let repo = "late/a/b/c/img";
     // In no project yet: the admin's to push.
     app.push_image(ADMIN, repo, "v1", &[&layer(5, 10)]).await;
-    let manifests = app._dir.path().join("manifests");
+    let manifests = app.root().join("manifests");
     let mut yaml = std::fs::read_to_string(manifests.join("projects.yaml")).unwrap();
     yaml.push_str(
         "\n---\napiVersion: berth.dev/v1alpha1\nkind: Project\nmetadata: {name: late}\nspec:\n  path: late\n  visibility: private\n  members: [{user: owner, role: Owner}]\n",
@@ -1759,7 +1589,7 @@ async fn a_repository_deeper_than_its_later_project_allows_stays_the_admins() {
     assert_eq!(names(&r.json()), ["v1"]);
 
     // fsck: a warning naming the rule, no problem.
-    let data = app._dir.path().join("data");
+    let data = app.root().join("data");
     let projects =
         berth::auth::AccessModel::new(berth::auth::directory::load_dir(&manifests).unwrap(), None);
     let report = berth::fsck::check_with(&data, false, Some(&projects), &|_| {})

@@ -6,128 +6,42 @@
 //! by the header-read timeout; beyond the connection cap clients wait until a
 //! slot frees.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
-use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-const MIB: usize = 1 << 20;
+use crate::common::server::{Launch, Server};
+use crate::common::{MIB, sha256_digest as digest_of};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
-
-fn digest_of(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
+/// `berth serve --no-auth` in a temporary directory that lives as long as it.
+struct Slow {
+    server: Server,
     _dir: tempfile::TempDir,
 }
 
-impl Server {
-    /// Starts `berth serve --no-auth` with `server_yaml` as the `server:`
-    /// section of its config, and waits until it answers.
-    async fn start(server_yaml: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("berth.yaml");
-        std::fs::write(
-            &config,
-            format!("server:\n{server_yaml}storage:\n  minFreeBytes: 0\n"),
-        )
-        .unwrap();
-        for _ in 0..3 {
-            let port = free_port();
-            let log = dir.path().join(format!("berth-{port}.log"));
-            let out = std::fs::File::create(&log).unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-                .arg("serve")
-                .arg("--no-auth")
-                .arg("--config")
-                .arg(&config)
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .expect("spawn berth");
-            let mut server = Server {
-                child,
-                port,
-                log,
-                _dir: tempfile::tempdir().unwrap(),
-            };
-            let t0 = Instant::now();
-            loop {
-                if server.child.try_wait().unwrap().is_some() {
-                    break; // probably lost the port race
-                }
-                let ok = Client::new()
-                    .get(server.url("/v2/"))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await
-                    .map(|r| r.status() == StatusCode::OK)
-                    .unwrap_or(false);
-                if ok {
-                    server._dir = dir;
-                    return server;
-                }
-                assert!(t0.elapsed() < Duration::from_secs(30), "{}", server.log());
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        panic!("berth did not start on three ports");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Peak resident memory of the server process (VmHWM), in MiB.
-    fn peak_rss_mib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/<pid>/status");
-        kib / 1024
-    }
-
-    /// Threads of the server process.
-    fn threads(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Threads:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+impl std::ops::Deref for Slow {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts berth with `server_yaml` as the `server:` section of its config
+/// (and no free-space reserve), and waits until it answers.
+async fn start(server_yaml: &str) -> Slow {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berth.yaml");
+    std::fs::write(
+        &config,
+        format!("server:\n{server_yaml}storage:\n  minFreeBytes: 0\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("berth.log");
+    let (server, _) = Server::start(Launch::new(&data, &log).config(&config)).await;
+    Slow { server, _dir: dir }
 }
 
 /// A raw connection with a small receive buffer, so a client that does not
@@ -158,10 +72,11 @@ async fn read_until_closed(stream: &mut TcpStream, deadline: Instant) -> (Vec<u8
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_clients_do_not_stall_others() {
+    let _alone = crate::common::alone().await;
     const STALLED_GETS: usize = 300;
     const STALLED_PATCHES: usize = 100;
     const IDLE: u64 = 6;
-    let server = Server::start(&format!(
+    let server = start(&format!(
         "  sendIdleTimeout: {IDLE}s\n  bodyIdleTimeout: {IDLE}s\n  idleTimeout: 60s\n  \
          maxConnections: 2000\n  maxConcurrentTransfers: 2000\n"
     ))
@@ -308,7 +223,7 @@ async fn slow_clients_do_not_stall_others() {
     );
     assert_eq!(cut_gets, STALLED_GETS, "non-reading GETs left open");
     assert_eq!(cut_patches, STALLED_PATCHES, "stalled PATCHes left open");
-    assert!(server.log().contains("listening"));
+    assert!(server.log_text().contains("listening"));
 }
 
 /// Registry calls against a server's base URL.
@@ -319,15 +234,7 @@ impl Api<'_> {
         format!("{}{path}", self.0)
     }
     async fn push(&self, http: &Client, repo: &str, data: &[u8]) -> String {
-        let digest = digest_of(data);
-        let r = http
-            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        digest
+        crate::common::server::push_blob(http, self.0, repo, data).await
     }
     async fn push_chunked(&self, http: &Client, repo: &str, data: &[u8]) -> String {
         let digest = digest_of(data);
@@ -366,7 +273,8 @@ impl Api<'_> {
 
 #[tokio::test]
 async fn half_sent_headers_are_closed_by_the_header_timeout() {
-    let server = Server::start("  headerReadTimeout: 2s\n  idleTimeout: 60s\n").await;
+    let _alone = crate::common::alone().await;
+    let server = start("  headerReadTimeout: 2s\n  idleTimeout: 60s\n").await;
     let mut conns = Vec::new();
     for _ in 0..50 {
         let mut s = raw_connect(server.port).await;
@@ -400,8 +308,8 @@ async fn half_sent_headers_are_closed_by_the_header_timeout() {
 
 #[tokio::test]
 async fn beyond_the_connection_cap_clients_wait_for_a_free_slot() {
-    let server =
-        Server::start("  maxConnections: 5\n  idleTimeout: 2s\n  headerReadTimeout: 2s\n").await;
+    let _alone = crate::common::alone().await;
+    let server = start("  maxConnections: 5\n  idleTimeout: 2s\n  headerReadTimeout: 2s\n").await;
     // Five connections that say nothing take every slot.
     let mut idle = Vec::new();
     for _ in 0..5 {

@@ -1,0 +1,90 @@
+//! The shared test harness of the integration tests (`tests/it/`): the
+//! registry in process ([`app`]), the real `berth` binary as a child process
+//! ([`server`]), and the small helpers both need (media types, digests,
+//! files on disk, a lock for tests that must run alone).
+//!
+//! It owns no test and asserts only what every caller would assert anyway (a
+//! push that must succeed answered 201). Area-specific helpers stay in the
+//! test module of their area.
+
+pub mod app;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const MIB: usize = 1 << 20;
+
+/// `sha256:<hex>` of `data`, computed independently of berth's own digest code.
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// `Basic <base64(user:secret)>`.
+pub fn basic(user: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
+    )
+}
+
+/// An image manifest over a config and layers, with OCI media types; each
+/// descriptor is the digest and size of the bytes given.
+pub fn image_manifest(config: &[u8], layers: &[&[u8]]) -> serde_json::Value {
+    let layers: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| serde_json::json!({"mediaType": OCI_LAYER, "digest": sha256_digest(l), "size": l.len()}))
+        .collect();
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config), "size": config.len()},
+        "layers": layers,
+    })
+}
+
+/// Every file under `dir`, recursively (none if `dir` does not exist).
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files(&p))
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    out
+}
+
+/// The blob files of a data directory (`blobs/sha256/<2 hex>/<hex>`) as
+/// (digest, size), sorted.
+pub fn blob_files(data: &Path) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = files(&data.join("blobs/sha256"))
+        .into_iter()
+        .map(|f| {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            (format!("sha256:{name}"), f.metadata().unwrap().len())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Tests that must not overlap with one another take this lock for their
+/// whole run: those that time a real `berth` process or load the machine
+/// with one (crash, disk-full, slow-client tests). Everything else runs in
+/// parallel with them and with each other. (Before the tests shared one
+/// binary, each file was its own process and ran after the others.)
+pub async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
+    static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ALONE.lock().await
+}

@@ -1,0 +1,22 @@
+//! Every integration test in one binary (`cargo test --test it`): one module
+//! per area, sharing the harness in `tests/common`. One binary links once,
+//! where one binary per file linked eleven times. Tests of all modules run in
+//! parallel; those that must run alone take `common::alone()`.
+//!
+//! Tests that run the real `berth` binary use `$BERTH_BIN` when set (CI sets
+//! it to its release build), else the one Cargo builds for the tests.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth_http;
+mod crash_safety;
+mod disk_full;
+mod gc;
+mod gc_crash;
+mod http_api;
+mod management_api;
+mod slow_clients;
+mod standalone_cleanup;
+mod upload_limits;
+mod web_ui;
