@@ -52,6 +52,11 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+# The core (oci, storage, metadata, auth, lifecycle, registry) never reaches
+# kube, k8s_openapi or src/kubernetes; no import circle; config a leaf.
+step "layering check"
+python3 .ci/layering.py
+
 # Lints need no optimised build: clippy in the dev profile.
 step "cargo clippy -D warnings"
 cargo clippy --all-targets -- -D warnings
