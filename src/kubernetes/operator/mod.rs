@@ -45,11 +45,6 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 
 use crate::kubernetes::crd::{CleanupPolicy, Project, Registry};
 
@@ -76,6 +71,8 @@ pub struct Settings {
     pub identity: String,
 }
 
+pub use crate::observability::operator::Metrics;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
@@ -88,104 +85,16 @@ pub enum Error {
     Finalizer(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Reconcile counters and timings for `/metrics`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReconcileLabels {
-    kind: String,
-    result: String,
-}
-
-/// Cleanup runs by result (`success`, `failure`) and mode (`delete`, `dry_run`).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CleanupRunLabels {
-    result: String,
-    mode: String,
-}
-
-pub struct Metrics {
-    registry: prometheus_client::registry::Registry,
-    reconciles: Family<ReconcileLabels, Counter>,
-    duration: Family<ReconcileLabels, Histogram>,
-    leader: Gauge,
-    cleanup_runs: Family<CleanupRunLabels, Counter>,
-    cleanup_tags_deleted: Counter,
-    gc_sweeps: Counter,
-}
-
-impl Metrics {
-    fn new() -> Metrics {
-        let mut registry = prometheus_client::registry::Registry::with_prefix("berth_operator");
-        let reconciles = Family::<ReconcileLabels, Counter>::default();
-        let duration = Family::<ReconcileLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ])
-        });
-        let leader = Gauge::default();
-        registry.register(
-            "reconciles",
-            "Reconciles by kind and result",
-            reconciles.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Reconcile duration by kind and result",
-            duration.clone(),
-        );
-        registry.register("leader", "1 while this replica leads", leader.clone());
-        let cleanup_runs = Family::<CleanupRunLabels, Counter>::default();
-        registry.register(
-            "cleanup_runs",
-            "CleanupPolicy runs by result and mode",
-            cleanup_runs.clone(),
-        );
-        let cleanup_tags_deleted = Counter::default();
-        registry.register(
-            "cleanup_tags_deleted",
-            "Tags deleted by CleanupPolicy runs (dry runs not counted)",
-            cleanup_tags_deleted.clone(),
-        );
-        let gc_sweeps = Counter::default();
-        registry.register(
-            "gc_sweeps",
-            "Garbage collection sweeps the operator asked registries for",
-            gc_sweeps.clone(),
-        );
-        Metrics {
-            registry,
-            reconciles,
-            duration,
-            leader,
-            cleanup_runs,
-            cleanup_tags_deleted,
-            gc_sweeps,
+impl Error {
+    /// The `error` label of the reconcile metrics: the variant, in snake case
+    /// (as kube-rs's controller-rs labels failures).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Reconcile(_) => "reconcile",
+            Error::Registry(_) => "registry",
+            Error::Finalizer(_) => "finalizer",
         }
-    }
-
-    /// Counts one cleanup run and the tags it deleted.
-    pub fn cleanup_run(&self, ok: bool, dry_run: bool, tags_deleted: u64) {
-        self.cleanup_runs
-            .get_or_create(&CleanupRunLabels {
-                result: if ok { "success" } else { "failure" }.into(),
-                mode: if dry_run { "dry_run" } else { "delete" }.into(),
-            })
-            .inc();
-        if !dry_run {
-            self.cleanup_tags_deleted.inc_by(tags_deleted);
-        }
-    }
-
-    pub fn gc_sweep(&self) {
-        self.gc_sweeps.inc();
-    }
-
-    fn observe(&self, kind: &str, ok: bool, seconds: f64) {
-        let labels = ReconcileLabels {
-            kind: kind.into(),
-            result: if ok { "success" } else { "error" }.into(),
-        };
-        self.reconciles.get_or_create(&labels).inc();
-        self.duration.get_or_create(&labels).observe(seconds);
     }
 }
 
@@ -305,7 +214,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         }
         tracing::info!(identity = %settings.identity, "became the leader");
     }
-    ctx.metrics.leader.set(1);
+    ctx.metrics.set_leader(true);
     leading.store(true, Ordering::Relaxed);
 
     let controllers = run_controllers(client, ctx.clone(), pods_writer);
@@ -426,8 +335,9 @@ where
     let start = std::time::Instant::now();
     let k = key(kind, &*obj);
     let result = f(obj, ctx.clone()).await;
+    let outcome = result.as_ref().map(|_| ()).map_err(Error::metric_label);
     ctx.metrics
-        .observe(kind, result.is_ok(), start.elapsed().as_secs_f64());
+        .observe(kind, outcome, start.elapsed().as_secs_f64());
     if result.is_ok() {
         ctx.backoff(k, false);
     }
@@ -457,7 +367,7 @@ async fn serve_metrics(
                     let mut text = String::new();
                     match prometheus_client::encoding::text::encode(
                         &mut text,
-                        &ctx.metrics.registry,
+                        ctx.metrics.registry(),
                     ) {
                         Ok(()) => (
                             StatusCode::OK,

@@ -1,5 +1,8 @@
-//! Logging setup: human-readable text or JSON lines, filtered by the
-//! configured level unless `RUST_LOG` is set.
+//! Observability: logging setup (human-readable text or JSON lines, filtered
+//! by the configured level unless `RUST_LOG` is set) and, in [`operator`],
+//! the operator's Prometheus metrics.
+
+pub mod operator;
 
 use std::io::IsTerminal;
 
