@@ -126,6 +126,25 @@ impl ServeArgs {
     }
 }
 
+/// On SIGHUP: the config file's `log.level` (the default, `info`, without
+/// a file) becomes the log filter; a file that does not load, or a filter
+/// that does not parse, leaves the current one and says why.
+fn reload_log_level(log: &berth::observability::LogControl, config: Option<&std::path::Path>) {
+    let level = match config.map(Config::from_file) {
+        None => berth::config::LogConfig::default().level,
+        Some(Ok(c)) => c.log.level,
+        Some(Err(e)) => {
+            tracing::error!("SIGHUP: log filter unchanged ({}): {e}", log.current());
+            return;
+        }
+    };
+    let before = log.current();
+    match log.set(&level) {
+        Ok(()) => tracing::info!("SIGHUP: log filter changed from {before:?} to {level:?}"),
+        Err(e) => tracing::error!("SIGHUP: log filter unchanged ({before}): {e}"),
+    }
+}
+
 fn runtime() -> Option<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new()
         .map_err(|e| eprintln!("berth: cannot start the async runtime: {e}"))
@@ -264,6 +283,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve(args) => {
+            let config_path = args.config.clone();
             let config = match args.into_config() {
                 Ok(c) => c,
                 Err(e) => {
@@ -271,10 +291,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            berth::observability::init_logging(&config.log);
+            let log = berth::observability::init_logging(&config.log);
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
             };
+            if let Some(log) = log {
+                runtime.spawn(berth::signal::hangups(move || {
+                    reload_log_level(&log, config_path.as_deref())
+                }));
+            }
             match runtime.block_on(berth::server::serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -1,26 +1,89 @@
 //! Observability: logging setup (human-readable text or JSON lines, filtered
-//! by the configured level unless `RUST_LOG` is set) and, in [`operator`],
-//! the operator's Prometheus metrics.
+//! by the configured level unless `RUST_LOG` is set), a [`LogControl`] that
+//! changes the filter while the process runs (`berth serve` applies the config
+//! file's `log.level` again on SIGHUP) and, in [`operator`], the operator's
+//! Prometheus metrics.
 
 pub mod operator;
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat};
 
-pub fn init_logging(config: &LogConfig) {
+/// Changes the log filter of the running process.
+#[derive(Clone)]
+pub struct LogControl {
+    handle: reload::Handle<EnvFilter, Registry>,
+}
+
+impl LogControl {
+    /// Replaces the filter (`info`, `berth=debug,warn`...). A filter that does
+    /// not parse is refused and the current one stays.
+    pub fn set(&self, level: &str) -> Result<(), String> {
+        let filter =
+            EnvFilter::try_new(level).map_err(|e| format!("not a valid log filter: {e}"))?;
+        self.handle
+            .reload(filter)
+            .map_err(|e| format!("cannot change the log filter: {e}"))
+    }
+
+    /// The filter in force, as text.
+    pub fn current(&self) -> String {
+        self.handle
+            .with_current(|f| f.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Installs the process's logger: `RUST_LOG` when set, else `config.level`.
+/// Returns `None` when a logger was already installed (tests: the first one
+/// stays).
+pub fn init_logging(config: &LogConfig) -> Option<LogControl> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests) is harmless: keep the first.
-    let _ = match config.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let (filter, handle) = reload::Layer::new(filter);
+    let ansi = std::io::stderr().is_terminal();
+    let installed = match config.format {
+        LogFormat::Json => Registry::default()
+            .with(filter)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => Registry::default()
+            .with(filter)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
     };
+    installed.ok().map(|()| LogControl { handle })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_filter_is_refused_and_the_current_one_stays() {
+        let (filter, handle) = reload::Layer::<EnvFilter, Registry>::new(EnvFilter::new("info"));
+        let _subscriber = Registry::default().with(filter);
+        let control = LogControl { handle };
+        assert_eq!(control.current(), "info");
+        control.set("berth=debug,warn").unwrap();
+        assert_eq!(control.current(), "berth=debug,warn");
+        let err = control.set("=[").unwrap_err();
+        assert!(err.contains("not a valid log filter"), "{err}");
+        assert_eq!(control.current(), "berth=debug,warn");
+    }
 }

@@ -15,6 +15,7 @@ mod disk_full;
 mod gc;
 mod gc_crash;
 mod http_api;
+mod log_reload;
 mod management_api;
 mod slow_clients;
 mod standalone_cleanup;
