@@ -2,7 +2,7 @@
 # Installs everything the berth e2e tests need on a fresh Debian machine, skipping what is
 # already present. Idempotent; a warm run does no network I/O and builds nothing.
 #
-#   apt:  skopeo podman umoci docker-registry wrk jq curl time sqlite3 chromium fonts-dejavu-core
+#   apt:  skopeo podman umoci docker-registry wrk jq curl time sqlite3 postgresql chromium fonts-dejavu-core
 #         (+ python3-pip if no pip, nodejs + npm if no node)
 #   PyPI: oras (Python SDK, pinned in versions.env; it has no CLI, clients.sh drives it from Python)
 #   npm:  playwright-core and axe-core for ui.sh, pinned in e2e/ui/package.json + package-lock.json, installed
@@ -20,7 +20,7 @@ installed=()
 skipped=()
 
 # ---------------------------------------------------------------- apt packages
-APT_PKGS=(skopeo podman umoci docker-registry wrk jq curl time sqlite3 chromium fonts-dejavu-core)
+APT_PKGS=(skopeo podman umoci docker-registry wrk jq curl time sqlite3 postgresql chromium fonts-dejavu-core)
 pkg_installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
 }

@@ -61,6 +61,16 @@ python3 .ci/layering.py
 step "cargo clippy -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+# The tests start their own PostgreSQL (tests/common/postgres.rs): its
+# programs must be here.
+step "install PostgreSQL"
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        --no-install-recommends postgresql >/dev/null
+fi
+ls -d /usr/lib/postgresql/*/bin
+
 step "cargo build --release"
 cargo build --release
 
@@ -70,6 +80,11 @@ cargo build --release
 step "cargo test"
 log="$CARGO_TARGET_DIR/cargo-test.log"
 BERTH_BIN="$CARGO_TARGET_DIR/release/berth" cargo test --profile ci-test 2>&1 | tee "$log"
+# The integration tests again with berth's metadata on PostgreSQL (the
+# library's unit tests ran the metadata tests on both already).
+step "cargo test (integration tests on PostgreSQL)"
+BERTH_TEST_BACKEND=postgres BERTH_BIN="$CARGO_TARGET_DIR/release/berth" \
+    cargo test --profile ci-test --test it 2>&1 | tee -a "$log"
 read -r cargo_passed cargo_failed < <(grep -E '^test result:' "$log" | awk '{p+=$4; f+=$6} END {print p+0, f+0}')
 echo "cargo tests: $cargo_passed passed, $cargo_failed failed"
 

@@ -21,6 +21,7 @@ pub struct Config {
     pub ui: UiConfig,
     pub server: ServerConfig,
     pub storage: StorageConfig,
+    pub database: DatabaseConfig,
     /// In-cluster mode: Projects and token Secrets come from the API server
     /// (the Registry's namespace), not from a manifest directory.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -288,6 +289,140 @@ impl Default for AuthConfig {
     }
 }
 
+/// Which metadata database: the embedded SQLite file in the data directory
+/// (one process), or PostgreSQL (shared by replicas). The Registry
+/// resource's `database` has the same shape (the URL from a Secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseKind {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+/// PostgreSQL's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DatabaseConfig {
+    pub kind: DatabaseKind,
+    /// `postgres://user:password@host:5432/database` (kind postgres); also
+    /// `--database-url` or `BERTH_DATABASE_URL`. Never logged as written: the
+    /// password is shown as `***`.
+    pub url: Option<String>,
+    /// Connections per process (postgres).
+    pub max_connections: u32,
+    /// Longest a statement may run (postgres).
+    pub statement_timeout: String,
+    /// Longest to wait for a connection, at start and from the pool (postgres).
+    pub connect_timeout: String,
+    /// `sslmode` unless the URL has one (postgres); the driver's default is
+    /// `prefer`.
+    pub ssl_mode: Option<SslMode>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            kind: DatabaseKind::Sqlite,
+            url: None,
+            max_connections: 16,
+            statement_timeout: "30s".into(),
+            connect_timeout: "10s".into(),
+            ssl_mode: None,
+        }
+    }
+}
+
+/// The URL's password never shows.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("kind", &self.kind)
+            .field("url", &self.url.as_ref().map(|_| "(set)"))
+            .field("max_connections", &self.max_connections)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ssl_mode", &self.ssl_mode)
+            .finish()
+    }
+}
+
+/// [`DatabaseConfig`] checked: the durations parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseTimeouts {
+    pub statement: std::time::Duration,
+    pub connect: std::time::Duration,
+}
+
+impl DatabaseConfig {
+    pub fn timeouts(&self) -> Result<DatabaseTimeouts, (String, String)> {
+        let parse = |key: &str, v: &str| match humantime::parse_duration(v) {
+            Ok(d) if d.is_zero() => Err((format!("database.{key}"), "must be more than 0".into())),
+            Ok(d) => Ok(d),
+            Err(e) => Err((
+                format!("database.{key}"),
+                format!("{v:?} is not a duration: {e}"),
+            )),
+        };
+        Ok(DatabaseTimeouts {
+            statement: parse("statementTimeout", &self.statement_timeout)?,
+            connect: parse("connectTimeout", &self.connect_timeout)?,
+        })
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        self.timeouts()?;
+        if self.max_connections == 0 {
+            return Err((
+                "database.maxConnections".into(),
+                "must be more than 0".into(),
+            ));
+        }
+        match (self.kind, &self.url) {
+            (DatabaseKind::Postgres, None) => Err((
+                "database.url".into(),
+                "required when database.kind is postgres (or --database-url, BERTH_DATABASE_URL)"
+                    .into(),
+            )),
+            (DatabaseKind::Sqlite, Some(_)) => Err((
+                "database.url".into(),
+                "set, but database.kind is sqlite: set kind: postgres, or remove the url".into(),
+            )),
+            (DatabaseKind::Postgres, Some(url))
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) =>
+            {
+                Err((
+                    "database.url".into(),
+                    "must start with postgres:// or postgresql://".into(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct LogConfig {
@@ -325,6 +460,7 @@ impl Default for Config {
             ui: UiConfig::default(),
             server: ServerConfig::default(),
             storage: StorageConfig::default(),
+            database: DatabaseConfig::default(),
             kubernetes: None,
         }
     }
@@ -352,6 +488,9 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// After the command-line flags and environment were applied.
+    #[error("configuration key `{key}` (from the file, flags and environment): {message}")]
+    Combined { key: String, message: String },
 }
 
 impl Config {
@@ -383,7 +522,9 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks every key (also after flags were applied); on failure
+    /// returns (key path, message).
+    pub fn validate(&self) -> Result<(), (String, String)> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(("dataDir".into(), "must not be empty".into()));
         }
@@ -397,6 +538,7 @@ impl Config {
         self.cleanup.check_interval()?;
         self.ui.session_timeout()?;
         self.server.settings()?;
+        self.database.validate()?;
         if self.storage.max_blob_size == 0 {
             return Err(("storage.maxBlobSize".into(), "must be more than 0".into()));
         }
@@ -458,6 +600,17 @@ mod tests {
     }
 
     #[test]
+    fn the_database_password_never_shows() {
+        let yaml = "database:\n  kind: postgres\n  url: postgres://berth:s3cret@db/berth\n";
+        let c = Config::from_yaml(yaml).unwrap();
+        assert_eq!(c.database.kind, DatabaseKind::Postgres);
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        let bad = "database:\n  kind: postgres\n  url: mysql://berth:s3cret@db/berth\n";
+        let (_, message) = Config::from_yaml(bad).unwrap_err();
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             ("listne: 1.2.3.4:5", "listne"),
@@ -466,6 +619,25 @@ mod tests {
             ("log:\n  format: xml\n", "log.format"),
             ("log:\n  level: \"=[\"\n", "log.level"),
             ("dataDir: \"\"", "dataDir"),
+            ("database:\n  kind: postgres\n", "database.url"),
+            ("database:\n  kind: mysql\n", "database.kind"),
+            ("database:\n  url: postgres://db/berth\n", "database.url"),
+            (
+                "database:\n  kind: postgres\n  url: mysql://u:p@db/berth\n",
+                "database.url",
+            ),
+            (
+                "database:\n  kind: postgres\n  url: postgres://db/b\n  maxConnections: 0\n",
+                "database.maxConnections",
+            ),
+            (
+                "database:\n  kind: postgres\n  url: postgres://db/b\n  statementTimeout: 0s\n",
+                "database.statementTimeout",
+            ),
+            (
+                "database:\n  kind: postgres\n  url: postgres://db/b\n  sslMode: always\n",
+                "database.sslMode",
+            ),
             ("auth:\n  tokenTtlSeconds: 5\n", "auth.tokenTtlSeconds"),
             ("auth:\n  realm: ftp://x\n", "auth.realm"),
             ("auth:\n  enabled: maybe\n", "auth.enabled"),

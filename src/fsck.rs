@@ -155,34 +155,38 @@ pub struct Report {
     pub repaired: u64,
 }
 
-/// Checks `data_dir` (the registry should be stopped), repository names
-/// against the grammar only. `progress` gets a line now and then on long runs.
+/// Checks `data_dir` and its embedded database (the registry should be
+/// stopped), repository names against the grammar only. `progress` gets a
+/// line now and then on long runs.
 pub async fn check(
     data_dir: &Path,
     repair: bool,
     progress: &dyn Fn(&str),
 ) -> Result<Report, String> {
-    check_with(data_dir, repair, None, progress).await
+    let database = DatabaseConfig::in_data_dir(data_dir);
+    check_with(data_dir, &database, repair, None, progress).await
 }
 
-/// [`check`], with the declared projects (from the configuration's
-/// manifest directory) to check repository names against their depth rule.
+/// [`check`] with the metadata in `database` (the data directory's SQLite
+/// file, or PostgreSQL), and the declared projects (from the
+/// configuration's manifest directory) to check repository names against
+/// their depth rule.
 pub async fn check_with(
     data_dir: &Path,
+    database: &DatabaseConfig,
     repair: bool,
     projects: Option<&AccessModel>,
     progress: &dyn Fn(&str),
 ) -> Result<Report, String> {
-    let db = data_dir.join("berth.db");
-    if !db.exists() {
+    if let DatabaseConfig::Sqlite { path } = database
+        && !path.exists()
+    {
         return Err(format!(
             "{} has no berth.db: not a berth data directory",
             data_dir.display()
         ));
     }
-    let meta = metadata::open(&DatabaseConfig::Sqlite { path: db })
-        .await
-        .map_err(|e| e.to_string())?;
+    let meta = metadata::open(database).await.map_err(|e| e.to_string())?;
     let store = FsStore::open(data_dir).map_err(|e| e.to_string())?;
     let mut report = Report::default();
 

@@ -38,6 +38,9 @@ enum Command {
         /// Delete orphans (files and sessions nothing records or references).
         #[arg(long)]
         repair: bool,
+        /// Metadata on PostgreSQL at this URL [default: the config's database].
+        #[arg(long, env = "BERTH_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Print the CustomResourceDefinitions (YAML), or write one file per CRD to --dir.
     Crds {
@@ -67,6 +70,9 @@ struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Metadata on PostgreSQL at this URL (sets database.kind postgres).
+    #[arg(long, env = "BERTH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -122,6 +128,13 @@ impl ServeArgs {
         if let Some(format) = self.log_format {
             config.log.format = format;
         }
+        if let Some(url) = self.database_url {
+            config.database.url = Some(url);
+            config.database.kind = berth::config::DatabaseKind::Postgres;
+        }
+        config
+            .validate()
+            .map_err(|(key, message)| berth::config::ConfigError::Combined { key, message })?;
         Ok(config)
     }
 }
@@ -158,6 +171,7 @@ fn main() -> ExitCode {
             data_dir,
             config,
             repair,
+            database_url,
         } => {
             let config = match config.map(|c| Config::from_file(&c)).transpose() {
                 Ok(c) => c,
@@ -166,9 +180,26 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let data_dir = data_dir
-                .or_else(|| config.as_ref().map(|c| c.data_dir.clone()))
-                .unwrap_or_else(|| Config::default().data_dir);
+            let mut effective = config.clone().unwrap_or_default();
+            if let Some(dir) = &data_dir {
+                effective.data_dir = dir.clone();
+            }
+            if let Some(url) = database_url {
+                effective.database.url = Some(url);
+                effective.database.kind = berth::config::DatabaseKind::Postgres;
+            }
+            let database = match effective
+                .validate()
+                .map_err(|(key, message)| format!("{key}: {message}"))
+                .and_then(|()| berth::server::database_config(&effective))
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("berth fsck: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let data_dir = effective.data_dir.clone();
             // The declared projects, to check repository depths against.
             let projects = match config.as_ref().and_then(|c| c.auth.manifest_dir.as_ref()) {
                 Some(dir) => match berth::auth::directory::load_dir(dir) {
@@ -186,6 +217,7 @@ fn main() -> ExitCode {
             let started = std::time::Instant::now();
             let report = runtime.block_on(berth::fsck::check_with(
                 &data_dir,
+                &database,
                 repair,
                 projects.as_ref(),
                 &|line| eprintln!("fsck: {line}"),

@@ -12,7 +12,7 @@ impl Metadata {
             "SELECT b.size FROM repository_blobs rb
                JOIN repositories r ON r.id = rb.repository_id
                JOIN blobs b ON b.digest = rb.digest
-              WHERE r.name = ? AND rb.digest = ?",
+              WHERE r.name = $1 AND rb.digest = $2",
         )
         .bind(repo)
         .bind(digest.to_string())
@@ -23,17 +23,17 @@ impl Metadata {
 
     /// Records a committed blob and makes it visible in `repo`.
     pub async fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let repo_id = Self::ensure_repository(&mut tx, repo).await?;
         let now = now_ms();
-        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
+        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
             .bind(digest.to_string())
             .bind(size as i64)
             .bind(now)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (?, ?, ?)
+            "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES ($1, $2, $3)
              ON CONFLICT (repository_id, digest) DO NOTHING",
         )
         .bind(repo_id)
@@ -51,10 +51,10 @@ impl Metadata {
     /// manifest PUT can slip in between (a PUT needs the link, and writes are
     /// serialised on the one writer connection).
     pub async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let repo_id: Option<i64> = sqlx::query_scalar(
             "SELECT r.id FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
-              WHERE r.name = ? AND rb.digest = ?",
+              WHERE r.name = $1 AND rb.digest = $2",
         )
         .bind(repo)
         .bind(digest.to_string())
@@ -71,7 +71,7 @@ impl Metadata {
                 &holders,
             )));
         }
-        sqlx::query("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?")
+        sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1 AND digest = $2")
             .bind(repo_id)
             .bind(digest.to_string())
             .execute(&mut *tx)
@@ -81,9 +81,9 @@ impl Metadata {
     }
 
     pub async fn create_upload(&self, repo: &str, id: &str) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let repo_id = Self::ensure_repository(&mut tx, repo).await?;
-        sqlx::query("INSERT INTO uploads (id, repository_id, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO uploads (id, repository_id, created_at) VALUES ($1, $2, $3)")
             .bind(id)
             .bind(repo_id)
             .bind(now_ms())
@@ -97,7 +97,7 @@ impl Metadata {
     pub async fn upload_in_repository(&self, repo: &str, id: &str) -> Result<bool> {
         Ok(sqlx::query(
             "SELECT 1 FROM uploads u JOIN repositories r ON r.id = u.repository_id
-              WHERE u.id = ? AND r.name = ?",
+              WHERE u.id = $1 AND r.name = $2",
         )
         .bind(id)
         .bind(repo)
@@ -107,10 +107,12 @@ impl Metadata {
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM uploads WHERE id = ?")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -42,18 +42,20 @@ pub struct GcState {
 impl Metadata {
     /// Sets the delay between an event and the review it queues.
     pub async fn gc_set_review_delay(&self, delay: Duration) -> Result<()> {
-        sqlx::query("UPDATE gc_settings SET review_delay_ms = ? WHERE id = 1")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE gc_settings SET review_delay_ms = $1 WHERE id = 1")
             .bind(delay.as_millis() as i64)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Manifest reviews due at `now`, oldest first.
     pub async fn gc_due_manifests(&self, now: i64, limit: i64) -> Result<Vec<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT manifest_id FROM gc_manifest_reviews WHERE review_after <= ?
-              ORDER BY review_after LIMIT ?",
+            "SELECT manifest_id FROM gc_manifest_reviews WHERE review_after <= $1
+              ORDER BY review_after LIMIT $2",
         )
         .bind(now)
         .bind(limit)
@@ -66,9 +68,9 @@ impl Metadata {
     /// still there; see `live`), all checked in the deleting transaction.
     /// Returns the bytes freed (its payload).
     pub async fn gc_review_manifest(&self, id: i64, now: i64) -> Result<Option<u64>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let due: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM gc_manifest_reviews WHERE manifest_id = ? AND review_after <= ?",
+            "SELECT 1 FROM gc_manifest_reviews WHERE manifest_id = $1 AND review_after <= $2",
         )
         .bind(id)
         .bind(now)
@@ -83,7 +85,7 @@ impl Metadata {
             .await?;
         if let Some(size) = dangling {
             // Cascades queue its blobs, its children and its referrers.
-            sqlx::query("DELETE FROM manifests WHERE id = ?")
+            sqlx::query("DELETE FROM manifests WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
@@ -91,13 +93,13 @@ impl Metadata {
             // even when a sweep is killed.
             sqlx::query(
                 "UPDATE gc_stats SET manifests_deleted = manifests_deleted + 1,
-                        bytes_deleted = bytes_deleted + ? WHERE id = 1",
+                        bytes_deleted = bytes_deleted + $1 WHERE id = 1",
             )
             .bind(size)
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("DELETE FROM gc_manifest_reviews WHERE manifest_id = ?")
+        sqlx::query("DELETE FROM gc_manifest_reviews WHERE manifest_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -108,8 +110,8 @@ impl Metadata {
     /// Blob reviews due at `now`, oldest first.
     pub async fn gc_due_blobs(&self, now: i64, limit: i64) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT digest FROM gc_blob_reviews WHERE review_after <= ?
-              ORDER BY review_after LIMIT ?",
+            "SELECT digest FROM gc_blob_reviews WHERE review_after <= $1
+              ORDER BY review_after LIMIT $2",
         )
         .bind(now)
         .bind(limit)
@@ -122,9 +124,9 @@ impl Metadata {
     /// stays until the caller has deleted the file, so a crash in between
     /// leaves work for the next sweep, never a row without a file.
     pub async fn gc_review_blob(&self, digest: &str, now: i64) -> Result<BlobVerdict> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let due: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM gc_blob_reviews WHERE digest = ? AND review_after <= ?",
+            "SELECT 1 FROM gc_blob_reviews WHERE digest = $1 AND review_after <= $2",
         )
         .bind(digest)
         .bind(now)
@@ -133,7 +135,7 @@ impl Metadata {
         if due.is_none() {
             return Ok(BlobVerdict::Kept);
         }
-        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
             .bind(digest)
             .fetch_optional(&mut *tx)
             .await?;
@@ -145,31 +147,31 @@ impl Metadata {
             .fetch_optional(&mut *tx)
             .await?;
         if referenced.is_some() {
-            sqlx::query("DELETE FROM gc_blob_reviews WHERE digest = ?")
+            sqlx::query("DELETE FROM gc_blob_reviews WHERE digest = $1")
                 .bind(digest)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
             return Ok(BlobVerdict::Kept);
         }
-        sqlx::query("DELETE FROM repository_blobs WHERE digest = ?")
+        sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
             .bind(digest)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM blobs WHERE digest = ?")
+        sqlx::query("DELETE FROM blobs WHERE digest = $1")
             .bind(digest)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
             "UPDATE gc_stats SET blobs_deleted = blobs_deleted + 1,
-                    bytes_deleted = bytes_deleted + ? WHERE id = 1",
+                    bytes_deleted = bytes_deleted + $1 WHERE id = 1",
         )
         .bind(size)
         .execute(&mut *tx)
         .await?;
         // The unlink trigger re-queued it: keep one review, due now, marked.
         sqlx::query(
-            "INSERT INTO gc_blob_reviews (digest, review_after, event) VALUES (?, ?, 'deleting')
+            "INSERT INTO gc_blob_reviews (digest, review_after, event) VALUES ($1, $2, 'deleting')
              ON CONFLICT (digest) DO UPDATE
                 SET review_after = excluded.review_after, event = excluded.event",
         )
@@ -183,21 +185,23 @@ impl Metadata {
 
     /// Drops a blob review once its file is gone (if the blob still has no row).
     pub async fn gc_forget_blob_review(&self, digest: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "DELETE FROM gc_blob_reviews
-              WHERE digest = ? AND NOT EXISTS (SELECT 1 FROM blobs WHERE digest = ?)",
+              WHERE digest = $1 AND NOT EXISTS (SELECT 1 FROM blobs WHERE digest = $2)",
         )
         .bind(digest)
         .bind(digest)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Uploads started before `before` (abandoned).
     pub async fn gc_expired_uploads(&self, before: i64) -> Result<Vec<String>> {
         Ok(
-            sqlx::query_scalar("SELECT id FROM uploads WHERE created_at < ? LIMIT 1000")
+            sqlx::query_scalar("SELECT id FROM uploads WHERE created_at < $1 LIMIT 1000")
                 .bind(before)
                 .fetch_all(&self.read)
                 .await?,
@@ -206,20 +210,24 @@ impl Metadata {
 
     /// Marks a sweep finished at `at`.
     pub async fn gc_finish_sweep(&self, at: i64) -> Result<()> {
-        sqlx::query("UPDATE gc_stats SET last_sweep_at = ?, sweeps = sweeps + 1 WHERE id = 1")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE gc_stats SET last_sweep_at = $1, sweeps = sweeps + 1 WHERE id = 1")
             .bind(at)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Adds expired upload sessions to the totals (manifests and blobs are
     /// counted in their deleting transactions).
     pub async fn gc_add_expired_uploads(&self, n: i64) -> Result<()> {
-        sqlx::query("UPDATE gc_stats SET uploads_expired = uploads_expired + ? WHERE id = 1")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE gc_stats SET uploads_expired = uploads_expired + $1 WHERE id = 1")
             .bind(n)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -227,8 +235,8 @@ impl Metadata {
         let row = sqlx::query(
             "SELECT (SELECT count(*) FROM gc_manifest_reviews) AS pm,
                     (SELECT count(*) FROM gc_blob_reviews) AS pb,
-                    (SELECT count(*) FROM gc_manifest_reviews WHERE review_after <= ?) AS dm,
-                    (SELECT count(*) FROM gc_blob_reviews WHERE review_after <= ?) AS db,
+                    (SELECT count(*) FROM gc_manifest_reviews WHERE review_after <= $1) AS dm,
+                    (SELECT count(*) FROM gc_blob_reviews WHERE review_after <= $2) AS db,
                     (SELECT review_delay_ms FROM gc_settings) AS delay,
                     s.last_sweep_at, s.sweeps, s.manifests_deleted, s.blobs_deleted,
                     s.bytes_deleted, s.uploads_expired

@@ -2,7 +2,7 @@
 //! repository referencing a blob, the indexes listing a manifest, and the
 //! tags above them; and the refusal a client reads.
 
-use super::sqlite::Tx;
+use super::db::Tx;
 use super::{Metadata, Result};
 use crate::oci::Digest;
 
@@ -27,15 +27,15 @@ macro_rules! holder_queries {
             digests: concat!(
                 "SELECT digest FROM manifests WHERE id IN (",
                 $seed,
-                ") ORDER BY id LIMIT ?"
+                ") ORDER BY id LIMIT $3"
             ),
-            count: concat!("SELECT count(*) FROM (", $seed, ")"),
+            count: concat!("SELECT count(*) FROM (", $seed, ") AS holders"),
             tags: concat!(
                 "WITH RECURSIVE up(id) AS (",
                 $seed,
                 " UNION SELECT r.parent_id FROM manifest_references r JOIN up ON r.child_id = up.id)
                  SELECT DISTINCT t.name FROM tags t JOIN up ON t.manifest_id = up.id
-                  ORDER BY t.name LIMIT ?"
+                  ORDER BY t.name LIMIT $3"
             ),
         }
     };
@@ -44,13 +44,13 @@ macro_rules! holder_queries {
 /// Manifests of the repository that reference a blob (config or layer).
 pub(super) const BLOB_HOLDERS: HolderQueries = holder_queries!(
     "SELECT mb.manifest_id FROM manifest_blobs mb JOIN manifests m ON m.id = mb.manifest_id
-      WHERE mb.digest = ? AND m.repository_id = ?"
+      WHERE mb.digest = $1 AND m.repository_id = $2"
 );
 
 /// Indexes (and manifest lists) of the repository that list a manifest.
 pub(super) const MANIFEST_HOLDERS: HolderQueries = holder_queries!(
     "SELECT r.parent_id FROM manifest_references r JOIN manifests c ON c.id = r.child_id
-      WHERE c.digest = ? AND c.repository_id = ?"
+      WHERE c.digest = $1 AND c.repository_id = $2"
 );
 
 /// What still references an object that a delete would take away: the
@@ -132,7 +132,8 @@ impl Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::testing::{db, put};
+    use crate::metadata::Backend;
+    use crate::metadata::testing::{db_on, on_both_backends, put};
     use crate::metadata::{MetadataError, any_tag_write};
 
     fn holders(digests: &[&str], count: i64, tags: &[&str]) -> Holders {
@@ -188,9 +189,8 @@ mod tests {
     /// The reference checks of the delete paths, on the database alone: what
     /// an index lists and what a manifest references stay until their holder
     /// is gone; a subject does not hold its referrers' deletion back.
-    #[tokio::test]
-    async fn deletes_refuse_what_is_still_referenced() {
-        let (meta, _dir) = db().await;
+    async fn deletes_refuse_what_is_still_referenced(backend: Backend) {
+        let (meta, _dir) = db_on(backend).await;
         let config = Digest::sha256_of(b"{}");
         let layer = Digest::sha256_of(b"layer");
         for (d, n) in [(&config, 2), (&layer, 5)] {
@@ -276,5 +276,9 @@ mod tests {
         );
         assert!(meta.unlink_blob("r", &config).await.unwrap());
         assert!(!meta.unlink_blob("r", &config).await.unwrap());
+    }
+
+    on_both_backends! {
+        deletes_refuse_what_is_still_referenced => super::deletes_refuse_what_is_still_referenced;
     }
 }

@@ -24,7 +24,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::Result;
-use super::sqlite::Tx;
+use super::db::Tx;
 
 /// The holding relation as a table of `(holder, held)` manifest ids: index
 /// entries (`manifest_references`), and each referrer held by its subject in
@@ -41,19 +41,19 @@ macro_rules! holds {
 }
 
 /// Whether manifest `?` is tagged (a root): a row when it is.
-pub(super) const IS_TAGGED: &str = "SELECT 1 FROM tags WHERE manifest_id = ? LIMIT 1";
+pub(super) const IS_TAGGED: &str = "SELECT 1 FROM tags WHERE manifest_id = $1 LIMIT 1";
 
 /// The manifests holding manifest `?` (upwards).
-const HOLDERS_OF: &str = concat!("SELECT holder FROM ", holds!(), " WHERE held = ?");
+const HOLDERS_OF: &str = concat!("SELECT holder FROM ", holds!(), " AS h WHERE held = $1");
 
 /// The manifests manifest `?` holds (downwards).
-const HELD_BY: &str = concat!("SELECT held FROM ", holds!(), " WHERE holder = ?");
+const HELD_BY: &str = concat!("SELECT held FROM ", holds!(), " AS h WHERE holder = $1");
 
 /// The payload size of manifest `?` when nothing keeps it: it is not tagged
 /// and no manifest holds it; no row otherwise. The sweep's manifest review.
 pub(super) const SIZE_IF_UNHELD: &str = concat!(
     "SELECT m.size FROM manifests m
-      WHERE m.id = ?
+      WHERE m.id = $1
         AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.manifest_id = m.id)
         AND NOT EXISTS (SELECT 1 FROM ",
     holds!(),
@@ -62,10 +62,10 @@ pub(super) const SIZE_IF_UNHELD: &str = concat!(
 
 /// Whether blob `?` is referenced by a manifest: a row when it is. The
 /// sweep's blob review (it runs after the unheld manifests are gone).
-pub(super) const BLOB_REFERENCED: &str = "SELECT 1 FROM manifest_blobs WHERE digest = ? LIMIT 1";
+pub(super) const BLOB_REFERENCED: &str = "SELECT 1 FROM manifest_blobs WHERE digest = $1 LIMIT 1";
 
 /// The manifests referencing blob `?`.
-const BLOB_USERS: &str = "SELECT manifest_id FROM manifest_blobs WHERE digest = ?";
+const BLOB_USERS: &str = "SELECT manifest_id FROM manifest_blobs WHERE digest = $1";
 
 /// Bytes made reclaimable by deleting tags that pointed at `roots`: the
 /// manifests reachable from them (index entries, referrers) that are no
@@ -81,14 +81,14 @@ pub(super) async fn reclaimable(tx: &mut Tx<'_>, roots: &[i64]) -> Result<u64> {
         if live.is_live(tx, id).await? {
             continue;
         }
-        let size: i64 = sqlx::query_scalar("SELECT size FROM manifests WHERE id = ?")
+        let size: i64 = sqlx::query_scalar("SELECT size FROM manifests WHERE id = $1")
             .bind(id)
             .fetch_one(&mut **tx)
             .await?;
         bytes += size as u64;
         blobs.extend(
             sqlx::query_scalar::<_, String>(
-                "SELECT digest FROM manifest_blobs WHERE manifest_id = ?",
+                "SELECT digest FROM manifest_blobs WHERE manifest_id = $1",
             )
             .bind(id)
             .fetch_all(&mut **tx)
@@ -109,7 +109,7 @@ pub(super) async fn reclaimable(tx: &mut Tx<'_>, roots: &[i64]) -> Result<u64> {
         // used by a tagged manifest, which is live.
         let tagged_user: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM manifest_blobs mb JOIN tags t ON t.manifest_id = mb.manifest_id
-              WHERE mb.digest = ? LIMIT 1",
+              WHERE mb.digest = $1 LIMIT 1",
         )
         .bind(&digest)
         .fetch_optional(&mut **tx)
@@ -129,7 +129,7 @@ pub(super) async fn reclaimable(tx: &mut Tx<'_>, roots: &[i64]) -> Result<u64> {
             }
         }
         if !used {
-            let size: i64 = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
+            let size: i64 = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
                 .bind(&digest)
                 .fetch_one(&mut **tx)
                 .await?;
@@ -198,11 +198,11 @@ impl Liveness {
 
 #[cfg(test)]
 mod tests {
-    use crate::metadata::testing::{db, image, index, plan, repo_id};
+    use crate::metadata::Backend;
+    use crate::metadata::testing::{db_on, image, index, on_both_backends, plan, repo_id};
     use crate::metadata::{RepositoryDeletions, any_tag_write};
-    #[tokio::test]
-    async fn reclaimable_bytes_follow_indexes_referrers_and_shared_blobs() {
-        let (meta, _dir) = db().await;
+    async fn reclaimable_bytes_follow_indexes_referrers_and_shared_blobs(backend: Backend) {
+        let (meta, _dir) = db_on(backend).await;
         // r: one (img1) and idx (index of img1 and the untagged img3), a
         // signature of img1, keep (img2) sharing a layer with img1.
         let img1 = image(
@@ -288,6 +288,10 @@ mod tests {
             .collect();
         assert_eq!(left, ["keep"]);
     }
+
+    on_both_backends! {
+        reclaimable_bytes_follow_indexes_referrers_and_shared_blobs => super::reclaimable_bytes_follow_indexes_referrers_and_shared_blobs;
+    }
 }
 
 /// The three uses of the rule on the same graphs: the upward walk, the
@@ -297,8 +301,8 @@ mod agreement {
     use std::collections::{BTreeSet, HashMap};
 
     use super::{Liveness, reclaimable};
-    use crate::metadata::testing::{db, digest, image, index};
-    use crate::metadata::{BlobVerdict, Metadata};
+    use crate::metadata::testing::{db_on, digest, image, index, on_both_backends};
+    use crate::metadata::{Backend, BlobVerdict, Metadata};
     use crate::oci::Digest;
 
     /// A manifest of a case: an image over its own config and layer and the
@@ -503,7 +507,7 @@ mod agreement {
         }
         let mut out = HashMap::new();
         for (name, (d, size, blobs)) in built {
-            let id: i64 = sqlx::query_scalar("SELECT id FROM manifests WHERE digest = ?")
+            let id: i64 = sqlx::query_scalar("SELECT id FROM manifests WHERE digest = $1")
                 .bind(d.to_string())
                 .fetch_one(&meta.read)
                 .await
@@ -533,10 +537,9 @@ mod agreement {
         }
     }
 
-    #[tokio::test]
-    async fn the_sweep_and_both_walks_agree_on_what_is_live() {
+    async fn the_sweep_and_both_walks_agree_on_what_is_live(backend: Backend) {
         for (case, nodes, want_live) in cases() {
-            let (meta, _dir) = db().await;
+            let (meta, _dir) = db_on(backend).await;
             let built = build(&meta, &nodes).await;
             let want_live: BTreeSet<&str> = want_live.iter().copied().collect();
 
@@ -563,7 +566,7 @@ mod agreement {
             want_bytes += dead_blobs.values().sum::<u64>();
 
             // 1. The upward walk, asked about each manifest.
-            let mut tx = meta.write.begin().await.unwrap();
+            let mut tx = meta.begin_write().await.unwrap();
             let mut walked = BTreeSet::new();
             for (name, (id, _, _)) in &built {
                 if Liveness::default().is_live(&mut tx, *id).await.unwrap() {
@@ -582,11 +585,12 @@ mod agreement {
             sweep_to_the_end(&meta).await;
             let mut kept = BTreeSet::new();
             for (name, (id, _, _)) in &built {
-                let there: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE id = ?")
-                    .bind(id)
-                    .fetch_optional(&meta.read)
-                    .await
-                    .unwrap();
+                let there: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM manifests WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&meta.read)
+                        .await
+                        .unwrap();
                 if there.is_some() {
                     kept.insert(*name);
                 }
@@ -603,11 +607,10 @@ mod agreement {
     /// The one shape where they part (see the module documentation): an
     /// index listing the manifest that is its subject. Nothing tags either;
     /// the walks count both reclaimable, the sweep keeps both.
-    #[tokio::test]
-    async fn a_holding_cycle_is_kept_by_the_sweep_but_measured_reclaimable() {
+    async fn a_holding_cycle_is_kept_by_the_sweep_but_measured_reclaimable(backend: Backend) {
         use crate::metadata::testing::store;
         use crate::oci::manifest::{OCI_INDEX, OCI_MANIFEST};
-        let (meta, _dir) = db().await;
+        let (meta, _dir) = db_on(backend).await;
         let (a, a_size) = image(&meta, "r", None, &[("cfg", 1)], None).await;
         let entry =
             serde_json::json!({"mediaType": OCI_MANIFEST, "digest": a.to_string(), "size": a_size});
@@ -618,7 +621,7 @@ mod agreement {
             .fetch_all(&meta.read)
             .await
             .unwrap();
-        let mut tx = meta.write.begin().await.unwrap();
+        let mut tx = meta.begin_write().await.unwrap();
         for id in &ids {
             assert!(!Liveness::default().is_live(&mut tx, *id).await.unwrap());
         }
@@ -629,12 +632,18 @@ mod agreement {
         tx.rollback().await.unwrap();
         sweep_to_the_end(&meta).await;
         for d in [&a, &x] {
-            let there: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE digest = ?")
-                .bind(d.to_string())
-                .fetch_optional(&meta.read)
-                .await
-                .unwrap();
+            let there: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM manifests WHERE digest = $1")
+                    .bind(d.to_string())
+                    .fetch_optional(&meta.read)
+                    .await
+                    .unwrap();
             assert!(there.is_some(), "{d} swept");
         }
+    }
+
+    on_both_backends! {
+        the_sweep_and_both_walks_agree_on_what_is_live => super::the_sweep_and_both_walks_agree_on_what_is_live;
+        a_holding_cycle_is_kept_by_the_sweep_but_measured_reclaimable => super::a_holding_cycle_is_kept_by_the_sweep_but_measured_reclaimable;
     }
 }

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use sqlx::{AssertSqlSafe, Row};
 
+use super::db;
 use super::holders::{MANIFEST_HOLDERS, referenced_message};
-use super::sqlite;
 use super::{Metadata, MetadataError, Result, TagCheck, TagOp, now_ms, parse_digest};
 use crate::oci::{Digest, Manifest, Reference};
 
@@ -32,11 +32,11 @@ impl Metadata {
         tag: Option<&str>,
         check: TagCheck<'_>,
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let repo_id = Self::ensure_repository(&mut tx, repo).await?;
         for blob in &manifest.blobs {
             let linked = sqlx::query(
-                "SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?",
+                "SELECT 1 FROM repository_blobs WHERE repository_id = $1 AND digest = $2",
             )
             .bind(repo_id)
             .bind(blob.to_string())
@@ -49,7 +49,7 @@ impl Metadata {
         let mut child_ids = Vec::with_capacity(manifest.children.len());
         for child in &manifest.children {
             let id: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM manifests WHERE repository_id = ? AND digest = ?",
+                "SELECT id FROM manifests WHERE repository_id = $1 AND digest = $2",
             )
             .bind(repo_id)
             .bind(child.to_string())
@@ -66,7 +66,7 @@ impl Metadata {
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, config_digest,
                                     subject_digest, annotations, payload, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (repository_id, digest) DO NOTHING
              RETURNING id",
         )
@@ -85,14 +85,14 @@ impl Metadata {
         let manifest_id = match inserted {
             Some(id) => {
                 for blob in &manifest.blobs {
-                    sqlx::query("INSERT INTO manifest_blobs (manifest_id, digest) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                    sqlx::query("INSERT INTO manifest_blobs (manifest_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                         .bind(id)
                         .bind(blob.to_string())
                         .execute(&mut *tx)
                         .await?;
                 }
                 for child in child_ids {
-                    sqlx::query("INSERT INTO manifest_references (parent_id, child_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                    sqlx::query("INSERT INTO manifest_references (parent_id, child_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                         .bind(id)
                         .bind(child)
                         .execute(&mut *tx)
@@ -102,7 +102,7 @@ impl Metadata {
             }
             None => {
                 sqlx::query_scalar(
-                    "SELECT id FROM manifests WHERE repository_id = ? AND digest = ?",
+                    "SELECT id FROM manifests WHERE repository_id = $1 AND digest = $2",
                 )
                 .bind(repo_id)
                 .bind(digest.to_string())
@@ -112,7 +112,7 @@ impl Metadata {
         };
         if let Some(tag) = tag {
             let current: Option<i64> = sqlx::query_scalar(
-                "SELECT manifest_id FROM tags WHERE repository_id = ? AND name = ?",
+                "SELECT manifest_id FROM tags WHERE repository_id = $1 AND name = $2",
             )
             .bind(repo_id)
             .bind(tag)
@@ -127,7 +127,7 @@ impl Metadata {
                 check(tag, op).map_err(MetadataError::TagRefused)?;
             }
             sqlx::query(
-                "INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+                "INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (repository_id, name) DO UPDATE
                     SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at
                   WHERE tags.manifest_id <> excluded.manifest_id",
@@ -155,7 +155,7 @@ impl Metadata {
                     "SELECT m.digest, m.media_type, m.payload FROM tags t
                        JOIN repositories r ON r.id = t.repository_id
                        JOIN manifests m ON m.id = t.manifest_id
-                      WHERE r.name = ? AND t.name = ?",
+                      WHERE r.name = $1 AND t.name = $2",
                 )
                 .bind(repo)
                 .bind(tag)
@@ -166,7 +166,7 @@ impl Metadata {
                 sqlx::query(
                     "SELECT m.digest, m.media_type, m.payload FROM manifests m
                        JOIN repositories r ON r.id = m.repository_id
-                      WHERE r.name = ? AND m.digest = ?",
+                      WHERE r.name = $1 AND m.digest = $2",
                 )
                 .bind(repo)
                 .bind(digest.to_string())
@@ -194,10 +194,10 @@ impl Metadata {
         digest: &Digest,
         check: TagCheck<'_>,
     ) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let found: Option<(i64, i64)> = sqlx::query_as(
             "SELECT m.id, m.repository_id FROM manifests m JOIN repositories r ON r.id = m.repository_id
-              WHERE r.name = ? AND m.digest = ?",
+              WHERE r.name = $1 AND m.digest = $2",
         )
         .bind(repo)
         .bind(digest.to_string())
@@ -218,14 +218,14 @@ impl Metadata {
                 &holders,
             )));
         }
-        let tags: Vec<String> = sqlx::query_scalar("SELECT name FROM tags WHERE manifest_id = ?")
+        let tags: Vec<String> = sqlx::query_scalar("SELECT name FROM tags WHERE manifest_id = $1")
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
         for tag in &tags {
             check(tag, TagOp::Delete).map_err(MetadataError::TagRefused)?;
         }
-        sqlx::query("DELETE FROM manifests WHERE id = ?")
+        sqlx::query("DELETE FROM manifests WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -237,7 +237,7 @@ impl Metadata {
     pub async fn child_manifests(&self, parent_id: i64) -> Result<Vec<(i64, String)>> {
         Ok(sqlx::query_as(
             "SELECT m.id, m.digest FROM manifest_references r
-               JOIN manifests m ON m.id = r.child_id WHERE r.parent_id = ?",
+               JOIN manifests m ON m.id = r.child_id WHERE r.parent_id = $1",
         )
         .bind(parent_id)
         .fetch_all(&self.read)
@@ -247,7 +247,7 @@ impl Metadata {
     /// The stored payload of a manifest, by id.
     pub async fn manifest_payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
         Ok(
-            sqlx::query_scalar("SELECT payload FROM manifests WHERE id = ?")
+            sqlx::query_scalar("SELECT payload FROM manifests WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.read)
                 .await?,
@@ -265,12 +265,12 @@ impl Metadata {
         for chunk in running.chunks(500) {
             let sql = format!(
                 "WITH RECURSIVE up(id) AS (
-                     SELECT id FROM manifests WHERE repository_id = ? AND digest IN ({})
+                     SELECT id FROM manifests WHERE repository_id = $1 AND digest IN ({})
                      UNION
                      SELECT r.parent_id FROM manifest_references r JOIN up ON r.child_id = up.id
                  )
                  SELECT m.digest FROM manifests m JOIN up ON m.id = up.id",
-                sqlite::placeholders(chunk.len())
+                db::placeholders(2, chunk.len())
             );
             let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(repository_id);
             for digest in chunk {

@@ -15,15 +15,18 @@
 //! - `live`: what is live (kept by garbage collection), defined once;
 //! - `holders`: what a delete would take away from whom (refusals).
 //!
-//! The backend is chosen in one place, [`open`], from a [`DatabaseConfig`].
-//! SQLite is the embedded default; what only SQLite accepts is in `sqlite`
-//! (see its documentation), so a second dialect slots in beside it.
+//! The backend is chosen in one place, [`open`], from a [`DatabaseConfig`]:
+//! SQLite (`sqlite`, the embedded default) or PostgreSQL (`postgres`). The
+//! statements are written once for both; `db` names the driver types and
+//! holds the few fragments each dialect spells its own way.
 
 mod blobs;
+mod db;
 mod gc;
 mod holders;
 mod live;
 mod manifests;
+mod postgres;
 mod referrers;
 mod repositories;
 mod sqlite;
@@ -33,8 +36,10 @@ mod usage;
 #[cfg(test)]
 mod testing;
 
+pub use db::Backend;
 pub use gc::{BlobVerdict, GcState};
 pub use manifests::StoredManifest;
+pub use postgres::redact_url;
 pub use referrers::Referrer;
 pub use repositories::{RepositoryRow, RepositorySummary};
 pub use tags::{
@@ -44,7 +49,7 @@ pub use tags::{
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::oci::Digest;
 
@@ -56,6 +61,16 @@ pub enum MetadataError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The configuration names a database that cannot be used (the message
+    /// names the key; passwords are redacted).
+    #[error("{0}")]
+    Config(String),
+    /// The database was migrated by a newer berth.
+    #[error(
+        "the database schema is at version {found}, newer than this berth knows (up to \
+         {known}): run a berth at least as new as the one that migrated it"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
     #[error("blob {0} is not in the repository")]
     BlobUnknown(Digest),
     #[error("manifest {0} is not in the repository")]
@@ -72,21 +87,86 @@ pub enum MetadataError {
 }
 
 impl MetadataError {
-    /// The database is busy (SQLite: "database is locked"): worth a retry.
+    /// The database is busy (SQLite: "database is locked"; PostgreSQL: a
+    /// serialization failure or deadlock): worth a retry.
     pub fn is_busy(&self) -> bool {
         match self {
-            MetadataError::Database(e) => sqlite::is_busy(e),
+            MetadataError::Database(e) => sqlite::is_busy(e) || postgres::is_busy(e),
+            _ => false,
+        }
+    }
+
+    /// The database cannot be reached right now (connection lost or
+    /// refused, server shutting down, no connection free in time): the
+    /// request may succeed later (503), nothing was written.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            MetadataError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // Connection exceptions (08...), the server shutting down or
+                // starting (57P01-57P03), too many connections (53300).
+                sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+                    c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300")
+                }),
+                _ => false,
+            },
             _ => false,
         }
     }
 }
 
-/// Where the metadata lives. Today only SQLite; PostgreSQL joins as a second
-/// variant (a connection URL and pool size).
+/// Where the metadata lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseConfig {
     /// An embedded SQLite database file (created if missing).
     Sqlite { path: PathBuf },
+    /// A PostgreSQL database (migrated at start; shared by replicas).
+    Postgres(PostgresConfig),
+}
+
+/// How to reach PostgreSQL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Connections in this process's pool.
+    pub max_connections: u32,
+    /// Longest a statement may run (PostgreSQL's `statement_timeout`).
+    pub statement_timeout: Duration,
+    /// Longest to wait for a connection (at start and from the pool).
+    pub connect_timeout: Duration,
+    /// `sslmode` (disable, prefer, require, verify-ca, verify-full) unless
+    /// the URL has one.
+    pub ssl_mode: Option<String>,
+}
+
+impl PostgresConfig {
+    pub fn new(url: &str) -> PostgresConfig {
+        PostgresConfig {
+            url: url.to_string(),
+            max_connections: 16,
+            statement_timeout: Duration::from_secs(30),
+            connect_timeout: postgres::CONNECT_TIMEOUT,
+            ssl_mode: None,
+        }
+    }
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ssl_mode", &self.ssl_mode)
+            .finish()
+    }
 }
 
 impl DatabaseConfig {
@@ -104,16 +184,52 @@ pub async fn open(config: &DatabaseConfig) -> Result<Metadata> {
     match config {
         DatabaseConfig::Sqlite { path } => {
             let (read, write) = sqlite::open(path).await?;
-            Ok(Metadata { read, write })
+            Ok(Metadata {
+                read,
+                write,
+                dialect: &db::SQLITE,
+                backend: Backend::Sqlite,
+            })
+        }
+        DatabaseConfig::Postgres(pg) => {
+            let pool = postgres::open(pg).await?;
+            Ok(Metadata {
+                read: pool.clone(),
+                write: pool,
+                dialect: &db::POSTGRES,
+                backend: Backend::Postgres,
+            })
         }
     }
 }
 
-/// The registry's metadata store: a pool of readers and the one writer.
+/// Runs `migrator` on `pool` unless the database was migrated by a newer
+/// berth (a migration this binary does not know was applied).
+async fn migrate(migrator: &sqlx::migrate::Migrator, pool: &db::Pool) -> Result<()> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    // Absent before the first migration: nothing to compare.
+    let found: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+        .ok()
+        .flatten();
+    if let Some(found) = found
+        && found > known
+    {
+        return Err(MetadataError::SchemaTooNew { found, known });
+    }
+    migrator.run(pool).await?;
+    Ok(())
+}
+
+/// The registry's metadata store: a pool of readers and one of writers
+/// (SQLite: one connection; PostgreSQL: the same pool).
 #[derive(Clone)]
 pub struct Metadata {
-    read: sqlite::Pool,
-    write: sqlite::Pool,
+    read: db::Pool,
+    write: db::Pool,
+    dialect: &'static db::Dialect,
+    backend: Backend,
 }
 
 pub fn now_ms() -> i64 {

@@ -27,7 +27,7 @@ impl Metadata {
         let rows = sqlx::query(
             "SELECT m.digest, m.media_type, m.artifact_type, m.size, m.annotations FROM manifests m
                JOIN repositories r ON r.id = m.repository_id
-              WHERE r.name = ? AND m.subject_digest = ? AND (? IS NULL OR m.artifact_type = ?)
+              WHERE r.name = $1 AND m.subject_digest = $2 AND ($3 IS NULL OR m.artifact_type = $4)
               ORDER BY m.id",
         )
         .bind(repo)

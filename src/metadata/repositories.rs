@@ -1,7 +1,7 @@
 //! Repositories: existence, the catalog, listings by path, and deleting a
 //! repository with everything it holds (blobs stay for garbage collection).
 
-use super::sqlite::{self, Tx};
+use super::db::{self, Tx};
 use super::{Metadata, MetadataError, Result, TagCheck, TagOp, now_ms};
 
 /// A repository row.
@@ -26,7 +26,7 @@ pub struct RepositorySummary {
 
 impl Metadata {
     pub async fn repository_exists(&self, repo: &str) -> Result<bool> {
-        Ok(sqlx::query("SELECT 1 FROM repositories WHERE name = ?")
+        Ok(sqlx::query("SELECT 1 FROM repositories WHERE name = $1")
             .bind(repo)
             .fetch_optional(&self.read)
             .await?
@@ -34,13 +34,13 @@ impl Metadata {
     }
 
     pub(super) async fn ensure_repository(tx: &mut Tx<'_>, repo: &str) -> Result<i64> {
-        sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(repo)
             .bind(now_ms())
             .execute(&mut **tx)
             .await?;
         Ok(
-            sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+            sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
                 .bind(repo)
                 .fetch_one(&mut **tx)
                 .await?,
@@ -53,12 +53,12 @@ impl Metadata {
         limit: Option<u32>,
         last: Option<&str>,
     ) -> Result<Vec<String>> {
-        let joined: Option<String> = sqlx::query_scalar(sqlite::REPOSITORY_NAMES_PAGE)
+        let joined: Option<String> = sqlx::query_scalar(self.dialect.repository_names_page)
             .bind(last.unwrap_or(""))
-            .bind(limit.map(i64::from).unwrap_or(sqlite::NO_LIMIT))
+            .bind(limit.map(i64::from).unwrap_or(db::NO_LIMIT))
             .fetch_one(&self.read)
             .await?;
-        Ok(sqlite::split_names(joined))
+        Ok(db::split_names(joined))
     }
 
     /// Repositories named `path` or below `path/`, in name order. The range
@@ -68,7 +68,7 @@ impl Metadata {
     pub async fn repositories_under(&self, path: &str) -> Result<Vec<RepositoryRow>> {
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT id, name, created_at FROM repositories
-              WHERE name = ? OR (name > ? AND name < ?) ORDER BY name",
+              WHERE name = $1 OR (name > $2 AND name < $3) ORDER BY name",
         )
         .bind(path)
         .bind(format!("{path}/"))
@@ -87,7 +87,7 @@ impl Metadata {
 
     pub async fn repository_by_id(&self, id: i64) -> Result<Option<RepositoryRow>> {
         let row: Option<(i64, String, i64)> =
-            sqlx::query_as("SELECT id, name, created_at FROM repositories WHERE id = ?")
+            sqlx::query_as("SELECT id, name, created_at FROM repositories WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.read)
                 .await?;
@@ -125,9 +125,9 @@ impl Metadata {
         repo: &str,
         check: TagCheck<'_>,
     ) -> Result<Option<Vec<String>>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let tags: Vec<String> = sqlx::query_scalar(
-            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id WHERE r.name = ?",
+            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id WHERE r.name = $1",
         )
         .bind(repo)
         .fetch_all(&mut *tx)
@@ -136,12 +136,12 @@ impl Metadata {
             check(tag, TagOp::Delete).map_err(MetadataError::TagRefused)?;
         }
         let uploads: Vec<String> = sqlx::query_scalar(
-            "SELECT u.id FROM uploads u JOIN repositories r ON r.id = u.repository_id WHERE r.name = ?",
+            "SELECT u.id FROM uploads u JOIN repositories r ON r.id = u.repository_id WHERE r.name = $1",
         )
         .bind(repo)
         .fetch_all(&mut *tx)
         .await?;
-        let done = sqlx::query("DELETE FROM repositories WHERE name = ?")
+        let done = sqlx::query("DELETE FROM repositories WHERE name = $1")
             .bind(repo)
             .execute(&mut *tx)
             .await?;

@@ -1,68 +1,37 @@
-//! The SQLite dialect: everything in `metadata` that only SQLite accepts or
-//! needs. Opening the database (pools, pragmas, migrations), recognising
-//! "database is locked", keeping pooled connections clean, and the few SQL
-//! fragments SQLite spells its own way.
-//!
-//! The statements in the resource modules are written in the SQL both SQLite
-//! and PostgreSQL accept (`ON CONFLICT ... DO NOTHING/UPDATE`, `RETURNING`,
-//! `WITH RECURSIVE`), with two exceptions a second dialect handles beside
-//! this one:
-//! - what is here: `group_concat` ([`TAG_NAMES_PAGE`],
-//!   [`REPOSITORY_NAMES_PAGE`]; PostgreSQL: `string_agg`), `instr`
-//!   ([`TAG_NAME_CONTAINS`]; PostgreSQL: `strpos`), `LIMIT -1`
-//!   ([`NO_LIMIT`]; PostgreSQL: `LIMIT NULL`), lists of placeholders
-//!   ([`placeholders`]; PostgreSQL: `= ANY($n)` with one array);
-//! - `?` placeholders in every statement (PostgreSQL numbers them: `$1`,
-//!   `$2`, ...). Each statement binds its values in the order they appear,
-//!   so they can be numbered mechanically.
-//!
-//! The types (`Db`, `Pool`, `Tx`) are named here once, so the resource
-//! modules do not spell `Sqlite`.
+//! The SQLite backend: opening the embedded database (pools, pragmas,
+//! migrations), recognising "database is locked", and keeping pooled
+//! connections clean. What SQLite spells its own way in statements is
+//! [`super::db::SQLITE`].
 
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::AnyPoolOptions;
 
-use super::Result;
+use super::db::Pool;
+use super::{MetadataError, Result};
 
-/// The database driver.
-pub(super) type Db = sqlx::Sqlite;
-/// A pool of connections.
-pub(super) type Pool = sqlx::Pool<Db>;
-/// A transaction on the writer connection.
-pub(super) type Tx<'c> = sqlx::Transaction<'c, Db>;
-/// A row read back.
-pub(super) type DbRow = sqlx::sqlite::SqliteRow;
+/// The schema migrations of this backend.
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// The names of a repository's tags in lexical order after a name, at most a
-/// number, joined by newlines into one string: one row to decode instead of
-/// thousands (names cannot contain a newline). Binds: repository id, last
-/// name (`""` for the first page), limit ([`NO_LIMIT`] for all).
-pub(super) const TAG_NAMES_PAGE: &str = "SELECT group_concat(name, char(10)) FROM
-   (SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?)";
+/// Set on every connection: wait for a busy database rather than fail at
+/// once, full durability, foreign keys, a 16 MB page cache.
+const PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; \
+                       PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000;";
 
-/// [`TAG_NAMES_PAGE`] for repository names. Binds: last name, limit.
-pub(super) const REPOSITORY_NAMES_PAGE: &str = "SELECT group_concat(name, char(10)) FROM
-   (SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?)";
-
-/// The tag `t`'s name contains the bound text, or the text is NULL. Binds:
-/// the text, twice. `instr` is case-sensitive (SQLite's LIKE is not).
-pub(super) const TAG_NAME_CONTAINS: &str = "(? IS NULL OR instr(t.name, ?) > 0)";
-
-/// A `LIMIT` that does not limit.
-pub(super) const NO_LIMIT: i64 = -1;
-
-/// `?, ?, ...` for `n` values.
-pub(super) fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
-}
-
-/// Splits what [`TAG_NAMES_PAGE`] and [`REPOSITORY_NAMES_PAGE`] joined.
-pub(super) fn split_names(joined: Option<String>) -> Vec<String> {
-    joined
-        .map(|j| j.split('\n').map(str::to_string).collect())
-        .unwrap_or_default()
+/// `sqlite:///<absolute path>?mode=...`: how the Any driver is told to open
+/// the file (percent-encoded where the path has `%`, `?` or `#`).
+fn url(path: &Path, mode: &str) -> Result<String> {
+    let absolute = std::path::absolute(path)
+        .map_err(|e| MetadataError::Config(format!("database path {}: {e}", path.display())))?;
+    let text = absolute.to_str().ok_or_else(|| {
+        MetadataError::Config(format!("database path {} is not UTF-8", absolute.display()))
+    })?;
+    let encoded = text
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
+    Ok(format!("sqlite://{encoded}?mode={mode}"))
 }
 
 /// Opens (creating and migrating if needed) the database at `path`: a single
@@ -70,24 +39,33 @@ pub(super) fn split_names(joined: Option<String>) -> Vec<String> {
 /// busy/upgrade deadlocks) and a small pool of readers in WAL mode. Returns
 /// (readers, writer).
 pub(super) async fn open(path: &Path) -> Result<(Pool, Pool)> {
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10))
-        .pragma("cache_size", "-16000");
-    let write = SqlitePoolOptions::new()
+    sqlx::any::install_default_drivers();
+    let write = AnyPoolOptions::new()
         .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::raw_sql(PRAGMAS).execute(&mut *conn).await?;
+                sqlx::raw_sql("PRAGMA journal_mode = WAL")
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+        })
         .after_release(|conn, _| Box::pin(async move { clean_after_use(conn).await }))
-        .connect_with(options.clone())
+        .connect(&url(path, "rwc")?)
         .await?;
-    sqlx::migrate!("./migrations/sqlite").run(&write).await?;
-    let read = SqlitePoolOptions::new()
+    super::migrate(&MIGRATOR, &write).await?;
+    let read = AnyPoolOptions::new()
         .max_connections(4)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::raw_sql(PRAGMAS).execute(conn).await?;
+                Ok(())
+            })
+        })
         .after_release(|conn, _| Box::pin(async move { clean_after_use(conn).await }))
-        .connect_with(options.read_only(true))
+        .connect(&url(path, "ro")?)
         .await?;
     Ok((read, write))
 }
@@ -96,10 +74,11 @@ pub(super) async fn open(path: &Path) -> Result<(Pool, Pool)> {
 pub(super) fn is_busy(e: &sqlx::Error) -> bool {
     match e {
         // Primary code 5, whatever the extended bits.
-        sqlx::Error::Database(e) => e
-            .code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|c| c & 0xff == 5),
+        sqlx::Error::Database(e) if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+            e.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| c & 0xff == 5)
+        }
         _ => false,
     }
 }
@@ -113,7 +92,7 @@ pub(super) fn is_busy(e: &sqlx::Error) -> bool {
 /// would be acknowledged and then lost. Such a connection is closed instead
 /// (the pool opens a fresh one). The ping first lets the rollback queued by a
 /// dropped transaction run before the check.
-async fn clean_after_use(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<bool> {
+async fn clean_after_use(conn: &mut sqlx::AnyConnection) -> sqlx::Result<bool> {
     use sqlx::{Connection as _, Executor as _};
     conn.ping().await?;
     if conn.is_in_transaction() {

@@ -6,8 +6,8 @@
 
 use sqlx::{AssertSqlSafe, Row};
 
+use super::db;
 use super::live;
-use super::sqlite;
 use super::{Metadata, MetadataError, Result};
 
 /// What a write does to a tag, for protected and immutable tag rules.
@@ -158,7 +158,7 @@ const SELECT_TAG: &str = "SELECT t.name, t.manifest_id, t.updated_at, m.digest, 
         m.config_digest, m.created_at
    FROM tags t JOIN manifests m ON m.id = t.manifest_id";
 
-fn tag_detail(row: &sqlite::DbRow) -> Result<TagDetail> {
+fn tag_detail(row: &db::DbRow) -> Result<TagDetail> {
     Ok(TagDetail {
         name: row.try_get("name")?,
         manifest_id: row.try_get("manifest_id")?,
@@ -174,10 +174,10 @@ fn tag_detail(row: &sqlite::DbRow) -> Result<TagDetail> {
 impl Metadata {
     /// Deletes a tag (not the manifest it points at); `false` when absent.
     pub async fn delete_tag(&self, repo: &str, tag: &str, check: TagCheck<'_>) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let exists: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM tags t JOIN repositories r ON r.id = t.repository_id
-              WHERE r.name = ? AND t.name = ?",
+              WHERE r.name = $1 AND t.name = $2",
         )
         .bind(repo)
         .bind(tag)
@@ -189,7 +189,7 @@ impl Metadata {
         check(tag, TagOp::Delete).map_err(MetadataError::TagRefused)?;
         sqlx::query(
             "DELETE FROM tags
-              WHERE name = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+              WHERE name = $1 AND repository_id = (SELECT id FROM repositories WHERE name = $2)",
         )
         .bind(tag)
         .bind(repo)
@@ -203,7 +203,7 @@ impl Metadata {
     /// or `None` when it does not exist.
     pub async fn tags_version(&self, repo: &str) -> Result<Option<TagsVersion>> {
         let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT id, tags_version FROM repositories WHERE name = ?")
+            sqlx::query_as("SELECT id, tags_version FROM repositories WHERE name = $1")
                 .bind(repo)
                 .fetch_optional(&self.read)
                 .await?;
@@ -221,13 +221,13 @@ impl Metadata {
         limit: Option<u32>,
         last: Option<&str>,
     ) -> Result<Vec<String>> {
-        let joined: Option<String> = sqlx::query_scalar(sqlite::TAG_NAMES_PAGE)
+        let joined: Option<String> = sqlx::query_scalar(self.dialect.tag_names_page)
             .bind(repository_id)
             .bind(last.unwrap_or(""))
-            .bind(limit.map(i64::from).unwrap_or(sqlite::NO_LIMIT))
+            .bind(limit.map(i64::from).unwrap_or(db::NO_LIMIT))
             .fetch_one(&self.read)
             .await?;
-        Ok(sqlite::split_names(joined))
+        Ok(db::split_names(joined))
     }
 
     /// How many tags of the repository contain `name_contains` (and are of
@@ -238,19 +238,18 @@ impl Metadata {
         name_contains: Option<&str>,
         kind: Option<TagKind>,
     ) -> Result<u64> {
-        let contains = sqlite::TAG_NAME_CONTAINS;
+        let contains = self.dialect.tag_name_contains;
         let sql = if kind.is_none() {
-            format!("SELECT count(*) FROM tags t WHERE t.repository_id = ? AND {contains}")
+            format!("SELECT count(*) FROM tags t WHERE t.repository_id = $1 AND {contains}")
         } else {
             format!(
                 "SELECT count(*) FROM tags t JOIN manifests m ON m.id = t.manifest_id
-                  WHERE t.repository_id = ? AND {contains} AND {}",
+                  WHERE t.repository_id = $1 AND {contains} AND {}",
                 TagKind::condition(kind)
             )
         };
         let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(repository_id)
-            .bind(name_contains)
             .bind(name_contains)
             .fetch_one(&self.read)
             .await?;
@@ -273,7 +272,7 @@ impl Metadata {
             format!("{key} {dir}, t.name {dir}")
         };
         let (limit, offset) = if q.order == TagOrder::Size {
-            (sqlite::NO_LIMIT, 0)
+            (db::NO_LIMIT, 0)
         } else {
             (
                 i64::from(q.limit),
@@ -282,14 +281,13 @@ impl Metadata {
         };
         let sql = format!(
             "{SELECT_TAG}
-              WHERE t.repository_id = ? AND {} AND {}
-              ORDER BY {order} LIMIT ? OFFSET ?",
-            sqlite::TAG_NAME_CONTAINS,
+              WHERE t.repository_id = $1 AND {} AND {}
+              ORDER BY {order} LIMIT $3 OFFSET $4",
+            self.dialect.tag_name_contains,
             TagKind::condition(q.kind)
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(repository_id)
-            .bind(q.name_contains)
             .bind(q.name_contains)
             .bind(limit)
             .bind(offset)
@@ -318,7 +316,7 @@ impl Metadata {
     /// One tag with its details, or `None`.
     pub async fn tag_detail(&self, repository_id: i64, name: &str) -> Result<Option<TagDetail>> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "{SELECT_TAG} WHERE t.repository_id = ? AND t.name = ?"
+            "{SELECT_TAG} WHERE t.repository_id = $1 AND t.name = $2"
         )))
         .bind(repository_id)
         .bind(name)
@@ -335,7 +333,7 @@ impl Metadata {
         let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
             "SELECT t.name, m.digest, t.manifest_id, t.updated_at
                FROM tags t JOIN manifests m ON m.id = t.manifest_id
-              WHERE t.repository_id = ? ORDER BY t.name",
+              WHERE t.repository_id = $1 ORDER BY t.name",
         )
         .bind(repository_id)
         .fetch_all(&self.read)
@@ -364,14 +362,14 @@ impl Metadata {
         plans: &[RepositoryDeletions<'_>],
         commit: bool,
     ) -> Result<Vec<DeletionOutcome>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(plans.len());
         for plan in plans {
             let mut outcome = DeletionOutcome::default();
             let mut roots = Vec::new();
             for tag in &plan.tags {
                 let now: Option<(i64, i64)> = sqlx::query_as(
-                    "SELECT manifest_id, updated_at FROM tags WHERE repository_id = ? AND name = ?",
+                    "SELECT manifest_id, updated_at FROM tags WHERE repository_id = $1 AND name = $2",
                 )
                 .bind(plan.repository_id)
                 .bind(&tag.name)
@@ -388,7 +386,7 @@ impl Metadata {
                     outcome.failed.push((tag.name.clone(), why));
                     continue;
                 }
-                sqlx::query("DELETE FROM tags WHERE repository_id = ? AND name = ?")
+                sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = $2")
                     .bind(plan.repository_id)
                     .bind(&tag.name)
                     .execute(&mut *tx)
@@ -410,13 +408,13 @@ impl Metadata {
 
 #[cfg(test)]
 mod tests {
+    use crate::metadata::Backend;
     use std::collections::HashSet;
 
     use super::*;
-    use crate::metadata::testing::{db, digest, image, index, plan, repo_id};
-    #[tokio::test]
-    async fn stale_or_refused_deletions_fail_and_dry_runs_roll_back() {
-        let (meta, _dir) = db().await;
+    use crate::metadata::testing::{db_on, digest, image, index, on_both_backends, plan, repo_id};
+    async fn stale_or_refused_deletions_fail_and_dry_runs_roll_back(backend: Backend) {
+        let (meta, _dir) = db_on(backend).await;
         for tag in ["a", "b", "c"] {
             image(&meta, "r", Some(tag), &[("cfg", 1), ("x", 100)], None).await;
         }
@@ -467,9 +465,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn pages_sizes_and_usage() {
-        let (meta, _dir) = db().await;
+    async fn pages_sizes_and_usage(backend: Backend) {
+        let (meta, _dir) = db_on(backend).await;
         let img1 = image(&meta, "r", Some("b"), &[("c1", 1), ("l", 100)], None).await;
         let img2 = image(
             &meta,
@@ -582,5 +579,10 @@ mod tests {
             .map(|x| x.name)
             .collect();
         assert_eq!(under, ["r"]);
+    }
+
+    on_both_backends! {
+        stale_or_refused_deletions_fail_and_dry_runs_roll_back => super::stale_or_refused_deletions_fail_and_dry_runs_roll_back;
+        pages_sizes_and_usage => super::pages_sizes_and_usage;
     }
 }

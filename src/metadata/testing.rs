@@ -1,19 +1,55 @@
-//! Shared helpers of the metadata unit tests: a fresh database, and
-//! manifests stored from JSON.
+//! Shared helpers of the metadata unit tests: a fresh database on either
+//! backend (PostgreSQL: a real server, see `tests/common/postgres.rs`), a
+//! macro running a test on both, and manifests stored from JSON.
 
 use serde_json::json;
 
 use super::tags::PlannedDeletion;
-use super::{DatabaseConfig, Metadata, any_tag_write, open};
+use super::{Backend, DatabaseConfig, Metadata, PostgresConfig, any_tag_write, open};
 use crate::oci::Digest;
 use crate::oci::manifest::{self, OCI_INDEX, OCI_MANIFEST, parse};
 
-pub(crate) async fn db() -> (Metadata, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let meta = open(&DatabaseConfig::Sqlite { path }).await.unwrap();
-    (meta, dir)
+#[path = "../../tests/common/postgres.rs"]
+pub(crate) mod postgres;
+
+/// A fresh, migrated database on `backend` (the directory holds SQLite's file).
+pub(crate) async fn db_on(backend: Backend) -> (Metadata, tempfile::TempDir) {
+    let (config, dir) = config_on(backend).await;
+    (open(&config).await.unwrap(), dir)
 }
+
+/// Where a fresh database on `backend` is (not yet created or migrated).
+pub(crate) async fn config_on(backend: Backend) -> (DatabaseConfig, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = match backend {
+        Backend::Sqlite => DatabaseConfig::Sqlite {
+            path: dir.path().join("t.db"),
+        },
+        Backend::Postgres => {
+            DatabaseConfig::Postgres(PostgresConfig::new(&postgres::fresh_database().await))
+        }
+    };
+    (config, dir)
+}
+
+/// Runs the async test function `$body(backend: Backend)` once per backend:
+/// tests `$name::sqlite` and `$name::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident => $body:path;)+) => {$(
+        mod $name {
+            use crate::metadata::Backend;
+            #[tokio::test]
+            async fn sqlite() {
+                $body(Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                $body(Backend::Postgres).await
+            }
+        }
+    )+};
+}
+pub(crate) use on_both_backends;
 
 pub(crate) fn digest(name: &str) -> Digest {
     Digest::sha256_of(name.as_bytes())

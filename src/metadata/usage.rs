@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::AssertSqlSafe;
 
+use super::db;
 use super::repositories::{RepositoryRow, RepositorySummary};
-use super::sqlite;
 use super::tags::TagDetail;
 use super::{Metadata, Result};
 
@@ -21,11 +21,11 @@ impl Metadata {
     /// reference).
     pub async fn repository_usage(&self, id: i64) -> Result<(u64, u64)> {
         let (tags, size): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM tags WHERE repository_id = ?),
-                    (SELECT COALESCE(SUM(b.size), 0) FROM blobs b
+            "SELECT (SELECT count(*) FROM tags WHERE repository_id = $1),
+                    (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b
                       WHERE b.digest IN (SELECT mb.digest FROM manifest_blobs mb
                                            JOIN manifests m ON m.id = mb.manifest_id
-                                          WHERE m.repository_id = ?))",
+                                          WHERE m.repository_id = $2))",
         )
         .bind(id)
         .bind(id)
@@ -40,13 +40,13 @@ impl Metadata {
         let rows: Vec<(i64, String, i64, i64, i64, Option<i64>)> = sqlx::query_as(
             "SELECT r.id, r.name, r.created_at,
                     (SELECT count(*) FROM tags t WHERE t.repository_id = r.id),
-                    (SELECT COALESCE(SUM(b.size), 0) FROM blobs b
+                    (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b
                       WHERE b.digest IN (SELECT mb.digest FROM manifest_blobs mb
                                            JOIN manifests m ON m.id = mb.manifest_id
                                           WHERE m.repository_id = r.id)),
                     (SELECT max(t.updated_at) FROM tags t WHERE t.repository_id = r.id)
                FROM repositories r
-              WHERE r.name = ? OR (r.name > ? AND r.name < ?) ORDER BY r.name",
+              WHERE r.name = $1 OR (r.name > $2 AND r.name < $3) ORDER BY r.name",
         )
         .bind(path)
         .bind(format!("{path}/"))
@@ -104,8 +104,8 @@ impl Metadata {
                                JOIN manifest_blobs mb ON mb.manifest_id = tree.id) used
                        JOIN blobs b ON b.digest = used.digest
                  )
-                 SELECT root, SUM(bytes) FROM parts GROUP BY root",
-                sqlite::placeholders(chunk.len())
+                 SELECT root, CAST(SUM(bytes) AS BIGINT) FROM parts GROUP BY root",
+                db::placeholders(1, chunk.len())
             );
             let mut query = sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(sql));
             for id in chunk {

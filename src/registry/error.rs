@@ -26,6 +26,9 @@ pub enum ErrorCode {
     Unsupported,
     RangeInvalid,
     TooManyRequests,
+    /// The registry cannot serve right now (its database is unreachable):
+    /// distribution's `UNAVAILABLE`, 503 with Retry-After.
+    Unavailable,
     Unknown,
 }
 
@@ -47,6 +50,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::RangeInvalid => "RANGE_INVALID",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -68,6 +72,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -167,6 +172,13 @@ impl From<MetadataError> for RegistryError {
             MetadataError::Referenced(why) => {
                 RegistryError::new(ErrorCode::Denied, why).with_status(StatusCode::CONFLICT)
             }
+            // Nothing was written (the transaction did not commit): worth a
+            // retry once the database is back.
+            ref e if e.is_unavailable() => RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("the metadata database is unavailable, try again later: {e}"),
+            )
+            .with_header(header::RETRY_AFTER, 5),
             other => RegistryError::internal(other),
         }
     }

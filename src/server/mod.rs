@@ -24,8 +24,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::auth::{Auth, AuthError, AuthSettings};
+use crate::config::DatabaseKind;
 use crate::config::{Config, ServerSettings};
-use crate::metadata::{self, DatabaseConfig, MetadataError};
+use crate::metadata::{self, DatabaseConfig, MetadataError, PostgresConfig};
 use crate::registry::{Registry, TransferLimits, router};
 use crate::storage::fs::FsStore;
 
@@ -53,6 +54,31 @@ pub enum ServeError {
     Serve(std::io::Error),
 }
 
+/// The metadata backend `config.database` names: the embedded SQLite file
+/// in the data directory, or PostgreSQL.
+pub fn database_config(config: &Config) -> Result<DatabaseConfig, String> {
+    let d = &config.database;
+    match d.kind {
+        DatabaseKind::Sqlite => Ok(DatabaseConfig::in_data_dir(&config.data_dir)),
+        DatabaseKind::Postgres => {
+            let url = d
+                .url
+                .as_deref()
+                .ok_or("database.url: required for postgres")?;
+            let timeouts = d
+                .timeouts()
+                .map_err(|(key, message)| format!("{key}: {message}"))?;
+            Ok(DatabaseConfig::Postgres(PostgresConfig {
+                url: url.to_string(),
+                max_connections: d.max_connections,
+                statement_timeout: timeouts.statement,
+                connect_timeout: timeouts.connect,
+                ssl_mode: d.ssl_mode.map(|m| m.as_str().to_string()),
+            }))
+        }
+    }
+}
+
 /// Opens the registry's storage, metadata and authentication for `config`.
 /// Returns the admin token too when this start created it (shown once).
 pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<String>), ServeError> {
@@ -62,7 +88,15 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
     };
     crate::storage::durable::create_dir_all_synced(&config.data_dir).map_err(data_err)?;
     let store = FsStore::open(&config.data_dir).map_err(data_err)?;
-    let meta = metadata::open(&DatabaseConfig::in_data_dir(&config.data_dir)).await?;
+    let database = database_config(config).map_err(ServeError::Config)?;
+    if let DatabaseConfig::Postgres(pg) = &database {
+        tracing::info!(
+            "metadata on PostgreSQL at {} ({} connections)",
+            metadata::redact_url(&pg.url),
+            pg.max_connections
+        );
+    }
+    let meta = metadata::open(&database).await?;
     let (auth, admin_token) = if config.auth.enabled {
         let a = &config.auth;
         let (auth, token) = Auth::open(&AuthSettings {

@@ -35,8 +35,9 @@ pub struct App {
     /// harness made it (removed when the last clone is dropped).
     pub dir: Option<Arc<tempfile::TempDir>>,
     /// The registry's database, for tests that set up or inspect rows
-    /// directly (one connection, opened on first use).
-    pub db: sqlx::SqlitePool,
+    /// directly (one connection, opened on first use; statements in the SQL
+    /// both backends accept).
+    pub db: sqlx::AnyPool,
     /// Every call must be answered within this time.
     answer_within: Option<Duration>,
 }
@@ -134,14 +135,23 @@ impl Setup {
         for tune in self.tune {
             tune(&mut config);
         }
+        let url = super::database(&mut config).await;
         let (registry, admin) = open_registry(&config).await.unwrap();
-        let db = sqlx::sqlite::SqlitePoolOptions::new()
+        sqlx::any::install_default_drivers();
+        let db = sqlx::any::AnyPoolOptions::new()
             .max_connections(1)
-            .connect_lazy_with(
-                sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(data.join("berth.db"))
-                    .busy_timeout(Duration::from_secs(10)),
-            );
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    if conn.backend_name() == "SQLite" {
+                        sqlx::raw_sql("PRAGMA busy_timeout = 10000")
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy(&url)
+            .unwrap();
         let app = App {
             router: router(registry.clone()),
             registry,

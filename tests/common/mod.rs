@@ -8,9 +8,12 @@
 //! test module of their area.
 
 pub mod app;
+pub mod postgres;
 pub mod server;
 
 use std::path::{Path, PathBuf};
+
+use berth::config::{Config, DatabaseKind};
 
 use sha2::{Digest as _, Sha256};
 
@@ -87,4 +90,77 @@ pub fn blob_files(data: &Path) -> Vec<(String, u64)> {
 pub async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
     static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     ALONE.lock().await
+}
+
+/// Whether the tests run berth on PostgreSQL: `$BERTH_TEST_BACKEND` is
+/// `postgres` (CI runs the integration tests once with each backend; the
+/// default is `sqlite`).
+pub fn on_postgres() -> bool {
+    match std::env::var("BERTH_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("BERTH_TEST_BACKEND={other}: expected sqlite or postgres"),
+    }
+}
+
+/// Points `config` at the test backend's database and returns its URL (for
+/// the tests' own connection).
+pub async fn database(config: &mut Config) -> String {
+    match postgres_for(&config.data_dir).await {
+        None => {
+            let path = std::path::absolute(config.data_dir.join("berth.db")).unwrap();
+            format!("sqlite://{}", path.display())
+        }
+        Some(url) => {
+            config.database.kind = DatabaseKind::Postgres;
+            config.database.url = Some(url.clone());
+            url
+        }
+    }
+}
+
+/// On PostgreSQL (see [`on_postgres`]), the URL of the database of the data
+/// directory `data`: each data directory gets one of its own, remembered in
+/// `<data>/test-database-url`, so that opening the same data directory
+/// again (a restart) finds the same database. `None` on SQLite.
+pub async fn postgres_for(data: &Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let remembered = data.join("test-database-url");
+    Some(match std::fs::read_to_string(&remembered) {
+        Ok(url) => url,
+        Err(_) => {
+            let url = postgres::fresh_database().await;
+            std::fs::create_dir_all(data).unwrap();
+            std::fs::write(&remembered, &url).unwrap();
+            url
+        }
+    })
+}
+
+/// The metadata database of data directory `data` on the test backend, for
+/// `berth::fsck` and other offline readers.
+pub async fn database_config(data: &Path) -> berth::metadata::DatabaseConfig {
+    use berth::metadata::{DatabaseConfig, PostgresConfig};
+    match postgres_for(data).await {
+        None => DatabaseConfig::in_data_dir(data),
+        Some(url) => DatabaseConfig::Postgres(PostgresConfig::new(&url)),
+    }
+}
+
+/// `berth::fsck::check` of data directory `data` on the test backend.
+pub async fn fsck(data: &Path) -> Result<berth::fsck::Report, String> {
+    let database = database_config(data).await;
+    berth::fsck::check_with(data, &database, false, None, &|_| {}).await
+}
+
+/// SQL (both backends) for integer expression `expr` as text, zero-padded
+/// to `width` digits (what SQLite's `printf('%05d', ...)` does).
+pub fn zero_padded(expr: &str, width: usize) -> String {
+    let zeros = "0".repeat(width);
+    format!(
+        "substr('{zeros}' || ({expr}), length('{zeros}' || ({expr})) - {}, {width})",
+        width - 1
+    )
 }

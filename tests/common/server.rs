@@ -78,6 +78,7 @@ impl Server {
     /// the end of the log.
     pub async fn start(launch: Launch<'_>) -> (Server, Duration) {
         let probe = Client::new();
+        let database_url = super::postgres_for(launch.data_dir).await;
         for attempt in 0..3 {
             let port = free_port();
             let out = File::create(launch.log).expect("create server log");
@@ -86,6 +87,9 @@ impl Server {
             cmd.arg("serve").arg("--no-auth");
             if let Some(config) = launch.config {
                 cmd.arg("--config").arg(config);
+            }
+            if let Some(url) = &database_url {
+                cmd.arg("--database-url").arg(url);
             }
             let child = cmd
                 .arg("--listen")

@@ -430,12 +430,12 @@ async fn acknowledged_writes_survive_a_full_disk() {
     );
     drop(server);
 
-    let out = Command::new(berth_bin())
-        .arg("fsck")
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .expect("run berth fsck");
+    let mut fsck = Command::new(berth_bin());
+    fsck.arg("fsck").arg("--data-dir").arg(&data);
+    if let Some(url) = crate::common::postgres_for(&data).await {
+        fsck.arg("--database-url").arg(url);
+    }
+    let out = fsck.output().expect("run berth fsck");
     assert!(
         out.status.success(),
         "fsck found problems:\n{}{}",

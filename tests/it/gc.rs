@@ -288,7 +288,7 @@ async fn pushes_and_deletes_racing_sweeps_lose_nothing() {
         "stress: {tags} tags, {} live blobs, {disk_bytes} bytes on disk",
         live.len()
     );
-    let report = berth::fsck::check(&app.data, false, &|_| {}).await.unwrap();
+    let report = crate::common::fsck(&app.data).await.unwrap();
     assert!(report.problems.is_empty(), "fsck: {:?}", report.problems);
     assert_eq!(report.blob_bytes, disk_bytes);
     assert_eq!(report.unreferenced_blobs, 0);

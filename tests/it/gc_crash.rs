@@ -177,7 +177,7 @@ async fn sigkill_mid_sweep_loses_no_referenced_blob_and_the_sweep_resumes() {
     );
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    let report = berth::fsck::check(&data, false, &|_| {}).await.unwrap();
+    let report = crate::common::fsck(&data).await.unwrap();
     assert!(report.problems.is_empty(), "fsck: {:?}", report.problems);
     assert_eq!(report.blobs, 3);
 }

@@ -1036,7 +1036,7 @@ async fn deletes_refuse_what_a_tagged_index_holds() {
             .await;
         assert_eq!(r.status, StatusCode::OK, "{path}");
     }
-    let report = berth::fsck::check(&app.data, false, &|_| {}).await.unwrap();
+    let report = crate::common::fsck(&app.data).await.unwrap();
     assert!(report.problems.is_empty(), "fsck: {:?}", report.problems);
 
     // The untagged child still holds its blobs after the index is gone.

@@ -303,8 +303,8 @@ impl App {
     /// and `keep_n` go by), straight in the database.
     async fn set_published(&self, repo: &str, tag: &str, at_ms: i64) {
         let done = sqlx::query(
-            "UPDATE tags SET updated_at = ?
-              WHERE name = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+            "UPDATE tags SET updated_at = $1
+              WHERE name = $2 AND repository_id = (SELECT id FROM repositories WHERE name = $3)",
         )
         .bind(at_ms)
         .bind(tag)
@@ -717,12 +717,13 @@ async fn tag_pages_over_many_tags_are_right() {
     let n: i64 = 20_000;
     let base = now_ms() - DAY_MS;
     // 20,000 tags on the seed's manifest, published one second apart.
-    sqlx::query(
-        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < ? - 1)
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < $1 - 1)
          INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at)
-         SELECT t.repository_id, printf('bulk-%05d', i), t.manifest_id, ?, ? + i * 1000
+         SELECT t.repository_id, 'bulk-' || {}, t.manifest_id, $2, $3 + i * 1000
            FROM k, tags t WHERE t.name = 'seed'",
-    )
+        crate::common::zero_padded("i", 5)
+    )))
     .bind(n)
     .bind(base)
     .bind(base)
@@ -1592,9 +1593,15 @@ async fn a_repository_deeper_than_its_later_project_allows_stays_the_admins() {
     let data = app.root().join("data");
     let projects =
         berth::auth::AccessModel::new(berth::auth::directory::load_dir(&manifests).unwrap(), None);
-    let report = berth::fsck::check_with(&data, false, Some(&projects), &|_| {})
-        .await
-        .unwrap();
+    let report = berth::fsck::check_with(
+        &data,
+        &crate::common::database_config(&data).await,
+        false,
+        Some(&projects),
+        &|_| {},
+    )
+    .await
+    .unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(
         report.warnings,
@@ -1615,8 +1622,14 @@ async fn a_repository_deeper_than_its_later_project_allows_stays_the_admins() {
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
     assert!(!catalog(&app).await.contains(&repo.to_string()));
-    let report = berth::fsck::check_with(&data, false, Some(&projects), &|_| {})
-        .await
-        .unwrap();
+    let report = berth::fsck::check_with(
+        &data,
+        &crate::common::database_config(&data).await,
+        false,
+        Some(&projects),
+        &|_| {},
+    )
+    .await
+    .unwrap();
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }

@@ -274,17 +274,16 @@ async fn deleting_a_repository_removes_its_upload_files() {
 async fn a_failed_upload_start_leaves_no_file() {
     let app = app_with(None, |_| {}).await;
     // Make every new upload row fail, as a full or broken database would.
-    let db = app.data.join("berth.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query(
+    let refuse = if crate::common::on_postgres() {
+        "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+         CREATE TRIGGER test_refuse_uploads BEFORE INSERT ON uploads
+         FOR EACH ROW EXECUTE FUNCTION test_refuse();"
+    } else {
         "CREATE TRIGGER test_refuse_uploads BEFORE INSERT ON uploads
-         BEGIN SELECT RAISE(FAIL, 'refused by the test'); END",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+         BEGIN SELECT RAISE(FAIL, 'refused by the test'); END"
+    };
+    sqlx::raw_sql(refuse).execute(&app.db).await.unwrap();
     let r = app
         .call(Method::POST, "/v2/a/b/blobs/uploads/", &[], Body::empty())
         .await;
@@ -294,5 +293,4 @@ async fn a_failed_upload_start_leaves_no_file() {
         "a failed start left {:?}",
         upload_files(&app)
     );
-    pool.close().await;
 }

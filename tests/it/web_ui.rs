@@ -288,7 +288,7 @@ impl App {
     }
 
     async fn repo_id(&self, repo: &str) -> i64 {
-        sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+        sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
             .bind(repo)
             .fetch_one(&self.db)
             .await
@@ -659,12 +659,13 @@ async fn tag_lists_search_sort_filter_and_page() {
     assert!(bad.body.contains("sort must be"));
 
     // 10,000 more tags, inserted directly: counts and the last page are right.
-    sqlx::query(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < 9999)
          INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at)
-         SELECT t.repository_id, printf('t%05d', i), t.manifest_id, t.created_at, t.updated_at + i
+         SELECT t.repository_id, 't' || {}, t.manifest_id, t.created_at, t.updated_at + i
            FROM k, tags t WHERE t.name = 'small'",
-    )
+        crate::common::zero_padded("i", 5)
+    )))
     .execute(&app.db)
     .await
     .unwrap();
@@ -738,9 +739,10 @@ async fn size_order_over_ten_thousand_distinct_manifests() {
             "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {n} - 1)
              INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size,
                                     config_digest, subject_digest, annotations, payload, created_at)
-             SELECT m.repository_id, printf('sha256:%064d', i), m.media_type, m.artifact_type,
+             SELECT m.repository_id, 'sha256:' || {}, m.media_type, m.artifact_type,
                     m.size + i, m.config_digest, NULL, NULL, m.payload, m.created_at
-               FROM k, manifests m JOIN tags t ON t.manifest_id = m.id WHERE t.name = 'seed'"
+               FROM k, manifests m JOIN tags t ON t.manifest_id = m.id WHERE t.name = 'seed'",
+            crate::common::zero_padded("i", 64)
         )
     };
     sqlx::query(sqlx::AssertSqlSafe(copies(10_000)))
@@ -758,7 +760,7 @@ async fn size_order_over_ten_thousand_distinct_manifests() {
     .unwrap();
     sqlx::query(
         "INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at)
-         SELECT repository_id, 'c' || substr(digest, -5), id, created_at, created_at
+         SELECT repository_id, 'c' || substr(digest, length(digest) - 4, 5), id, created_at, created_at
            FROM manifests WHERE digest LIKE 'sha256:0000000000%'",
     )
     .execute(&app.db)

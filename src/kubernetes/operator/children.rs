@@ -151,6 +151,8 @@ pub fn serve_config(reg: &Registry) -> Config {
         ui: Default::default(),
         server: Default::default(),
         storage: Default::default(),
+        // The operator refuses database.kind postgres for now (issue 14).
+        database: Default::default(),
         kubernetes: Some(KubernetesConfig {
             namespace: reg.namespace().unwrap_or_default(),
             registry: reg.name_any(),

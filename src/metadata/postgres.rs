@@ -1,0 +1,133 @@
+//! The PostgreSQL backend: connecting (pool size, statement timeout,
+//! sslmode), migrating under sqlx's advisory lock (replicas starting together
+//! take turns; the later ones find nothing to do), and recognising errors
+//! worth a retry. What PostgreSQL spells its own way in statements is
+//! [`super::db::POSTGRES`].
+
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+
+use super::db::Pool;
+use super::{MetadataError, PostgresConfig, Result};
+
+/// The schema migrations of this backend: the same versions as SQLite's,
+/// the same tables, columns, constraints and indexes, triggers in PL/pgSQL
+/// (`tests` below checks the two schemas stay equivalent).
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// `url` with its password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.cannot_be_a_base() => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        // Not a URL with a host: it may hold a password anywhere.
+        _ => "(not a valid URL)".to_string(),
+    }
+}
+
+/// The connection URL with the configured sslmode added (a mode already in
+/// the URL wins).
+fn connect_url(config: &PostgresConfig) -> Result<String> {
+    let mut u = url::Url::parse(&config.url).map_err(|e| {
+        MetadataError::Config(format!("database.url {}: {e}", redact_url(&config.url)))
+    })?;
+    if !matches!(u.scheme(), "postgres" | "postgresql") {
+        return Err(MetadataError::Config(format!(
+            "database.url {}: the scheme must be postgres:// or postgresql://",
+            redact_url(&config.url)
+        )));
+    }
+    if let Some(mode) = &config.ssl_mode
+        && !u.query_pairs().any(|(k, _)| k == "sslmode")
+    {
+        u.query_pairs_mut().append_pair("sslmode", mode);
+    }
+    Ok(u.to_string())
+}
+
+/// Connects a pool of `config.max_connections` and migrates the schema.
+/// Every connection gets the statement timeout.
+pub(super) async fn open(config: &PostgresConfig) -> Result<Pool> {
+    sqlx::any::install_default_drivers();
+    let url = connect_url(config)?;
+    let timeout_ms = config.statement_timeout.as_millis();
+    let pool = AnyPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.connect_timeout)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "SET statement_timeout = {timeout_ms}"
+                )))
+                .execute(conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .map_err(|e| {
+            MetadataError::Config(format!(
+                "database.url {}: cannot connect: {e}",
+                redact_url(&config.url)
+            ))
+        })?;
+    super::migrate(&MIGRATOR, &pool).await?;
+    Ok(pool)
+}
+
+/// A default for [`PostgresConfig::connect_timeout`].
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// PostgreSQL's serialization failure, deadlock or lock timeout: the
+/// transaction was rolled back and is worth a retry.
+pub(super) fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(e)
+            if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some() =>
+        {
+            matches!(e.code().as_deref(), Some("40001" | "40P01" | "55P03"))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("postgres://berth:s3cret@db:5432/berth"),
+            "postgres://berth:***@db:5432/berth"
+        );
+        assert_eq!(redact_url("postgres://db/berth"), "postgres://db/berth");
+        assert_eq!(redact_url("berth:s3cret@db"), "(not a valid URL)");
+    }
+
+    #[test]
+    fn sslmode_is_added_unless_the_url_has_one() {
+        let mut c = PostgresConfig::new("postgres://u:p@db/berth");
+        c.ssl_mode = Some("require".into());
+        assert_eq!(
+            connect_url(&c).unwrap(),
+            "postgres://u:p@db/berth?sslmode=require"
+        );
+        c.url = "postgres://u:p@db/berth?sslmode=disable".into();
+        assert_eq!(
+            connect_url(&c).unwrap(),
+            "postgres://u:p@db/berth?sslmode=disable"
+        );
+        c.url = "mysql://u:p@db/berth".into();
+        let e = connect_url(&c).unwrap_err().to_string();
+        assert!(e.contains("database.url mysql://u:***@db/berth"), "{e}");
+        assert!(!e.contains(":p@"), "{e}");
+    }
+}
