@@ -350,46 +350,26 @@ mod tests {
     async fn triggers_queue_the_same_reviews(backend: Backend) {
         use sqlx::Row;
         let (meta, _dir) = db_on(backend).await;
-        let name_of = |d: &crate::oci::Digest, names: &[(&str, &crate::oci::Digest)]| {
-            names
-                .iter()
-                .find(|(_, x)| *x == d)
-                .map_or_else(|| d.to_string(), |(n, _)| n.to_string())
-        };
+        // Each queue as "<kind> <name> <event>" lines, digests shown by the
+        // names given.
         let reviews = |meta: Metadata, names: Vec<(&'static str, crate::oci::Digest)>| async move {
             let mut out = Vec::new();
-            for row in sqlx::query(
-                "SELECT m.digest, r.event FROM gc_manifest_reviews r
-                   JOIN manifests m ON m.id = r.manifest_id ORDER BY m.digest",
-            )
-            .fetch_all(&meta.read)
-            .await
-            .unwrap()
-            {
-                let d: String = row.get(0);
-                let d: crate::oci::Digest = d.parse().unwrap();
-                let refs: Vec<(&str, &crate::oci::Digest)> =
-                    names.iter().map(|(n, d)| (*n, d)).collect();
-                out.push(format!(
-                    "manifest {} {}",
-                    name_of(&d, &refs),
-                    row.get::<String, _>(1)
-                ));
-            }
-            for row in sqlx::query("SELECT digest, event FROM gc_blob_reviews ORDER BY digest")
-                .fetch_all(&meta.read)
-                .await
-                .unwrap()
-            {
-                let d: String = row.get(0);
-                let d: crate::oci::Digest = d.parse().unwrap();
-                let refs: Vec<(&str, &crate::oci::Digest)> =
-                    names.iter().map(|(n, d)| (*n, d)).collect();
-                out.push(format!(
-                    "blob {} {}",
-                    name_of(&d, &refs),
-                    row.get::<String, _>(1)
-                ));
+            for (kind, sql) in [
+                (
+                    "manifest",
+                    "SELECT m.digest, r.event FROM gc_manifest_reviews r
+                       JOIN manifests m ON m.id = r.manifest_id",
+                ),
+                ("blob", "SELECT digest, event FROM gc_blob_reviews"),
+            ] {
+                for row in sqlx::query(sql).fetch_all(&meta.read).await.unwrap() {
+                    let d: String = row.get(0);
+                    let name = names
+                        .iter()
+                        .find(|(_, x)| x.to_string() == d)
+                        .map_or(d.clone(), |(n, _)| n.to_string());
+                    out.push(format!("{kind} {name} {}", row.get::<String, _>(1)));
+                }
             }
             out.sort();
             out
