@@ -18,6 +18,7 @@ mod blobs;
 pub mod cleanup;
 pub mod error;
 pub mod gc;
+mod linger;
 mod listing;
 mod management;
 mod manifests;
@@ -323,10 +324,11 @@ async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
 }
 
 async fn route_request(reg: &Registry, req: Request) -> Result<Response> {
-    let route = parse_route(req.uri().path())?;
-    let method = req.method().clone();
-    let caller = access::authorize(reg, &method, &route, req.uri().query(), req.headers())?;
     let (parts, body) = req.into_parts();
+    let body = linger::lingering(body);
+    let route = parse_route(parts.uri.path())?;
+    let method = parts.method.clone();
+    let caller = access::authorize(reg, &method, &route, parts.uri.query(), &parts.headers)?;
     let query = parse_query(parts.uri.query());
     let headers = &parts.headers;
     match (&method, route) {

@@ -31,11 +31,16 @@ impl std::ops::Deref for Slow {
 /// Starts berth with `server_yaml` as the `server:` section of its config
 /// (and no free-space reserve), and waits until it answers.
 async fn start(server_yaml: &str) -> Slow {
+    start_with(server_yaml, "").await
+}
+
+/// [`start`], with more of the `storage:` section.
+async fn start_with(server_yaml: &str, storage_yaml: &str) -> Slow {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("berth.yaml");
     std::fs::write(
         &config,
-        format!("server:\n{server_yaml}storage:\n  minFreeBytes: 0\n"),
+        format!("server:\n{server_yaml}storage:\n  minFreeBytes: 0\n{storage_yaml}"),
     )
     .unwrap();
     let data = dir.path().join("data");
@@ -337,5 +342,46 @@ async fn beyond_the_connection_cap_clients_wait_for_a_free_slot() {
     for mut s in idle {
         let (_, closed) = read_until_closed(&mut s, Instant::now() + Duration::from_secs(5)).await;
         assert!(closed);
+    }
+}
+
+/// A refusal sent while the client is still writing its body (a blob over
+/// `storage.maxBlobSize`, an unknown upload session) reaches the client:
+/// the server reads and discards the rest of the body instead of closing a
+/// connection with unread bytes, which the kernel turns into a reset that
+/// the client sees as "broken pipe" on its write.
+#[tokio::test]
+async fn refusals_reach_a_client_still_sending_its_body() {
+    let server = start_with("  idleTimeout: 60s\n", "  maxBlobSize: 1048576\n").await;
+    let body = vec![5u8; 32 * MIB];
+    let digest = digest_of(&body);
+    let requests = [
+        (
+            format!("POST /v2/linger/a/blobs/uploads/?digest={digest}"),
+            "HTTP/1.1 413",
+        ),
+        (
+            "PATCH /v2/linger/a/blobs/uploads/0b8ee1ce-5ec7-4c7c-a8a4-6b8a4e8e2a11".to_string(),
+            "HTTP/1.1 404",
+        ),
+    ];
+    for (request, expected) in requests {
+        let mut s = raw_connect(server.port).await;
+        s.write_all(
+            format!(
+                "{request} HTTP/1.1\r\nHost: berth\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let sent = s.write_all(&body).await;
+        let (got, _) = read_until_closed(&mut s, Instant::now() + Duration::from_secs(20)).await;
+        let text = String::from_utf8_lossy(&got);
+        println!("{request}: write {sent:?}, then {:?}", text.lines().next());
+        sent.unwrap_or_else(|e| panic!("{request}: writing the body failed: {e}"));
+        assert!(text.starts_with(expected), "{request}: {text:?}");
     }
 }
