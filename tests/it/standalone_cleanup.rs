@@ -147,6 +147,7 @@ async fn standalone_policies_run_on_run_now_and_cadence() {
     served.auth.manifest_dir = Some(manifests.clone());
     served.gc.review_delay = "0s".into();
     served.cleanup.check_interval = "24h".into();
+    crate::common::database(&mut served).await;
     let (served, _) = open_registry(&served).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !data.join("cleanup-state.json").exists() {
