@@ -12,7 +12,10 @@ use super::{Metadata, Result};
 /// What a blob review decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobVerdict {
-    /// Still referenced (or re-queued for later): kept.
+    /// No review of it is due (another sweeper took it, or it was
+    /// re-queued for later): nothing done.
+    NotDue,
+    /// Still referenced: kept, its review dropped.
     Kept,
     /// Its rows are deleted; the caller deletes the file, then
     /// [`Metadata::gc_forget_blob_review`].
@@ -133,7 +136,7 @@ impl Metadata {
         .fetch_optional(&mut *tx)
         .await?;
         if due.is_none() {
-            return Ok(BlobVerdict::Kept);
+            return Ok(BlobVerdict::NotDue);
         }
         let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
             .bind(digest)

@@ -527,7 +527,10 @@ mod agreement {
             }
             let blobs = meta.gc_due_blobs(later, 1000).await.unwrap();
             for d in &blobs {
-                if meta.gc_review_blob(d, later).await.unwrap() != BlobVerdict::Kept {
+                if !matches!(
+                    meta.gc_review_blob(d, later).await.unwrap(),
+                    BlobVerdict::Kept | BlobVerdict::NotDue
+                ) {
                     meta.gc_forget_blob_review(d).await.unwrap();
                 }
             }

@@ -25,6 +25,7 @@ mod db;
 mod gc;
 mod holders;
 mod live;
+mod locks;
 mod manifests;
 mod postgres;
 mod referrers;
@@ -38,6 +39,7 @@ mod testing;
 
 pub use db::Backend;
 pub use gc::{BlobVerdict, GcState};
+pub use locks::{Held, Lock};
 pub use manifests::StoredManifest;
 pub use postgres::redact_url;
 pub use referrers::Referrer;
@@ -189,15 +191,17 @@ pub async fn open(config: &DatabaseConfig) -> Result<Metadata> {
                 write,
                 dialect: &db::SQLITE,
                 backend: Backend::Sqlite,
+                locks: None,
             })
         }
         DatabaseConfig::Postgres(pg) => {
-            let pool = postgres::open(pg).await?;
+            let (pool, locks) = postgres::open(pg).await?;
             Ok(Metadata {
                 read: pool.clone(),
                 write: pool,
                 dialect: &db::POSTGRES,
                 backend: Backend::Postgres,
+                locks: Some(locks),
             })
         }
     }
@@ -230,6 +234,8 @@ pub struct Metadata {
     write: db::Pool,
     dialect: &'static db::Dialect,
     backend: Backend,
+    /// PostgreSQL: the connections that hold [`locks`] (none on SQLite).
+    locks: Option<db::Pool>,
 }
 
 pub fn now_ms() -> i64 {

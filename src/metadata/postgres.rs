@@ -50,35 +50,39 @@ fn connect_url(config: &PostgresConfig) -> Result<String> {
     Ok(u.to_string())
 }
 
-/// Connects a pool of `config.max_connections` and migrates the schema.
+/// Connects a pool of `config.max_connections` and migrates the schema;
+/// returns it and a second pool of as many connections, connected as
+/// needed, that holds the locks of [`super::locks`] (a lock holder then
+/// never waits for a connection another lock holder has: no deadlock).
 /// Every connection gets the statement timeout.
-pub(super) async fn open(config: &PostgresConfig) -> Result<Pool> {
+pub(super) async fn open(config: &PostgresConfig) -> Result<(Pool, Pool)> {
     sqlx::any::install_default_drivers();
     let url = connect_url(config)?;
     let timeout_ms = config.statement_timeout.as_millis();
-    let pool = AnyPoolOptions::new()
-        .max_connections(config.max_connections)
-        .acquire_timeout(config.connect_timeout)
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "SET statement_timeout = {timeout_ms}"
-                )))
-                .execute(conn)
-                .await?;
-                Ok(())
+    let options = || {
+        AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.connect_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "SET statement_timeout = {timeout_ms}"
+                    )))
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
             })
-        })
-        .connect(&url)
-        .await
-        .map_err(|e| {
-            MetadataError::Config(format!(
-                "database.url {}: cannot connect: {e}",
-                redact_url(&config.url)
-            ))
-        })?;
+    };
+    let pool = options().connect(&url).await.map_err(|e| {
+        MetadataError::Config(format!(
+            "database.url {}: cannot connect: {e}",
+            redact_url(&config.url)
+        ))
+    })?;
     super::migrate(&MIGRATOR, &pool).await?;
-    Ok(pool)
+    let locks = options().connect_lazy(&url)?;
+    Ok((pool, locks))
 }
 
 /// A default for [`PostgresConfig::connect_timeout`].

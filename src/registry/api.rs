@@ -157,6 +157,10 @@ pub struct SweepCounts {
     pub blobs_deleted: i64,
     pub bytes_deleted: i64,
     pub uploads_expired: i64,
+    /// Blob reviews this sweep took (kept or deleted); a review another
+    /// sweeper holds is skipped, not counted.
+    #[serde(default)]
+    pub blob_reviews: i64,
 }
 
 /// `GET /api/v1/gc`: pending reviews, last sweep, totals deleted.

@@ -55,16 +55,30 @@ pub async fn sweep(
     // The manifests just deleted may have queued blobs due now.
     let now = now_ms().max(now);
     let mut handled = HashSet::new();
+    let mut skipped = HashSet::new();
     loop {
-        let due = reg.meta.gc_due_blobs(now, BATCH).await?;
+        let mut due = reg.meta.gc_due_blobs(now, BATCH).await?;
+        due.retain(|d| !skipped.contains(d));
         let Some(due) = not_yet_handled(due, &mut handled, "blob") else {
             break;
         };
         let mut batch = SweepCounts::default();
         for digest in due {
-            let _locked = reg.lock_blob(&digest).await;
-            match busy_retry(|| reg.meta.gc_review_blob(&digest, now)).await? {
-                BlobVerdict::Kept => {}
+            // Another sweeper (this replica's or another's) or an upload
+            // making it visible is at work on this digest: skip it, as
+            // `FOR UPDATE SKIP LOCKED` would; a later sweep reviews it if
+            // it is still due.
+            let Some(_locked) = reg.try_lock_blob(&digest).await? else {
+                handled.remove(&digest);
+                skipped.insert(digest);
+                continue;
+            };
+            let verdict = busy_retry(|| reg.meta.gc_review_blob(&digest, now)).await?;
+            if verdict != BlobVerdict::NotDue {
+                batch.blob_reviews += 1;
+            }
+            match verdict {
+                BlobVerdict::NotDue | BlobVerdict::Kept => {}
                 BlobVerdict::Deleted { size } => {
                     delete_file(reg, &digest).await?;
                     busy_retry(|| reg.meta.gc_forget_blob_review(&digest)).await?;
@@ -173,6 +187,7 @@ async fn record(
         counts.blobs_deleted += batch.blobs_deleted;
         counts.bytes_deleted += batch.bytes_deleted;
         counts.uploads_expired += batch.uploads_expired;
+        counts.blob_reviews += batch.blob_reviews;
     }
     Ok(())
 }

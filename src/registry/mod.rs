@@ -42,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
 use crate::auth::Auth;
-use crate::metadata::Metadata;
+use crate::metadata::{Held, Lock, Metadata};
 use crate::oci::Hasher;
 use crate::storage::BlobStore;
 
@@ -76,6 +76,12 @@ pub struct Registry {
     pub upload_expiry_ms: std::sync::atomic::AtomicU64,
     /// Web UI sign-ins.
     pub(crate) ui_sessions: ui::Sessions,
+}
+
+/// A blob digest locked (see [`Registry::lock_blob`]).
+pub struct BlobLock<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    _shared: Held,
 }
 
 #[derive(Default)]
@@ -214,14 +220,38 @@ impl Registry {
         )
     }
 
-    /// Locks blob `digest` (see `blob_locks`).
-    pub async fn lock_blob(&self, digest: &str) -> tokio::sync::MutexGuard<'_, ()> {
+    /// Locks blob `digest` (see `blob_locks`), across replicas too (on
+    /// PostgreSQL, a database lock).
+    pub async fn lock_blob(&self, digest: &str) -> Result<BlobLock<'_>> {
+        let local = self.blob_stripe(digest).lock().await;
+        let shared = self.meta.lock(Lock::Blob(digest)).await?;
+        Ok(BlobLock {
+            _local: local,
+            _shared: shared,
+        })
+    }
+
+    /// [`Registry::lock_blob`] if neither this process nor another replica
+    /// holds it (`None`: someone else is at work on this digest).
+    pub async fn try_lock_blob(&self, digest: &str) -> Result<Option<BlobLock<'_>>> {
+        let Ok(local) = self.blob_stripe(digest).try_lock() else {
+            return Ok(None);
+        };
+        Ok(self
+            .meta
+            .try_lock(Lock::Blob(digest))
+            .await?
+            .map(|shared| BlobLock {
+                _local: local,
+                _shared: shared,
+            }))
+    }
+
+    fn blob_stripe(&self, digest: &str) -> &tokio::sync::Mutex<()> {
         let stripe = digest
             .bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        self.blob_locks[stripe as usize % self.blob_locks.len()]
-            .lock()
-            .await
+        &self.blob_locks[stripe as usize % self.blob_locks.len()]
     }
 
     fn upload_state(&self, id: &str) -> Arc<tokio::sync::Mutex<UploadState>> {

@@ -14,6 +14,13 @@
 //! `storage.minFreeBytes` (507, checked at the start and every few MiB). A
 //! blob becomes visible only after its digest is verified and the store has
 //! made it durable.
+//!
+//! Replicas: a session's row is in the database and its file in the shared
+//! store, so any replica takes any request of it. One request at a time
+//! appends to or completes a session, whichever replica it reaches (the
+//! session's lock, `metadata::Lock::Upload`); the running hash state is
+//! kept by the replica that computed it, and a replica without the state
+//! for the current size re-reads the upload once at completion.
 
 use std::collections::HashMap;
 
@@ -27,6 +34,7 @@ use tokio::sync::mpsc;
 use super::access::Caller;
 use super::error::{ErrorCode, RegistryError, Result};
 use super::{Registry, location};
+use crate::metadata::Lock;
 use crate::oci::{Algorithm, Digest, Hasher, validate_repository};
 use crate::storage::{ByteStream, UploadId};
 
@@ -45,7 +53,7 @@ pub(super) async fn start(
 ) -> Result<Response> {
     if let Some(mount) = query.get("mount") {
         let digest: Digest = mount.parse()?;
-        let _visible = reg.lock_blob(&digest.to_string()).await;
+        let _visible = reg.lock_blob(&digest.to_string()).await?;
         if let Some(from) = query
             .get("from")
             .filter(|f| validate_repository(f).is_ok() && caller.may_pull(f))
@@ -107,6 +115,7 @@ pub(super) async fn patch(
     let _transfer = reg.transfer_permit()?;
     let state = reg.upload_state(&id.to_string());
     let mut state = state.lock().await;
+    let _session = reg.meta.lock(Lock::Upload(&id.to_string())).await?;
     let size = current_size(reg, &id).await?;
     check_content_range(headers, name, &id, size)?;
     if let Err(e) = check_declared_size(reg, body_length(headers), size) {
@@ -150,6 +159,7 @@ pub(super) async fn finish(
     let _transfer = reg.transfer_permit()?;
     let state = reg.upload_state(&key);
     let mut state = state.lock().await;
+    let _session = reg.meta.lock(Lock::Upload(&key)).await?;
     let size = current_size(reg, &id).await?;
     check_content_range(headers, name, &id, size)?;
     if let Err(e) = check_declared_size(reg, body_length(headers), size) {
@@ -188,6 +198,7 @@ pub(super) async fn finish(
 
 pub(super) async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response> {
     let id = find_upload(reg, name, id).await?;
+    let _session = reg.meta.lock(Lock::Upload(&id.to_string())).await?;
     discard(reg, &id).await?;
     Response::builder()
         .status(StatusCode::NO_CONTENT)
@@ -537,7 +548,7 @@ async fn commit(
             format!("uploaded content has digest {actual}, not {digest}"),
         ));
     }
-    let _visible = reg.lock_blob(&digest.to_string()).await;
+    let _visible = reg.lock_blob(&digest.to_string()).await?;
     reg.blobs.commit_upload(id, digest).await?;
     reg.meta.link_blob(name, digest, size).await?;
     Ok(blob_created(name, digest))

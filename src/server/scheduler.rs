@@ -26,6 +26,7 @@ use crate::auth::directory::{ObjectMeta, manifest_files};
 use crate::lifecycle::policy::{Rules, cadence_period};
 use crate::lifecycle::report::{CleanupReport, CleanupRequest};
 use crate::lifecycle::spec::{CleanupPolicySpec, LabelSelector};
+use crate::metadata::Lock;
 use crate::registry::Registry;
 
 /// The annotation that asks for a run now.
@@ -247,7 +248,21 @@ impl Runner {
     }
 
     /// Runs every policy due at `now`; returns the keys of those that ran.
+    /// Replicas on one database take turns: while one ticks, another's tick
+    /// does nothing, and the next one reads what the first wrote (so a
+    /// policy runs once, not once per replica).
     pub async fn tick(&self, now: i64) -> Vec<String> {
+        let _turn = match self.reg.meta.try_lock(Lock::CleanupPolicies).await {
+            Ok(Some(turn)) => turn,
+            Ok(None) => {
+                tracing::debug!("cleanup policies: another replica is running them");
+                return Vec::new();
+            }
+            Err(e) => {
+                tracing::warn!("cleanup policies not run: {e}");
+                return Vec::new();
+            }
+        };
         let policies = load_policies(&self.dir);
         let mut state = self.read_state();
         state.retain(|k, _| policies.iter().any(|p| &p.key == k));

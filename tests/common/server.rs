@@ -38,6 +38,8 @@ pub struct Launch<'a> {
     pub log: &'a Path,
     /// A GET of this path answering 200 means ready.
     pub ready_path: &'a str,
+    /// `--database-url` (else the test backend's database for `data_dir`).
+    pub database_url: Option<&'a str>,
 }
 
 impl<'a> Launch<'a> {
@@ -47,7 +49,13 @@ impl<'a> Launch<'a> {
             config: None,
             log,
             ready_path: "/v2/",
+            database_url: None,
         }
+    }
+
+    pub fn database_url(mut self, url: &'a str) -> Self {
+        self.database_url = Some(url);
+        self
     }
 
     pub fn config(mut self, config: &'a Path) -> Self {
@@ -78,7 +86,10 @@ impl Server {
     /// the end of the log.
     pub async fn start(launch: Launch<'_>) -> (Server, Duration) {
         let probe = Client::new();
-        let database_url = super::postgres_for(launch.data_dir).await;
+        let database_url = match launch.database_url {
+            Some(url) => Some(url.to_string()),
+            None => super::postgres_for(launch.data_dir).await,
+        };
         for attempt in 0..3 {
             let port = free_port();
             let out = File::create(launch.log).expect("create server log");

@@ -17,6 +17,7 @@ mod gc_crash;
 mod http_api;
 mod log_reload;
 mod management_api;
+mod replicas;
 mod slow_clients;
 mod standalone_cleanup;
 mod upload_limits;
