@@ -25,7 +25,7 @@ use token::{Access, TokenService};
 pub const MAX_LEVELS_BELOW_PROJECT: usize = 2;
 
 /// An authenticated (or anonymous) caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Identity {
     Anonymous,
     Admin,
@@ -349,8 +349,9 @@ impl AccessModel {
     }
 }
 
-/// What a web UI session keeps of a sign-in instead of the secret.
-#[derive(Clone, PartialEq, Eq)]
+/// What a web UI session keeps of a sign-in instead of the secret (stored
+/// as JSON in the session's row).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Remembered {
     /// The SHA-256 of a token the access model holds (as it stores them).
     Hash(SecretHash),

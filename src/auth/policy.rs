@@ -21,7 +21,7 @@ pub enum Standing {
     Admin,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Scopes {
     pub read: bool,
     pub write: bool,

@@ -32,10 +32,11 @@ mod referrers;
 mod repositories;
 mod sqlite;
 mod tags;
+mod ui_sessions;
 mod usage;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use db::Backend;
 pub use gc::{BlobVerdict, GcState};
@@ -48,6 +49,7 @@ pub use tags::{
     DeletionOutcome, PlannedDeletion, PolicyTag, RepositoryDeletions, TagCheck, TagDetail, TagKind,
     TagOp, TagOrder, TagQuery, TagsVersion, any_tag_write,
 };
+pub use ui_sessions::SessionRow;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -250,6 +252,12 @@ fn parse_digest(s: String) -> Result<Digest> {
 }
 
 impl Metadata {
+    /// The reading pool, for tests elsewhere in the crate that look at rows.
+    #[cfg(test)]
+    pub(crate) fn read_pool(&self) -> sqlx::AnyPool {
+        self.read.clone()
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())

@@ -1,23 +1,23 @@
 //! Web UI sign-in sessions and CSRF tokens.
 //!
-//! A session is a random 256-bit id in the `berth_session` cookie, mapped in
-//! memory to the user name and the SHA-256 of the token it was opened with
-//! (never the token: see [`Remembered`]). The token is checked again, by its
-//! hash, on every request, so removing or expiring a token ends its sessions
-//! at once. Sessions expire after a fixed time (cookie `Max-Age` and server
-//! side alike) and are lost on restart. The map is keyed by the SHA-256 of the
-//! id, so a copy of memory yields no usable cookie.
+//! A session is a random 256-bit id in the `berth_session` cookie. The
+//! database holds it (so every replica knows it), keyed by the SHA-256 of
+//! the id, with the user name and what was kept of the sign-in instead of
+//! the secret (the token's SHA-256, never the token: see [`Remembered`]).
+//! The token is checked again, by its hash, on every request, so removing or
+//! expiring a token ends its sessions at once. Sessions expire after a fixed
+//! time (cookie `Max-Age` and server side alike); a copy of the table yields
+//! no usable cookie.
 //!
 //! Every form that changes something carries a CSRF token: the HMAC-SHA256,
-//! under a per-process key, of an anchor that only this browser has in an
-//! HttpOnly cookie: the session id when signed in, else a random
-//! `berth_csrf` cookie (SameSite=Strict). Another site can make the browser
-//! send the cookie but can neither read it nor compute the token.
+//! under a key made once and kept in the database (the same on every
+//! replica), of an anchor that only this browser has in an HttpOnly cookie:
+//! the session id when signed in, else a random `berth_csrf` cookie
+//! (SameSite=Strict). Another site can make the browser send the cookie but
+//! can neither read it nor compute the token.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,30 +25,30 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Remembered;
+use crate::metadata::{Metadata, MetadataError, SessionRow, now_ms};
 
 /// The cookie holding the session id.
 pub(super) const SESSION_COOKIE: &str = "berth_session";
 /// The cookie anchoring the CSRF token of visitors not signed in.
 pub(super) const CSRF_COOKIE: &str = "berth_csrf";
-/// Sessions kept at most; the oldest go first when full.
-const MAX_SESSIONS: usize = 10_000;
 /// How long a sign-in lasts by default.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// The name of the CSRF key in the database.
+const CSRF_KEY: &str = "ui-csrf";
 
 /// A signed-in browser.
 #[derive(Debug, Clone)]
 pub(super) struct Session {
     pub(super) user: String,
     pub(super) proof: Remembered,
-    pub(super) expires: SystemTime,
 }
 
-/// The sessions of one registry process.
+/// The web UI's sessions: their lifetime here, their rows in the database.
 pub struct Sessions {
-    key: [u8; 32],
     /// Seconds.
     ttl: AtomicU64,
-    map: Mutex<HashMap<[u8; 32], Session>>,
+    /// The CSRF key, read from the database once.
+    key: tokio::sync::OnceCell<CsrfKey>,
 }
 
 impl Default for Sessions {
@@ -59,9 +59,13 @@ impl Default for Sessions {
 
 /// 32 random bytes, URL-safe base64 (43 characters).
 pub(super) fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes())
+}
+
+fn random_bytes() -> [u8; 32] {
     let mut raw = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
-    URL_SAFE_NO_PAD.encode(raw)
+    raw
 }
 
 fn id_key(id: &str) -> [u8; 32] {
@@ -70,12 +74,9 @@ fn id_key(id: &str) -> [u8; 32] {
 
 impl Sessions {
     pub fn new(ttl: Duration) -> Sessions {
-        let mut key = [0u8; 32];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
         Sessions {
-            key,
             ttl: AtomicU64::new(ttl.as_secs()),
-            map: Mutex::new(HashMap::new()),
+            key: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -97,51 +98,71 @@ impl Sessions {
     }
 
     /// Opens a session; returns its id (the cookie value).
-    pub(super) fn create(&self, user: &str, proof: Remembered) -> String {
+    pub(super) async fn create(
+        &self,
+        meta: &Metadata,
+        user: &str,
+        proof: Remembered,
+    ) -> Result<String, MetadataError> {
         let id = random_token();
-        let now = SystemTime::now();
-        let expires = now + self.ttl_of(&proof);
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k)
-        {
-            map.remove(&oldest);
-        }
-        map.insert(
-            id_key(&id),
-            Session {
-                user: user.to_string(),
-                proof,
-                expires,
-            },
-        );
-        id
+        let now = now_ms();
+        let row = SessionRow {
+            user: user.to_string(),
+            proof: serde_json::to_string(&proof)
+                .map_err(|e| MetadataError::Corrupt(e.to_string()))?,
+            expires_at: now + self.ttl_of(&proof).as_millis() as i64,
+        };
+        meta.insert_ui_session(&id_key(&id), &row, now).await?;
+        Ok(id)
     }
 
     /// The live session with this id.
-    pub(super) fn get(&self, id: &str) -> Option<Session> {
-        let key = id_key(id);
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&key) {
-            Some(s) if s.expires > SystemTime::now() => Some(s.clone()),
-            Some(_) => {
-                map.remove(&key);
-                None
+    pub(super) async fn get(
+        &self,
+        meta: &Metadata,
+        id: &str,
+    ) -> Result<Option<Session>, MetadataError> {
+        let Some(row) = meta.ui_session(&id_key(id), now_ms()).await? else {
+            return Ok(None);
+        };
+        match serde_json::from_str(&row.proof) {
+            Ok(proof) => Ok(Some(Session {
+                user: row.user,
+                proof,
+            })),
+            Err(e) => {
+                tracing::warn!(user = %row.user, "web UI: a session's proof does not read back, the session ends: {e}");
+                Ok(None)
             }
-            None => None,
         }
     }
 
-    pub(super) fn remove(&self, id: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id_key(id));
+    pub(super) async fn remove(&self, meta: &Metadata, id: &str) -> Result<(), MetadataError> {
+        meta.delete_ui_session(&id_key(id)).await
     }
 
+    /// The key of the CSRF tokens (made by the first replica that needed it).
+    pub(super) async fn csrf_key(&self, meta: &Metadata) -> Result<CsrfKey, MetadataError> {
+        self.key
+            .get_or_try_init(|| async {
+                let stored = meta.ui_key(CSRF_KEY, &random_bytes()).await?;
+                let key: [u8; 32] = stored.try_into().map_err(|_| {
+                    MetadataError::Corrupt("the web UI's CSRF key is not 32 bytes".into())
+                })?;
+                Ok(CsrfKey(key))
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// The key CSRF tokens are made and checked with.
+#[derive(Clone)]
+pub(super) struct CsrfKey([u8; 32]);
+
+impl CsrfKey {
     fn mac(&self, anchor: &str) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
             .expect("HMAC takes keys of any length");
         mac.update(b"berth-ui-csrf\0");
         mac.update(anchor.as_bytes());
@@ -149,12 +170,12 @@ impl Sessions {
     }
 
     /// The CSRF token of forms shown to the holder of `anchor`.
-    pub(super) fn csrf_token(&self, anchor: &str) -> String {
+    pub(super) fn token(&self, anchor: &str) -> String {
         URL_SAFE_NO_PAD.encode(self.mac(anchor).finalize().into_bytes())
     }
 
     /// Is `token` the CSRF token of `anchor`? (Constant-time.)
-    pub(super) fn csrf_valid(&self, anchor: &str, token: &str) -> bool {
+    pub(super) fn valid(&self, anchor: &str, token: &str) -> bool {
         let Ok(raw) = URL_SAFE_NO_PAD.decode(token.as_bytes()) else {
             return false;
         };
@@ -192,41 +213,74 @@ pub(super) fn set_cookie(
 mod tests {
     use super::*;
 
-    #[test]
-    fn sessions_live_and_die() {
-        let s = Sessions::new(Duration::from_secs(60));
-        let hash = crate::auth::directory::hash_secret("pat");
-        let id = s.create("alice", Remembered::Hash(hash));
-        assert_eq!(id.len(), 43);
-        let got = s.get(&id).expect("live session");
-        assert_eq!(got.user, "alice");
-        assert_eq!(got.proof, Remembered::Hash(hash), "the hash, not the token");
-        // Nothing the session map holds spells the token (issue 12, 7(v)).
-        let held = format!("{:?}", s.map.lock().unwrap());
-        assert!(
-            !held.contains("pat\"") && !held.contains(&hex::encode(hash)),
-            "{held}"
-        );
-        assert!(s.get("nope").is_none());
-        s.remove(&id);
-        assert!(s.get(&id).is_none());
-
-        let short = Sessions::new(Duration::ZERO);
-        let id = short.create("bob", Remembered::Hash([0; 32]));
-        assert!(short.get(&id).is_none(), "an expired session is gone");
+    async fn open() -> (Metadata, tempfile::TempDir) {
+        crate::metadata::testing::db_on(crate::metadata::Backend::Sqlite).await
     }
 
-    #[test]
-    fn csrf_tokens_bind_to_their_anchor_and_process() {
+    #[tokio::test]
+    async fn sessions_live_and_die() {
+        let (meta, _dir) = open().await;
         let s = Sessions::new(Duration::from_secs(60));
-        let t = s.csrf_token("anchor-1");
-        assert!(s.csrf_valid("anchor-1", &t));
-        assert!(!s.csrf_valid("anchor-2", &t));
-        assert!(!s.csrf_valid("anchor-1", ""));
-        assert!(!s.csrf_valid("anchor-1", "forged"));
-        assert!(!s.csrf_valid("", &s.csrf_token("")));
+        let hash = crate::auth::directory::hash_secret("pat");
+        let id = s
+            .create(&meta, "alice", Remembered::Hash(hash))
+            .await
+            .unwrap();
+        assert_eq!(id.len(), 43);
+        let got = s.get(&meta, &id).await.unwrap().expect("live session");
+        assert_eq!(got.user, "alice");
+        assert_eq!(got.proof, Remembered::Hash(hash), "the hash, not the token");
+        // Another replica (another Sessions on the same database) knows it.
         let other = Sessions::new(Duration::from_secs(60));
-        assert!(!other.csrf_valid("anchor-1", &t), "another process's key");
+        assert_eq!(other.get(&meta, &id).await.unwrap().unwrap().user, "alice");
+        // Nothing the table holds spells the token or the id (issue 12, 7(v)).
+        let rows: Vec<(Vec<u8>, String)> = sqlx::query_as("SELECT id_hash, proof FROM ui_sessions")
+            .fetch_all(&meta.read_pool())
+            .await
+            .unwrap();
+        let held = format!("{rows:?}");
+        assert!(!held.contains("pat\"") && !held.contains(&id), "{held}");
+        assert!(s.get(&meta, "nope").await.unwrap().is_none());
+        s.remove(&meta, &id).await.unwrap();
+        assert!(s.get(&meta, &id).await.unwrap().is_none());
+
+        let short = Sessions::new(Duration::ZERO);
+        let id = short
+            .create(&meta, "bob", Remembered::Hash([0; 32]))
+            .await
+            .unwrap();
+        assert!(
+            short.get(&meta, &id).await.unwrap().is_none(),
+            "an expired session is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn csrf_tokens_bind_to_their_anchor_and_database() {
+        let (meta, _dir) = open().await;
+        let s = Sessions::new(Duration::from_secs(60))
+            .csrf_key(&meta)
+            .await
+            .unwrap();
+        let t = s.token("anchor-1");
+        assert!(s.valid("anchor-1", &t));
+        assert!(!s.valid("anchor-2", &t));
+        assert!(!s.valid("anchor-1", ""));
+        assert!(!s.valid("anchor-1", "forged"));
+        assert!(!s.valid("", &s.token("")));
+        // Another replica on the same database: the same key.
+        let replica = Sessions::new(Duration::from_secs(60))
+            .csrf_key(&meta)
+            .await
+            .unwrap();
+        assert!(replica.valid("anchor-1", &t));
+        // Another database: another key.
+        let (elsewhere, _dir2) = open().await;
+        let other = Sessions::new(Duration::from_secs(60))
+            .csrf_key(&elsewhere)
+            .await
+            .unwrap();
+        assert!(!other.valid("anchor-1", &t), "another registry's key");
     }
 
     #[test]

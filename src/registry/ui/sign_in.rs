@@ -61,10 +61,10 @@ pub(super) async fn login(Posted(v, form): Posted) -> UiResult<Response> {
         return Ok(html(StatusCode::UNAUTHORIZED, &page, v.cookies()));
     };
     if let Some(old) = &v.session_id {
-        v.reg.ui_sessions.remove(old);
+        v.reg.ui_sessions.remove(&v.reg.meta, old).await?;
     }
     let ttl = v.reg.ui_sessions.ttl_of(&proof);
-    let id = v.reg.ui_sessions.create(&user, proof);
+    let id = v.reg.ui_sessions.create(&v.reg.meta, &user, proof).await?;
     tracing::info!(user = %user, identity = %identity.subject(), "web UI: signed in");
     let mut response = Redirect::to(&next).into_response();
     let cookie = set_cookie(SESSION_COOKIE, &id, "Lax", ttl, v.secure());
@@ -76,7 +76,7 @@ pub(super) async fn login(Posted(v, form): Posted) -> UiResult<Response> {
 
 pub(super) async fn logout(Posted(v, _): Posted) -> UiResult<Response> {
     if let Some(id) = &v.session_id {
-        v.reg.ui_sessions.remove(id);
+        v.reg.ui_sessions.remove(&v.reg.meta, id).await?;
     }
     let mut response = Redirect::to("/ui/?signed_out=1").into_response();
     let cookie = set_cookie(SESSION_COOKIE, "", "Lax", Duration::ZERO, v.secure());

@@ -18,7 +18,7 @@ use axum::response::Response;
 use futures_util::StreamExt;
 
 use super::error::{UiError, UiResult};
-use super::session::{CSRF_COOKIE, SESSION_COOKIE, cookie, random_token, set_cookie};
+use super::session::{CSRF_COOKIE, CsrfKey, SESSION_COOKIE, cookie, random_token, set_cookie};
 use super::views::{Crumb, Layout, encode, html};
 use crate::auth::Identity;
 use crate::metadata::RepositoryRow;
@@ -47,6 +47,8 @@ pub(super) struct Seen {
     anchor: Option<String>,
     /// A new `berth_csrf` cookie to send (the browser had none).
     new_anchor: Option<String>,
+    /// `None` while the database cannot be read: no form then passes.
+    csrf_key: Option<CsrfKey>,
     uri: Uri,
     headers: HeaderMap,
 }
@@ -80,7 +82,7 @@ impl FromRequestParts<Arc<Registry>> for Viewer {
         if let Some(v) = parts.extensions.get::<Viewer>() {
             return Ok(v.clone());
         }
-        let v = Viewer::new(reg.clone(), parts);
+        let v = Viewer::new(reg.clone(), parts).await;
         parts.extensions.insert(v.clone());
         if let Some(slot) = parts.extensions.get::<ViewerSlot>() {
             let _ = slot.0.set(v.clone());
@@ -109,7 +111,7 @@ pub(super) struct RepositoryRowView {
 }
 
 impl Viewer {
-    fn new(reg: Arc<Registry>, parts: &Parts) -> Viewer {
+    async fn new(reg: Arc<Registry>, parts: &Parts) -> Viewer {
         let cookies = parts
             .headers
             .get_all(header::COOKIE)
@@ -125,9 +127,19 @@ impl Viewer {
                 identity: Identity::Anonymous,
                 model: auth.model(),
             };
-            if let Some(id) = cookie(&cookies, SESSION_COOKIE)
-                && let Some(s) = reg.ui_sessions.get(id)
-            {
+            let found = match cookie(&cookies, SESSION_COOKIE) {
+                Some(id) => reg
+                    .ui_sessions
+                    .get(&reg.meta, id)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!("web UI: cannot read the session: {e}");
+                        None
+                    })
+                    .map(|s| (id, s)),
+                None => None,
+            };
+            if let Some((id, s)) = found {
                 // The token is checked again (by its hash) on every request:
                 // a removed or expired token ends the session.
                 match auth.recheck(&s.user, &s.proof) {
@@ -139,7 +151,11 @@ impl Viewer {
                             model: auth.model(),
                         };
                     }
-                    None => reg.ui_sessions.remove(id),
+                    None => {
+                        if let Err(e) = reg.ui_sessions.remove(&reg.meta, id).await {
+                            tracing::warn!("web UI: cannot end a session: {e}");
+                        }
+                    }
                 }
             }
         }
@@ -149,7 +165,14 @@ impl Viewer {
             (None, Some(a)) => (Some(a), None),
             (None, None) => (None, Some(random_token())),
         };
+        let csrf_key = reg
+            .ui_sessions
+            .csrf_key(&reg.meta)
+            .await
+            .inspect_err(|e| tracing::warn!("web UI: cannot read the CSRF key: {e}"))
+            .ok();
         Viewer(Arc::new(Seen {
+            csrf_key,
             reg,
             principal,
             name,
@@ -172,9 +195,10 @@ impl Viewer {
     /// The CSRF token for this page's forms.
     fn csrf(&self) -> String {
         let anchor = self.anchor.as_ref().or(self.new_anchor.as_ref());
-        anchor
-            .map(|a| self.reg.ui_sessions.csrf_token(a))
-            .unwrap_or_default()
+        match (anchor, &self.csrf_key) {
+            (Some(a), Some(key)) => key.token(a),
+            _ => String::new(),
+        }
     }
 
     /// Cookies to set with a page: the CSRF anchor, when new.
@@ -296,8 +320,8 @@ impl Viewer {
         if token.is_empty() {
             return refuse("the form has no CSRF token");
         }
-        match &self.anchor {
-            Some(a) if self.reg.ui_sessions.csrf_valid(a, token) => Ok(()),
+        match (&self.anchor, &self.csrf_key) {
+            (Some(a), Some(key)) if key.valid(a, token) => Ok(()),
             _ => refuse("the CSRF token is wrong or expired"),
         }
     }
