@@ -9,10 +9,24 @@
 //!
 //! The statement timeout bounds a wait: a lock not had within it is an
 //! error (503 to a client), never an endless wait.
+//!
+//! An upload session is held longer than a lock should hold a connection:
+//! for as long as a client takes to send its body, and a hundred stalled
+//! clients must not take every connection. Its [`Lease`] is a row value
+//! instead (`uploads.lease_owner`, `lease_until` on the database clock),
+//! taken by one request, renewed while it streams, cleared when it is done,
+//! and free once expired when its replica died.
+
+use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-use super::{Metadata, Result, db};
+use super::{Metadata, MetadataError, Result, db};
+
+/// How long an upload lease lasts unless renewed (renewed every third of it).
+const LEASE: Duration = Duration::from_secs(30);
+/// The database clock, in milliseconds since the epoch.
+const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// What a lock guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,9 +34,6 @@ pub enum Lock<'a> {
     /// A blob digest: making it visible (file in place, rows written) and
     /// collecting it (rows deleted, file deleted) never interleave.
     Blob(&'a str),
-    /// An upload session: one request at a time appends to it or completes
-    /// it, whichever replica it reaches.
-    Upload(&'a str),
     /// The standalone cleanup policies: one replica runs them at a time.
     CleanupPolicies,
 }
@@ -31,7 +42,6 @@ pub enum Lock<'a> {
 fn key(lock: Lock<'_>) -> (i32, i32) {
     let (class, name) = match lock {
         Lock::Blob(digest) => (1, digest),
-        Lock::Upload(id) => (2, id),
         Lock::CleanupPolicies => (3, ""),
     };
     let hash = Sha256::digest(name.as_bytes());
@@ -81,6 +91,132 @@ impl Metadata {
     }
 }
 
+/// An upload session leased to one request until [`Lease::release`] (or,
+/// if dropped unreleased, released in the background).
+#[must_use = "the lease is released when this is dropped"]
+pub struct Lease {
+    /// `None` on SQLite (one process: the in-process lock suffices).
+    held: Option<Leased>,
+}
+
+struct Leased {
+    pool: db::Pool,
+    id: String,
+    owner: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    /// Clears the lease, so that the session's next request, on any
+    /// replica, takes it at once.
+    pub async fn release(mut self) {
+        if let Some(held) = self.held.take() {
+            held.release().await;
+        }
+    }
+}
+
+impl Lease {
+    /// The session is gone (completed or discarded): nothing to release.
+    pub fn ended(mut self) {
+        if let Some(held) = self.held.take() {
+            held.renew.abort();
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            held.renew.abort();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(held.release());
+            }
+        }
+    }
+}
+
+impl Leased {
+    async fn release(self) {
+        self.renew.abort();
+        // A failure leaves the lease to expire.
+        let _ = sqlx::query(
+            "UPDATE uploads SET lease_owner = NULL, lease_until = NULL \
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(&self.id)
+        .bind(&self.owner)
+        .execute(&self.pool)
+        .await;
+    }
+}
+
+impl Metadata {
+    /// Leases upload session `id` to the caller, waiting (at most the
+    /// statement timeout) while another request, on any replica, holds it.
+    pub async fn lease_upload(&self, id: &str) -> Result<Lease> {
+        if self.locks.is_none() {
+            return Ok(Lease { held: None });
+        }
+        let owner = uuid::Uuid::new_v4().to_string();
+        let deadline = Instant::now() + self.lease_wait;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            if self.take_lease(id, &owner).await? {
+                break;
+            }
+            let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM uploads WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.write)
+                .await?;
+            if exists.is_none() {
+                return Err(MetadataError::UploadUnknown(id.to_owned()));
+            }
+            if Instant::now() + pause > deadline {
+                return Err(MetadataError::UploadBusy(id.to_owned()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+        let renew = tokio::spawn({
+            let (meta, id, owner) = (self.clone(), id.to_owned(), owner.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(LEASE / 3).await;
+                    // A failed renewal is tried again; a lease lost anyway
+                    // (the database away for the whole term) costs nothing
+                    // worse than a digest mismatch at completion, which
+                    // discards the session: content is never taken unverified.
+                    let _ = meta.take_lease(&id, &owner).await;
+                }
+            }
+        });
+        Ok(Lease {
+            held: Some(Leased {
+                pool: self.write.clone(),
+                id: id.to_owned(),
+                owner,
+                renew,
+            }),
+        })
+    }
+
+    /// Takes or renews the lease of `id` for `owner`: true if it is theirs.
+    async fn take_lease(&self, id: &str, owner: &str) -> Result<bool> {
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE uploads SET lease_owner = $1, lease_until = {DB_NOW_MS} + $2 \
+             WHERE id = $3 AND (lease_owner = $1 OR lease_until IS NULL \
+             OR lease_until < {DB_NOW_MS})"
+        )))
+        .bind(owner)
+        .bind(LEASE.as_millis() as i64)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,16 +225,14 @@ mod tests {
     #[test]
     fn keys_separate_classes_and_names() {
         let cases = [
-            (Lock::Blob("sha256:aa"), Lock::Upload("sha256:aa")),
             (Lock::Blob("sha256:aa"), Lock::Blob("sha256:ab")),
-            (Lock::Upload("u1"), Lock::CleanupPolicies),
+            (Lock::Blob(""), Lock::CleanupPolicies),
         ];
         for (a, b) in cases {
             assert_ne!(key(a), key(b), "{a:?} {b:?}");
         }
         assert_eq!(key(Lock::Blob("sha256:aa")), key(Lock::Blob("sha256:aa")));
         assert_eq!(key(Lock::Blob("x")).0, 1);
-        assert_eq!(key(Lock::Upload("x")).0, 2);
         assert_eq!(key(Lock::CleanupPolicies).0, 3);
     }
 
@@ -114,12 +248,7 @@ mod tests {
         assert!(b.try_lock(Lock::Blob("sha256:1")).await.unwrap().is_none());
         // Other keys are free.
         assert!(b.try_lock(Lock::Blob("sha256:2")).await.unwrap().is_some());
-        assert!(
-            b.try_lock(Lock::Upload("sha256:1"))
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(b.try_lock(Lock::CleanupPolicies).await.unwrap().is_some());
         let waiting = tokio::spawn(async move {
             let _got = b.lock(Lock::Blob("sha256:1")).await.unwrap();
             std::time::Instant::now()
@@ -130,6 +259,63 @@ mod tests {
         drop(held);
         let got = waiting.await.unwrap();
         assert!(got >= released);
+    }
+
+    /// Two replicas on one upload session: one request at a time holds it,
+    /// the other waits for the release, gives up after the statement
+    /// timeout (busy), takes over a lease whose holder died (expired), and
+    /// learns that a session that is gone is unknown. No connection is held
+    /// while a lease is.
+    #[tokio::test]
+    async fn an_upload_lease_is_one_requests_at_a_time() {
+        let url = testing::postgres::fresh_database().await;
+        let mut config = PostgresConfig::new(&url);
+        config.statement_timeout = std::time::Duration::from_millis(600);
+        config.max_connections = 2;
+        let config = DatabaseConfig::Postgres(config);
+        let a = crate::metadata::open(&config).await.unwrap();
+        let b = crate::metadata::open(&config).await.unwrap();
+        a.create_upload("r", "u1").await.unwrap();
+
+        // More leases than connections: none holds one.
+        a.create_upload("r", "u2").await.unwrap();
+        a.create_upload("r", "u3").await.unwrap();
+        let held = a.lease_upload("u1").await.unwrap();
+        let two = a.lease_upload("u2").await.unwrap();
+        let three = a.lease_upload("u3").await.unwrap();
+        two.release().await;
+        three.release().await;
+
+        let started = Instant::now();
+        match b.lease_upload("u1").await {
+            Err(MetadataError::UploadBusy(id)) => assert_eq!(id, "u1"),
+            other => panic!("expected busy, got {:?}", other.map(|_| ())),
+        }
+        assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move { b.lease_upload("u1").await.map(|l| (l, Instant::now())) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let released = Instant::now();
+        held.release().await;
+        let (taken, at) = waiting.await.unwrap().unwrap();
+        assert!(at >= released);
+
+        // The holder dies: its lease expires and is free.
+        taken.ended();
+        sqlx::query("UPDATE uploads SET lease_until = lease_until - 60000 WHERE id = 'u1'")
+            .execute(&a.write)
+            .await
+            .unwrap();
+        a.lease_upload("u1").await.unwrap().release().await;
+
+        a.delete_upload("u1").await.unwrap();
+        match b.lease_upload("u1").await {
+            Err(MetadataError::UploadUnknown(id)) => assert_eq!(id, "u1"),
+            other => panic!("expected unknown, got {:?}", other.map(|_| ())),
+        }
     }
 
     #[tokio::test]

@@ -40,7 +40,7 @@ pub(crate) mod testing;
 
 pub use db::Backend;
 pub use gc::{BlobVerdict, GcState};
-pub use locks::{Held, Lock};
+pub use locks::{Held, Lease, Lock};
 pub use manifests::StoredManifest;
 pub use postgres::redact_url;
 pub use referrers::Referrer;
@@ -88,6 +88,13 @@ pub enum MetadataError {
     /// still references; the message says what holds it.
     #[error("{0}")]
     Referenced(String),
+    /// The upload session is not (or no longer) in progress.
+    #[error("upload {0} is not in progress")]
+    UploadUnknown(String),
+    /// Another request held the upload session's lease for longer than a
+    /// request waits for it.
+    #[error("upload {0} is in use by another request, try again later")]
+    UploadBusy(String),
 }
 
 impl MetadataError {
@@ -194,6 +201,7 @@ pub async fn open(config: &DatabaseConfig) -> Result<Metadata> {
                 dialect: &db::SQLITE,
                 backend: Backend::Sqlite,
                 locks: None,
+                lease_wait: Duration::ZERO,
             })
         }
         DatabaseConfig::Postgres(pg) => {
@@ -204,6 +212,7 @@ pub async fn open(config: &DatabaseConfig) -> Result<Metadata> {
                 dialect: &db::POSTGRES,
                 backend: Backend::Postgres,
                 locks: Some(locks),
+                lease_wait: pg.statement_timeout,
             })
         }
     }
@@ -238,6 +247,8 @@ pub struct Metadata {
     backend: Backend,
     /// PostgreSQL: the connections that hold [`locks`] (none on SQLite).
     locks: Option<db::Pool>,
+    /// How long a request waits for an upload lease another holds.
+    lease_wait: Duration,
 }
 
 pub fn now_ms() -> i64 {

@@ -172,6 +172,13 @@ impl From<MetadataError> for RegistryError {
             MetadataError::Referenced(why) => {
                 RegistryError::new(ErrorCode::Denied, why).with_status(StatusCode::CONFLICT)
             }
+            MetadataError::UploadUnknown(_) => {
+                RegistryError::new(ErrorCode::BlobUploadUnknown, e.to_string())
+            }
+            MetadataError::UploadBusy(_) => {
+                RegistryError::new(ErrorCode::Unavailable, e.to_string())
+                    .with_header(header::RETRY_AFTER, 1)
+            }
             // Nothing was written (the transaction did not commit): worth a
             // retry once the database is back.
             ref e if e.is_unavailable() => RegistryError::new(

@@ -18,7 +18,7 @@
 //! Replicas: a session's row is in the database and its file in the shared
 //! store, so any replica takes any request of it. One request at a time
 //! appends to or completes a session, whichever replica it reaches (the
-//! session's lock, `metadata::Lock::Upload`); the running hash state is
+//! session's lease, `metadata::Lease`); the running hash state is
 //! kept by the replica that computed it, and a replica without the state
 //! for the current size re-reads the upload once at completion.
 
@@ -34,7 +34,6 @@ use tokio::sync::mpsc;
 use super::access::Caller;
 use super::error::{ErrorCode, RegistryError, Result};
 use super::{Registry, location};
-use crate::metadata::Lock;
 use crate::oci::{Algorithm, Digest, Hasher, validate_repository};
 use crate::storage::{ByteStream, UploadId};
 
@@ -115,26 +114,37 @@ pub(super) async fn patch(
     let _transfer = reg.transfer_permit()?;
     let state = reg.upload_state(&id.to_string());
     let mut state = state.lock().await;
-    let _session = reg.meta.lock(Lock::Upload(&id.to_string())).await?;
-    let size = current_size(reg, &id).await?;
-    check_content_range(headers, name, &id, size)?;
-    if let Err(e) = check_declared_size(reg, body_length(headers), size) {
-        drop(state);
-        discard(reg, &id).await?;
-        return Err(e);
-    }
-    let hasher = resume_hasher(&mut state.hashed, size);
-    let (got, cut) = receive(reg, &id, body, size, hasher).await?;
-    state.hashed = got.hasher.map(|h| (got.size, h));
-    match cut {
-        None => Ok(upload_accepted(name, &id, got.size)),
-        Some(Cut::Body(e)) => Err(e),
-        Some(Cut::Refused(e)) => {
-            drop(state);
-            discard(reg, &id).await?;
-            Err(e)
+    let session = reg.meta.lease_upload(&id.to_string()).await?;
+    let mut refused = false;
+    let outcome = async {
+        let size = current_size(reg, &id).await?;
+        check_content_range(headers, name, &id, size)?;
+        if let Err(e) = check_declared_size(reg, body_length(headers), size) {
+            refused = true;
+            return Err(e);
+        }
+        let hasher = resume_hasher(&mut state.hashed, size);
+        let (got, cut) = receive(reg, &id, body, size, hasher).await?;
+        state.hashed = got.hasher.map(|h| (got.size, h));
+        match cut {
+            None => Ok(upload_accepted(name, &id, got.size)),
+            Some(Cut::Body(e)) => Err(e),
+            Some(Cut::Refused(e)) => {
+                refused = true;
+                Err(e)
+            }
         }
     }
+    .await;
+    if refused {
+        // Nothing of a refused upload stays behind.
+        drop(state);
+        discard(reg, &id).await?;
+        session.ended();
+    } else {
+        session.release().await;
+    }
+    outcome
 }
 
 pub(super) async fn finish(
@@ -159,47 +169,59 @@ pub(super) async fn finish(
     let _transfer = reg.transfer_permit()?;
     let state = reg.upload_state(&key);
     let mut state = state.lock().await;
-    let _session = reg.meta.lock(Lock::Upload(&key)).await?;
-    let size = current_size(reg, &id).await?;
-    check_content_range(headers, name, &id, size)?;
-    if let Err(e) = check_declared_size(reg, body_length(headers), size) {
-        drop(state);
-        discard(reg, &id).await?;
-        return Err(e);
-    }
-    let hasher = resume_hasher(&mut state.hashed, size);
-    let (got, cut) = receive(reg, &id, body, size, hasher).await?;
-    let (outcome, refused) = match cut {
-        None => (
-            commit(reg, name, &id, &digest, got.size, got.hasher).await,
-            false,
-        ),
-        Some(Cut::Body(e)) => {
-            state.hashed = got.hasher.map(|h| (got.size, h));
+    let session = reg.meta.lease_upload(&key).await?;
+    // Whether the session is over: completed, or to be discarded.
+    let mut over = false;
+    let outcome = async {
+        let size = current_size(reg, &id).await?;
+        check_content_range(headers, name, &id, size)?;
+        if let Err(e) = check_declared_size(reg, body_length(headers), size) {
+            over = true;
             return Err(e);
         }
-        Some(Cut::Refused(e)) => (Err(e), true),
-    };
-    match &outcome {
-        Ok(_) => {
-            reg.meta.delete_upload(&key).await?;
-            drop(state);
-            reg.forget_upload(&key);
+        let hasher = resume_hasher(&mut state.hashed, size);
+        let (got, cut) = receive(reg, &id, body, size, hasher).await?;
+        match cut {
+            None => {
+                let committed = commit(reg, name, &id, &digest, got.size, got.hasher).await;
+                // Nothing of a bad upload stays behind.
+                over = committed.is_ok()
+                    || committed
+                        .as_ref()
+                        .is_err_and(|e| e.code == ErrorCode::DigestInvalid);
+                committed
+            }
+            Some(Cut::Body(e)) => {
+                state.hashed = got.hasher.map(|h| (got.size, h));
+                Err(e)
+            }
+            Some(Cut::Refused(e)) => {
+                over = true;
+                Err(e)
+            }
         }
-        // Nothing of a bad or refused upload stays behind.
-        Err(e) if refused || e.code == ErrorCode::DigestInvalid => {
-            drop(state);
+    }
+    .await;
+    if over {
+        drop(state);
+        if outcome.is_ok() {
+            reg.meta.delete_upload(&key).await?;
+            reg.forget_upload(&key);
+        } else {
             discard(reg, &id).await?;
         }
-        Err(_) => {}
+        session.ended();
+    } else {
+        session.release().await;
     }
     outcome
 }
 
 pub(super) async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response> {
     let id = find_upload(reg, name, id).await?;
-    let _session = reg.meta.lock(Lock::Upload(&id.to_string())).await?;
+    let session = reg.meta.lease_upload(&id.to_string()).await?;
     discard(reg, &id).await?;
+    session.ended();
     Response::builder()
         .status(StatusCode::NO_CONTENT)
         .body(Body::empty())
