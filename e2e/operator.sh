@@ -186,7 +186,7 @@ refused() {
 }
 refused "SQLite with 3 replicas" "sqlite supports one replica only" \
   "{apiVersion: berth.dev/v1alpha1, kind: Registry, metadata: {name: bad, namespace: demo}, spec: {replicas: 3, storage: {kind: s3, s3: {endpoint: 'http://s3', bucket: bkt, credentialsSecret: {name: s}}}}}"
-refused "filesystem storage with 2 replicas" "filesystem (a ReadWriteOnce volume) supports one replica only" \
+refused "a ReadWriteOnce volume with 2 replicas" "with a ReadWriteOnce volume supports one replica only" \
   "{apiVersion: berth.dev/v1alpha1, kind: Registry, metadata: {name: bad, namespace: demo}, spec: {replicas: 2, database: {kind: postgres, connectionSecret: {name: pg}}}}"
 refused "postgres without a connection Secret" "database.connectionSecret" \
   "{apiVersion: berth.dev/v1alpha1, kind: Registry, metadata: {name: bad, namespace: demo}, spec: {database: {kind: postgres}}}"

@@ -301,7 +301,7 @@ pub enum DatabaseKind {
 }
 
 /// PostgreSQL's `sslmode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     Disable,
@@ -330,6 +330,7 @@ pub struct DatabaseConfig {
     /// `postgres://user:password@host:5432/database` (kind postgres); also
     /// `--database-url` or `BERTH_DATABASE_URL`. Never logged as written: the
     /// password is shown as `***`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Connections per process (postgres).
     pub max_connections: u32,
@@ -400,12 +401,9 @@ impl DatabaseConfig {
                 "must be more than 0".into(),
             ));
         }
+        // A postgres URL may come later, from the environment
+        // (`server::database_config` requires it then).
         match (self.kind, &self.url) {
-            (DatabaseKind::Postgres, None) => Err((
-                "database.url".into(),
-                "required when database.kind is postgres (or --database-url, BERTH_DATABASE_URL)"
-                    .into(),
-            )),
             (DatabaseKind::Sqlite, Some(_)) => Err((
                 "database.url".into(),
                 "set, but database.kind is sqlite: set kind: postgres, or remove the url".into(),
@@ -619,7 +617,6 @@ mod tests {
             ("log:\n  format: xml\n", "log.format"),
             ("log:\n  level: \"=[\"\n", "log.level"),
             ("dataDir: \"\"", "dataDir"),
-            ("database:\n  kind: postgres\n", "database.url"),
             ("database:\n  kind: mysql\n", "database.kind"),
             ("database:\n  url: postgres://db/berth\n", "database.url"),
             (

@@ -22,7 +22,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::auth::model::{LocalRef, ProjectSpec};
-pub use crate::config::LogFormat;
+pub use crate::config::{LogFormat, SslMode};
 pub use crate::lifecycle::spec::{Cadence, CleanupPolicySpec, OlderThan};
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
@@ -61,7 +61,7 @@ pub const VERSION: &str = "v1alpha1";
 )]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.replicas <= 1 || self.database.kind == 'postgres'").message("database.kind sqlite supports one replica only: use postgres for replicas > 1"))]
-#[x_kube(validation = Rule::new("self.replicas <= 1 || self.storage.kind == 's3'").message("storage.kind filesystem (a ReadWriteOnce volume) supports one replica only: use s3 for replicas > 1"))]
+#[x_kube(validation = Rule::new("self.replicas <= 1 || self.storage.kind == 's3' || self.storage.filesystem.accessMode == 'ReadWriteMany'").message("storage.kind filesystem with a ReadWriteOnce volume supports one replica only: set storage.filesystem.accessMode ReadWriteMany (a shared volume), or use s3, for replicas > 1"))]
 pub struct RegistrySpec {
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 100))]
@@ -139,6 +139,11 @@ pub struct FilesystemStorage {
     pub size: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// How the claim is mounted: `ReadWriteOnce` (one node: one replica,
+    /// pods replaced by `Recreate`) or `ReadWriteMany` (a shared volume,
+    /// e.g. NFS or CephFS: several replicas, rolling updates).
+    #[serde(default)]
+    pub access_mode: AccessMode,
 }
 
 impl Default for FilesystemStorage {
@@ -146,8 +151,17 @@ impl Default for FilesystemStorage {
         FilesystemStorage {
             size: ten_gi(),
             storage_class_name: None,
+            access_mode: AccessMode::default(),
         }
     }
+}
+
+/// A PersistentVolumeClaim's access mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub enum AccessMode {
+    #[default]
+    ReadWriteOnce,
+    ReadWriteMany,
 }
 
 fn ten_gi() -> String {
@@ -175,16 +189,61 @@ pub enum DatabaseKind {
     Postgres,
 }
 
-/// The metadata database: embedded SQLite (one replica) or PostgreSQL.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema, Default)]
+/// The metadata database: embedded SQLite (one replica) or PostgreSQL; the
+/// shape of `berth serve`'s `database` configuration, the URL from a Secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.kind != 'postgres' || has(self.connectionSecret)").message("database.connectionSecret (a Secret with key `url`) is required when database.kind is postgres"))]
 pub struct Database {
     #[serde(default)]
     pub kind: DatabaseKind,
-    /// A Secret whose key `url` holds the PostgreSQL connection URL.
+    /// A Secret whose key `url` holds the PostgreSQL connection URL
+    /// (`postgres://user:password@host:5432/database`); it reaches the pods
+    /// as the environment variable `BERTH_DATABASE_URL`, never through the
+    /// ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_secret: Option<LocalRef>,
+    /// Connections per pod (postgres).
+    #[serde(default = "sixteen")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_connections: u32,
+    /// Longest a statement may run, e.g. `30s` (postgres).
+    #[serde(default = "thirty_seconds")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))]
+    pub statement_timeout: String,
+    /// Longest to wait for a connection, e.g. `10s` (postgres).
+    #[serde(default = "ten_seconds")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))]
+    pub connect_timeout: String,
+    /// `sslmode` unless the URL has one (postgres); default the driver's,
+    /// `prefer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_mode: Option<SslMode>,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            kind: DatabaseKind::default(),
+            connection_secret: None,
+            max_connections: sixteen(),
+            statement_timeout: thirty_seconds(),
+            connect_timeout: ten_seconds(),
+            ssl_mode: None,
+        }
+    }
+}
+
+fn sixteen() -> u32 {
+    16
+}
+
+fn thirty_seconds() -> String {
+    "30s".into()
+}
+
+fn ten_seconds() -> String {
+    "10s".into()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]

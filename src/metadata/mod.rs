@@ -42,7 +42,7 @@ pub use db::Backend;
 pub use gc::{BlobVerdict, GcState};
 pub use locks::{Held, Lease, Lock};
 pub use manifests::StoredManifest;
-pub use postgres::redact_url;
+pub use postgres::{Probed, probe, redact_url};
 pub use referrers::Referrer;
 pub use repositories::{RepositoryRow, RepositorySummary};
 pub use tags::{

@@ -85,6 +85,45 @@ pub(super) async fn open(config: &PostgresConfig) -> Result<(Pool, Pool)> {
     Ok((pool, locks))
 }
 
+/// Connects once, without migrating, and asks the server for its schema
+/// version: what a check from outside the registry (the operator's
+/// `DatabaseReady`) needs. Errors name the URL with its password redacted.
+pub async fn probe(config: &PostgresConfig) -> Result<Probed> {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let url = connect_url(config)?;
+    let failed = |e: &dyn std::fmt::Display| {
+        MetadataError::Config(format!(
+            "database.url {}: cannot connect: {e}",
+            redact_url(&config.url)
+        ))
+    };
+    let mut conn = tokio::time::timeout(config.connect_timeout, sqlx::AnyConnection::connect(&url))
+        .await
+        .map_err(|_| failed(&format!("no answer within {:?}", config.connect_timeout)))?
+        .map_err(|e| failed(&e))?;
+    // Absent before the first registry pod migrated the database.
+    let schema: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .ok()
+        .flatten();
+    let _ = conn.close().await;
+    Ok(Probed {
+        schema,
+        known: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0),
+    })
+}
+
+/// What [`probe`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probed {
+    /// The newest migration applied (`None`: not migrated yet).
+    pub schema: Option<i64>,
+    /// The newest migration this berth knows.
+    pub known: i64,
+}
+
 /// A default for [`PostgresConfig::connect_timeout`].
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -61,10 +61,10 @@ pub fn database_config(config: &Config) -> Result<DatabaseConfig, String> {
     match d.kind {
         DatabaseKind::Sqlite => Ok(DatabaseConfig::in_data_dir(&config.data_dir)),
         DatabaseKind::Postgres => {
-            let url = d
-                .url
-                .as_deref()
-                .ok_or("database.url: required for postgres")?;
+            let url = d.url.as_deref().ok_or(
+                "database.url: required when database.kind is postgres \
+                     (set it, or --database-url, or BERTH_DATABASE_URL)",
+            )?;
             let timeouts = d
                 .timeouts()
                 .map_err(|(key, message)| format!("{key}: {message}"))?;

@@ -99,9 +99,11 @@ impl Server {
             if let Some(config) = launch.config {
                 cmd.arg("--config").arg(config);
             }
-            if let Some(url) = &database_url {
-                cmd.arg("--database-url").arg(url);
-            }
+            // As the operator's pods get it: from the environment.
+            match &database_url {
+                Some(url) => cmd.env("BERTH_DATABASE_URL", url),
+                None => cmd.env_remove("BERTH_DATABASE_URL"),
+            };
             let child = cmd
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))

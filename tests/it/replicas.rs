@@ -39,7 +39,10 @@ impl Replicas {
         let config = dir.path().join("berth.yaml");
         std::fs::write(
             &config,
-            format!("storage:\n  minFreeBytes: 0\n{config_yaml}"),
+            // The URL comes from the environment (as in the operator's pods).
+            format!(
+                "storage:\n  minFreeBytes: 0\ndatabase:\n  kind: postgres\n  maxConnections: 16\n{config_yaml}"
+            ),
         )
         .unwrap();
         // Started together: the migrations run under an advisory lock.

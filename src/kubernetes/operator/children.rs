@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -28,8 +30,11 @@ use kube::Resource;
 use kube::ResourceExt;
 use sha2::Digest as _;
 
-use crate::config::{AuthConfig, Config, GcConfig, KubernetesConfig, LogConfig};
-use crate::kubernetes::crd::{Registry, StorageKind};
+use crate::config::{
+    AuthConfig, Config, DatabaseConfig, DatabaseKind as ServeDatabaseKind, GcConfig,
+    KubernetesConfig, LogConfig,
+};
+use crate::kubernetes::crd::{AccessMode, DatabaseKind, Registry, StorageKind};
 
 pub const MANAGED_BY: &str = "berth-operator";
 pub const CONFIG_DIR: &str = "/etc/berth/config";
@@ -37,6 +42,11 @@ pub const CONFIG_FILE: &str = "berth.yaml";
 pub const SIGNING_DIR: &str = "/etc/berth/signing";
 pub const SIGNING_KEY: &str = "key.pem";
 pub const DATA_DIR: &str = "/var/lib/berth";
+/// The environment variable that carries the PostgreSQL URL from the
+/// connection Secret into the pods (never the ConfigMap).
+pub const DATABASE_URL_ENV: &str = "BERTH_DATABASE_URL";
+/// The key of the connection Secret that holds the URL.
+pub const DATABASE_URL_KEY: &str = "url";
 /// The uid/gid the registry runs as (distroless "nonroot").
 pub const RUN_AS: i64 = 65532;
 
@@ -151,13 +161,36 @@ pub fn serve_config(reg: &Registry) -> Config {
         ui: Default::default(),
         server: Default::default(),
         storage: Default::default(),
-        // The operator refuses database.kind postgres for now (issue 14).
-        database: Default::default(),
+        database: database_config(reg),
         kubernetes: Some(KubernetesConfig {
             namespace: reg.namespace().unwrap_or_default(),
             registry: reg.name_any(),
         }),
     }
+}
+
+/// The pods' `database` configuration: the CRD's settings, without the URL
+/// (it comes from the Secret, as [`DATABASE_URL_ENV`]).
+fn database_config(reg: &Registry) -> DatabaseConfig {
+    let d = &reg.spec.database;
+    match d.kind {
+        DatabaseKind::Sqlite => DatabaseConfig::default(),
+        DatabaseKind::Postgres => DatabaseConfig {
+            kind: ServeDatabaseKind::Postgres,
+            url: None,
+            max_connections: d.max_connections,
+            statement_timeout: d.statement_timeout.clone(),
+            connect_timeout: d.connect_timeout.clone(),
+            ssl_mode: d.ssl_mode,
+        },
+    }
+}
+
+/// Whether the pods share one ReadWriteOnce volume: then old and new pods
+/// cannot run at once, so they are replaced by `Recreate`.
+fn on_one_node_volume(reg: &Registry) -> bool {
+    reg.spec.storage.kind == StorageKind::Filesystem
+        && reg.spec.storage.filesystem.access_mode == AccessMode::ReadWriteOnce
 }
 
 /// The token realm clients are sent to: with an ingress that terminates TLS
@@ -265,7 +298,7 @@ pub fn data_claim(reg: &Registry) -> Option<PersistentVolumeClaim> {
     Some(PersistentVolumeClaim {
         metadata: meta(reg, &Names::of(reg).data),
         spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            access_modes: Some(vec![format!("{:?}", fs.access_mode)]),
             storage_class_name: fs.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
@@ -280,11 +313,13 @@ pub fn data_claim(reg: &Registry) -> Option<PersistentVolumeClaim> {
     })
 }
 
-fn hash_of(text: &str) -> String {
+pub(super) fn hash_of(text: &str) -> String {
     hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
 }
 
-pub fn deployment(reg: &Registry, default_image: &str) -> Deployment {
+/// The registry's Deployment. `database_hash`: a hash of the connection
+/// Secret's URL, so that a changed URL rolls the pods (they read it at start).
+pub fn deployment(reg: &Registry, default_image: &str, database_hash: Option<&str>) -> Deployment {
     let n = Names::of(reg);
     let config = config_map(reg);
     let config_hash = hash_of(
@@ -343,6 +378,9 @@ pub fn deployment(reg: &Registry, default_image: &str) -> Deployment {
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
+        env: database_env(reg),
+        // Fails while the database is unreachable: the Service stops sending
+        // requests to a pod that cannot answer them.
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
         resources: reg.spec.resources.clone(),
@@ -379,6 +417,9 @@ pub fn deployment(reg: &Registry, default_image: &str) -> Deployment {
     };
     let mut pod_annotations = BTreeMap::new();
     pod_annotations.insert("berth.dev/config-hash".to_string(), config_hash);
+    if let Some(hash) = database_hash {
+        pod_annotations.insert("berth.dev/database-hash".to_string(), hash.to_string());
+    }
     Deployment {
         metadata: meta(reg, &n.base),
         spec: Some(DeploymentSpec {
@@ -387,11 +428,7 @@ pub fn deployment(reg: &Registry, default_image: &str) -> Deployment {
                 match_labels: Some(selector(reg)),
                 ..Default::default()
             },
-            // One ReadWriteOnce volume cannot be mounted by old and new pods at once.
-            strategy: filesystem.then(|| DeploymentStrategy {
-                type_: Some("Recreate".into()),
-                ..Default::default()
-            }),
+            strategy: Some(strategy(reg)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(reg)),
@@ -441,6 +478,45 @@ pub fn deployment(reg: &Registry, default_image: &str) -> Deployment {
         }),
         ..Default::default()
     }
+}
+
+/// One ReadWriteOnce volume cannot be mounted by old and new pods at once:
+/// `Recreate`. Otherwise a rolling update that starts a new pod before it
+/// stops an old one (`maxUnavailable: 0`): no moment without a ready pod.
+fn strategy(reg: &Registry) -> DeploymentStrategy {
+    if on_one_node_volume(reg) {
+        return DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            ..Default::default()
+        };
+    }
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_unavailable: Some(IntOrString::Int(0)),
+            max_surge: Some(IntOrString::Int(1)),
+        }),
+    }
+}
+
+/// The PostgreSQL URL from the connection Secret (postgres only).
+fn database_env(reg: &Registry) -> Option<Vec<EnvVar>> {
+    let d = &reg.spec.database;
+    let secret = d.connection_secret.as_ref()?;
+    (d.kind == DatabaseKind::Postgres).then(|| {
+        vec![EnvVar {
+            name: DATABASE_URL_ENV.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name.clone(),
+                    key: DATABASE_URL_KEY.into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]
+    })
 }
 
 pub fn service(reg: &Registry) -> Service {
@@ -598,7 +674,7 @@ mod tests {
             role(&r).metadata,
             role_binding(&r).metadata,
             data_claim(&r).unwrap().metadata,
-            deployment(&r, "img").metadata,
+            deployment(&r, "img", None).metadata,
             service(&r).metadata,
         ];
         for m in metas {
@@ -625,7 +701,7 @@ mod tests {
         let r = registry(serde_json::json!({}));
         assert!(disruption_budget(&r).is_none());
         assert!(ingress(&r).is_none());
-        let d = deployment(&r, "berth:test");
+        let d = deployment(&r, "berth:test", None);
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(1));
         assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
@@ -665,8 +741,9 @@ mod tests {
         assert!(data_claim(&r).is_none());
         let pdb = disruption_budget(&r).unwrap();
         assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
-        let d = deployment(&r, "img").spec.unwrap();
-        assert!(d.strategy.is_none());
+        let d = deployment(&r, "img", None).spec.unwrap();
+        let rolling = d.strategy.unwrap().rolling_update.unwrap();
+        assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
         assert!(
             d.template.spec.unwrap().volumes.unwrap()[2]
                 .empty_dir
@@ -678,6 +755,68 @@ mod tests {
             Some("registry.example.com")
         );
         assert_eq!(endpoint(&r), "registry.example.com");
+    }
+
+    /// Issue 14: replicas on PostgreSQL and a shared (ReadWriteMany) volume:
+    /// the URL reaches the pods from the Secret as an environment variable,
+    /// never through the ConfigMap; a rolling update keeps every pod until
+    /// its replacement is ready; a budget keeps pods through drains; a
+    /// changed URL rolls the pods.
+    #[test]
+    fn replicas_on_postgres_and_a_shared_volume() {
+        let r = registry(serde_json::json!({
+            "replicas": 3,
+            "storage": {"filesystem": {"accessMode": "ReadWriteMany", "size": "50Gi"}},
+            "database": {"kind": "postgres", "connectionSecret": {"name": "pg"},
+                         "maxConnections": 8, "statementTimeout": "5s", "sslMode": "require"},
+        }));
+        let claim = data_claim(&r).unwrap().spec.unwrap();
+        assert_eq!(claim.access_modes, Some(vec!["ReadWriteMany".to_string()]));
+        let d = deployment(&r, "img", Some("h1")).spec.unwrap();
+        assert_eq!(d.replicas, Some(3));
+        let strategy = d.strategy.unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        let rolling = strategy.rolling_update.unwrap();
+        assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+        let pod = d.template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        assert_eq!(env.len(), 1);
+        assert_eq!(env[0].name, DATABASE_URL_ENV);
+        assert!(env[0].value.is_none());
+        let from = env[0].value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!((from.name.as_str(), from.key.as_str()), ("pg", "url"));
+        assert_eq!(
+            d.template.metadata.unwrap().annotations.unwrap()["berth.dev/database-hash"],
+            "h1"
+        );
+        assert!(disruption_budget(&r).is_some());
+
+        let yaml = config_map(&r).data.unwrap()[CONFIG_FILE].clone();
+        assert!(!yaml.contains("url"), "{yaml}");
+        let mut c = Config::from_yaml(&yaml).unwrap();
+        assert_eq!(c.database.kind, ServeDatabaseKind::Postgres);
+        assert_eq!(c.database.max_connections, 8);
+        assert_eq!(c.database.statement_timeout, "5s");
+        // What the pod does with the variable the Secret fills.
+        c.database.url = Some("postgres://berth:pw@db/berth".into());
+        match crate::server::database_config(&c).unwrap() {
+            crate::metadata::DatabaseConfig::Postgres(pg) => {
+                assert_eq!(pg.max_connections, 8);
+                assert_eq!(pg.statement_timeout, std::time::Duration::from_secs(5));
+                assert_eq!(pg.ssl_mode.as_deref(), Some("require"));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // SQLite: no variable, one replica recreated.
+        let sqlite = registry(serde_json::json!({}));
+        let d = deployment(&sqlite, "img", None).spec.unwrap();
+        assert!(d.template.spec.unwrap().containers[0].env.is_none());
+        assert_eq!(d.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+        let yaml = config_map(&sqlite).data.unwrap()[CONFIG_FILE].clone();
+        let c = Config::from_yaml(&yaml).unwrap();
+        assert_eq!(c.database.kind, ServeDatabaseKind::Sqlite);
     }
 
     #[test]
@@ -699,8 +838,8 @@ mod tests {
         );
         assert_eq!(endpoint(&r), "reg.team.svc:5050");
         // A config change rolls the pods.
-        let before = deployment(&registry(serde_json::json!({})), "i");
-        let after = deployment(&r, "i");
+        let before = deployment(&registry(serde_json::json!({})), "i", None);
+        let after = deployment(&r, "i", None);
         let hash = |d: &Deployment| {
             d.spec
                 .as_ref()

@@ -20,7 +20,9 @@ use kube::{Resource, ResourceExt};
 use super::apply::{apply, delete_if_present, patch_status};
 use super::children::{self, Names};
 use super::client::RegistryClient;
-use super::status::{RegistryObserved, gc_figures, registry_status, same};
+use super::status::{
+    DatabaseSeen, RegistryObserved, database_condition, gc_figures, registry_status, same,
+};
 use super::{Context, Error, now};
 use crate::kubernetes::crd::{DatabaseKind, GcFigures, Registry, StorageKind};
 use crate::registry::api::SweepCounts;
@@ -46,12 +48,9 @@ fn unsupported(reg: &Registry) -> Option<String> {
     if reg.spec.storage.kind == StorageKind::S3 {
         missing.push("storage.kind s3");
     }
-    if reg.spec.database.kind == DatabaseKind::Postgres {
-        missing.push("database.kind postgres");
-    }
     (!missing.is_empty()).then(|| {
         format!(
-            "{} is not supported by this berth version yet; use filesystem storage and sqlite with one replica",
+            "{} is not supported by this berth version yet; use filesystem storage",
             missing.join(" and ")
         )
     })
@@ -61,8 +60,9 @@ async fn apply_registry(reg: &Registry, ctx: &Context) -> Result<Action, Error> 
     let ns = reg.namespace().unwrap_or_default();
     let names = Names::of(reg);
     let mut problem = unsupported(reg).map(|m| ("NotSupported", m));
+    let (database, database_hash) = check_database(reg, ctx, &ns).await;
     let applied = if problem.is_none() {
-        match apply_children(reg, ctx, &ns).await {
+        match apply_children(reg, ctx, &ns, database_hash.as_deref()).await {
             Ok(written) => written,
             Err(e) => {
                 problem = Some(("ReconcileFailed", e.to_string()));
@@ -94,6 +94,7 @@ async fn apply_registry(reg: &Registry, ctx: &Context) -> Result<Action, Error> 
             deployment: deployment.as_ref(),
             problem: problem.clone(),
             signing_key_secret: Some(names.signing_key.clone()),
+            database: database.clone(),
         },
         &now(),
     );
@@ -124,6 +125,8 @@ async fn apply_registry(reg: &Registry, ctx: &Context) -> Result<Action, Error> 
         // Nothing changes until the spec does.
         Some(_) => Ok(Action::await_change()),
         None if ready => Ok(Action::requeue(gc_refresh(reg))),
+        // Looked at again soon: the database, or its Secret, may be fixed.
+        None if !database_condition(&database).0 => Ok(Action::requeue(Duration::from_secs(30))),
         None => Ok(Action::requeue(Duration::from_secs(300))),
     }
 }
@@ -167,8 +170,84 @@ async fn garbage_collection(reg: &Registry, ctx: &Context) -> Result<GcFigures, 
     Ok(gc_figures(&gc))
 }
 
+/// Checks the Registry's database as its pods will reach it: the connection
+/// Secret's `url`, then one connection (no migration: the pods migrate).
+/// Returns what was found and a hash of the URL (a changed URL rolls the
+/// pods, which read it at start).
+async fn check_database(reg: &Registry, ctx: &Context, ns: &str) -> (DatabaseSeen, Option<String>) {
+    let d = &reg.spec.database;
+    if d.kind == DatabaseKind::Sqlite {
+        return (DatabaseSeen::Embedded, None);
+    }
+    let Some(secret) = &d.connection_secret else {
+        return (
+            DatabaseSeen::NoSecret("database.connectionSecret is not set".into()),
+            None,
+        );
+    };
+    let name = &secret.name;
+    let found = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await;
+    let url = match found {
+        Err(e) => {
+            return (
+                DatabaseSeen::NoSecret(format!("cannot read Secret {name}: {e}")),
+                None,
+            );
+        }
+        Ok(None) => {
+            return (
+                DatabaseSeen::NoSecret(format!(
+                    "Secret {name} (database.connectionSecret) not found"
+                )),
+                None,
+            );
+        }
+        Ok(Some(s)) => s
+            .data
+            .and_then(|d| d.get(children::DATABASE_URL_KEY).cloned())
+            .and_then(|v| String::from_utf8(v.0).ok()),
+    };
+    let Some(url) = url else {
+        return (
+            DatabaseSeen::NoSecret(format!(
+                "Secret {name} has no key `{}` (the PostgreSQL URL)",
+                children::DATABASE_URL_KEY
+            )),
+            None,
+        );
+    };
+    let hash = children::hash_of(&url);
+    let mut config = children::serve_config(reg);
+    config.database.url = Some(url);
+    let pg = match crate::server::database_config(&config) {
+        Ok(crate::metadata::DatabaseConfig::Postgres(pg)) => pg,
+        Ok(_) => unreachable!("database.kind is postgres"),
+        Err(e) => {
+            return (
+                DatabaseSeen::NoSecret(format!("Secret {name}: {e}")),
+                Some(hash),
+            );
+        }
+    };
+    let seen = match crate::metadata::probe(&pg).await {
+        Ok(p) => DatabaseSeen::Connected {
+            schema: p.schema,
+            known: p.known,
+        },
+        Err(e) => DatabaseSeen::Unreachable(e.to_string()),
+    };
+    (seen, Some(hash))
+}
+
 /// Applies every child; returns the kinds that were written.
-async fn apply_children(reg: &Registry, ctx: &Context, ns: &str) -> Result<Vec<String>, Error> {
+async fn apply_children(
+    reg: &Registry,
+    ctx: &Context,
+    ns: &str,
+    database_hash: Option<&str>,
+) -> Result<Vec<String>, Error> {
     let c = &ctx.client;
     let names = Names::of(reg);
     let mut written = Vec::new();
@@ -237,7 +316,7 @@ async fn apply_children(reg: &Registry, ctx: &Context, ns: &str) -> Result<Vec<S
     note(
         apply(
             &Api::<Deployment>::namespaced(c.clone(), ns),
-            children::deployment(reg, &ctx.settings.registry_image),
+            children::deployment(reg, &ctx.settings.registry_image, database_hash),
         )
         .await?,
         "Deployment",

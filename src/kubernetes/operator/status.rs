@@ -51,6 +51,55 @@ pub struct RegistryObserved<'a> {
     /// A reconcile error, or a spec the data plane cannot honour yet.
     pub problem: Option<(&'a str, String)>,
     pub signing_key_secret: Option<String>,
+    /// What the operator found of the metadata database.
+    pub database: DatabaseSeen,
+}
+
+/// What the operator found when it checked a Registry's database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseSeen {
+    /// SQLite in the data volume: nothing to reach.
+    Embedded,
+    /// The connection Secret is missing or has no usable `url`.
+    NoSecret(String),
+    /// The database did not answer, or refused the connection.
+    Unreachable(String),
+    /// Connected; the newest migration applied (`None`: not migrated yet)
+    /// and the newest this berth knows.
+    Connected { schema: Option<i64>, known: i64 },
+}
+
+/// The `DatabaseReady` condition: (ok, reason, message).
+pub fn database_condition(seen: &DatabaseSeen) -> (bool, &'static str, String) {
+    match seen {
+        DatabaseSeen::Embedded => (true, "Embedded", "SQLite in the data volume".into()),
+        DatabaseSeen::NoSecret(why) => (false, "SecretInvalid", why.clone()),
+        DatabaseSeen::Unreachable(why) => (false, "Unreachable", why.clone()),
+        DatabaseSeen::Connected {
+            schema: Some(found),
+            known,
+        } if found > known => (
+            false,
+            "SchemaTooNew",
+            format!(
+                "the database schema is at version {found}, newer than this berth knows \
+                 (up to {known}): its pods refuse to start; use a berth image at least as new"
+            ),
+        ),
+        DatabaseSeen::Connected {
+            schema: Some(found),
+            ..
+        } => (
+            true,
+            "Connected",
+            format!("PostgreSQL answers; schema version {found}"),
+        ),
+        DatabaseSeen::Connected { schema: None, .. } => (
+            true,
+            "Connected",
+            "PostgreSQL answers; not migrated yet (the first pod migrates it)".into(),
+        ),
+    }
 }
 
 pub fn registry_status(reg: &Registry, seen: &RegistryObserved<'_>, now: &Time) -> RegistryStatus {
@@ -107,6 +156,13 @@ pub fn registry_status(reg: &Registry, seen: &RegistryObserved<'_>, now: &Time) 
     };
     conds.push(Cond {
         type_: "Ready",
+        ok,
+        reason,
+        message,
+    });
+    let (ok, reason, message) = database_condition(&seen.database);
+    conds.push(Cond {
+        type_: "DatabaseReady",
         ok,
         reason,
         message,
@@ -189,6 +245,69 @@ mod tests {
     }
 
     #[test]
+    fn database_ready_says_what_was_found() {
+        let cases = [
+            (DatabaseSeen::Embedded, true, "Embedded", "SQLite"),
+            (
+                DatabaseSeen::NoSecret("Secret pg not found".into()),
+                false,
+                "SecretInvalid",
+                "Secret pg not found",
+            ),
+            (
+                DatabaseSeen::Unreachable("cannot connect".into()),
+                false,
+                "Unreachable",
+                "cannot connect",
+            ),
+            (
+                DatabaseSeen::Connected {
+                    schema: None,
+                    known: 6,
+                },
+                true,
+                "Connected",
+                "not migrated yet",
+            ),
+            (
+                DatabaseSeen::Connected {
+                    schema: Some(6),
+                    known: 6,
+                },
+                true,
+                "Connected",
+                "schema version 6",
+            ),
+            (
+                DatabaseSeen::Connected {
+                    schema: Some(7),
+                    known: 6,
+                },
+                false,
+                "SchemaTooNew",
+                "version 7, newer than this berth knows (up to 6)",
+            ),
+        ];
+        for (seen, ok, reason, says) in cases {
+            let (got_ok, got_reason, message) = database_condition(&seen);
+            assert_eq!((got_ok, got_reason), (ok, reason), "{seen:?}");
+            assert!(message.contains(says), "{seen:?}: {message}");
+        }
+        // It reaches the status as its own condition, beside Ready.
+        let s = registry_status(
+            &reg(1),
+            &RegistryObserved {
+                deployment: None,
+                problem: None,
+                signing_key_secret: None,
+                database: DatabaseSeen::Unreachable("no route".into()),
+            },
+            &now(),
+        );
+        assert_eq!(cond(&s, "DatabaseReady"), ("False", "Unreachable"));
+    }
+
+    #[test]
     fn ready_only_when_every_pod_is_ready_and_rolled_out() {
         let r = reg(2);
         fn seen(d: Option<&Deployment>) -> RegistryObserved<'_> {
@@ -196,6 +315,7 @@ mod tests {
                 deployment: d,
                 problem: None,
                 signing_key_secret: Some("reg-signing-key".into()),
+                database: DatabaseSeen::Embedded,
             }
         }
         let s = registry_status(&r, &seen(None), &now());
@@ -234,6 +354,7 @@ mod tests {
                     "storage.kind s3 is not supported yet".into(),
                 )),
                 signing_key_secret: None,
+                database: DatabaseSeen::Embedded,
             },
             &now(),
         );
@@ -245,6 +366,7 @@ mod tests {
                 deployment: None,
                 problem: None,
                 signing_key_secret: None,
+                database: DatabaseSeen::Embedded,
             },
             &now(),
         );
@@ -290,6 +412,7 @@ mod tests {
                 deployment: None,
                 problem: None,
                 signing_key_secret: None,
+                database: DatabaseSeen::Embedded,
             },
             &now(),
         );
@@ -304,6 +427,7 @@ mod tests {
             deployment: Some(&full),
             problem: None,
             signing_key_secret: None,
+            database: DatabaseSeen::Embedded,
         };
         let first = registry_status(&r, &seen, &now());
         r.status = Some(first.clone());
