@@ -619,19 +619,20 @@ fn admin_token(
             let token = format!("berth_{}", hex::encode(raw));
             let hash = hash_secret(&token);
             // Durable before the token is shown: the file synced, and the
-            // directories and the rename synced into their parents.
-            let dir = path.parent().expect("has parent");
-            crate::storage::durable::create_dir_all_synced(dir).map_err(err)?;
-            let tmp = path.with_extension("tmp");
-            {
-                use std::io::Write;
-                let mut f = std::fs::File::create(&tmp).map_err(err)?;
-                f.write_all(hex::encode(hash).as_bytes()).map_err(err)?;
-                f.sync_all().map_err(err)?;
+            // directories and the link synced into their parents. A replica
+            // sharing the data directory that made one first wins: its token
+            // is the admin's, and this one is never shown.
+            let created = crate::storage::durable::create_file_once(
+                &path,
+                hex::encode(hash).as_bytes(),
+                0o600,
+            )
+            .map_err(err)?;
+            if created {
+                Ok((Some(hash), Some(token)))
+            } else {
+                admin_token(data_dir, false)
             }
-            std::fs::rename(&tmp, &path).map_err(err)?;
-            crate::storage::durable::sync_dir(dir).map_err(err)?;
-            Ok((Some(hash), Some(token)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, None)),
         Err(e) => Err(err(e)),
@@ -908,5 +909,32 @@ stringData: {token: bot-secret}
         assert_eq!((again, shown), (hash, None));
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(admin_token(empty.path(), false).unwrap(), (None, None));
+    }
+
+    /// Replicas starting together on one fresh data directory: one token is
+    /// shown, by one of them, and it is the one every replica accepts.
+    #[test]
+    fn replicas_starting_together_show_one_admin_token() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let got: Vec<_> = (0..6)
+                .map(|_| {
+                    let (data, start) = (dir.path().to_path_buf(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        admin_token(&data, true).unwrap()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect();
+            let shown: Vec<&String> = got.iter().filter_map(|(_, t)| t.as_ref()).collect();
+            assert_eq!(shown.len(), 1, "{got:?}");
+            for (hash, _) in &got {
+                assert_eq!(*hash, Some(hash_secret(shown[0])));
+            }
+        }
     }
 }

@@ -297,28 +297,11 @@ pub fn new_key_pem() -> Result<String, String> {
     Ok(pem.to_string())
 }
 
+/// Writes a new key to `path` unless another process (a replica sharing the
+/// data directory) wrote one first: then that one is everyone's.
 fn write_new_key(path: &Path) -> std::io::Result<()> {
     let pem = new_key_pem().map_err(std::io::Error::other)?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(dir) = dir {
-        crate::storage::durable::create_dir_all_synced(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&tmp)?;
-        f.write_all(pem.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    match dir {
-        Some(dir) => crate::storage::durable::sync_dir(dir),
-        None => Ok(()),
-    }
+    crate::storage::durable::create_file_once(path, pem.as_bytes(), 0o600).map(|_| ())
 }
 
 fn rsa_public_from_private(pem: &str) -> Result<DecodingKey, String> {
@@ -368,6 +351,36 @@ mod tests {
             "repository::pull",
         ] {
             assert_eq!(parse_scope(bad), None, "{bad}");
+        }
+    }
+
+    /// Replicas starting together on one fresh data directory end up with
+    /// one key: a token any of them issues verifies on every other.
+    #[test]
+    fn replicas_starting_together_share_one_generated_key() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let key = dir.path().join("auth/signing-key.pem");
+            let start = Arc::new(std::sync::Barrier::new(6));
+            let replicas: Vec<TokenService> = (0..6)
+                .map(|_| {
+                    let (key, start) = (key.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        TokenService::from_key_file(&key, true, "b", "r", Duration::from_secs(300))
+                            .unwrap()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect();
+            for issuer in &replicas {
+                let (token, _) = issuer.issue("user:alice", vec![]).unwrap();
+                for verifier in &replicas {
+                    verifier.verify(&token).unwrap();
+                }
+            }
         }
     }
 
