@@ -16,7 +16,7 @@
 # oras with login(); each does the Docker token flow itself. curl checks send a bearer token.
 # Client logs (with --debug HTTP traces) and every curl request go to e2e/out/clients/.
 set -euo pipefail
-E2E_NAME=clients
+E2E_NAME="${E2E_NAME:-clients}"
 BERTH_PROJECTS="${BERTH_PROJECTS:-group/project}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -473,4 +473,5 @@ if run_refused oras-push-bad python3 "$W/oras_bad.py" "$REG" "$BAD" "$BERTH_USER
   else fail "oras push to $BAD: the output lacks '$BAD_REASON': $REFUSED_MSG (log: $RUN_LOG)"; fi
 else fail "oras push to $BAD was accepted"; fi
 
+check_replicas_shared
 finish

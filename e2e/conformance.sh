@@ -23,7 +23,7 @@
 # "Skip" (the registry gave a spec-allowed "unsupported" answer to an optional feature, e.g.
 # single-POST upload) are listed by name but do not fail the run unless CONFORMANCE_STRICT=1.
 set -euo pipefail
-E2E_NAME=conformance
+E2E_NAME="${E2E_NAME:-conformance}"
 BERTH_PROJECTS="${BERTH_PROJECTS:-conformance}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -109,4 +109,5 @@ elif grep -q '^CONFORMANCE_OK$' "$E2E_SCRATCH/summary"; then
 else
   fail "OCI conformance ($(head -1 "$E2E_SCRATCH/summary")); details in $RESULTS/report.html"
 fi
+check_replicas_shared
 finish

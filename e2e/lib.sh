@@ -15,6 +15,10 @@
 #   BERTH_MANIFESTS unset: start_berth writes DIR/manifests itself; a directory: use it as it is
 #                  (the caller wrote it, e.g. with write_manifests); "none": no --manifest-dir.
 #   BERTH_LOG_NAME server log file name in $E2E_OUT (default server.log).
+#   E2E_REPLICAS   N > 1: start_berth starts N `berth serve` replicas on one data directory and
+#                  one PostgreSQL database (a server of its own, start_postgres) behind haproxy,
+#                  which sends each request to the next replica in turn (no affinity), as a
+#                  Service with several pods would; BERTH_ADDR is the proxy. Default 1.
 #
 # Provides: start_berth DIR / stop_berth (export BERTH_PID BERTH_ADDR BERTH_URL BERTH_LOG, and
 # with auth BERTH_AUTH_ON=1 BERTH_USER BERTH_PASS BERTH_REALM BERTH_SERVICE BERTH_MANIFEST_DIR),
@@ -220,6 +224,11 @@ start_berth() {
   fi
   export BERTH_MANIFEST_DIR
   local want_status=200; [ "$BERTH_AUTH_ON" = 1 ] && want_status=401
+  if [ "${E2E_REPLICAS:-1}" -gt 1 ]; then
+    [ "$E2E_REGISTRY" = berth ] || die "E2E_REPLICAS needs E2E_REGISTRY=berth"
+    start_replicas "$dir" "$E2E_REPLICAS" "$want_status" "${auth_args[@]}"
+    return
+  fi
   for attempt in 1 2 3; do
     port="$(free_port)"
     BERTH_ADDR="127.0.0.1:$port"
@@ -314,6 +323,7 @@ auth_discover() {
 }
 
 stop_berth() {
+  if [ -n "${REPLICA_PIDS[*]:-}" ]; then stop_replicas; return 0; fi
   [ -n "${BERTH_PID:-}" ] || return 0
   if kill -0 "$BERTH_PID" 2>/dev/null; then
     kill -TERM "$BERTH_PID" 2>/dev/null || true
@@ -326,6 +336,125 @@ stop_berth() {
   fi
   wait "$BERTH_PID" 2>/dev/null || true
   BERTH_PID=""
+}
+
+# ---------------------------------------------------------------- PostgreSQL and replicas
+# start_postgres: a PostgreSQL server of our own (Debian's package) on a free 127.0.0.1 port, run
+# as user postgres, its data in a temp dir, log in $E2E_OUT/postgres.log. Exports PG_URL (database
+# berth, created empty) and PG_PID.
+PG_PID=""
+start_postgres() {
+  local bin dir i
+  bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+  [ -x "$bin/initdb" ] || die "PostgreSQL is not installed (run e2e/setup.sh)"
+  dir="$(mktemp -d "${E2E_TMPDIR:-${TMPDIR:-/tmp}}/berth-e2e-pg.XXXXXX")"
+  E2E_TMPDIRS+=("$dir")
+  chmod 755 "$dir"; chown postgres: "$dir"
+  local as=(setpriv --reuid=postgres --regid=postgres --init-groups)
+  "${as[@]}" "$bin/initdb" -D "$dir/data" --auth=trust --username=postgres -E UTF8 --locale=C \
+    >"$E2E_OUT/postgres-initdb.log" 2>&1 || { tail -20 "$E2E_OUT/postgres-initdb.log"; die "initdb failed"; }
+  PG_PORT="$(free_port)"
+  "${as[@]}" "$bin/postgres" -D "$dir/data" -k "$dir" -p "$PG_PORT" -c listen_addresses=127.0.0.1 \
+    -c max_connections=300 -c fsync=off -c synchronous_commit=off >"$E2E_OUT/postgres.log" 2>&1 &
+  PG_PID=$!
+  for i in $(seq 1 300); do
+    "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres && break
+    kill -0 "$PG_PID" 2>/dev/null || { tail -20 "$E2E_OUT/postgres.log"; die "PostgreSQL exited at start"; }
+    sleep 0.1
+  done
+  "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres berth || die "createdb berth failed"
+  PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/berth"
+  export PG_URL PG_PID
+  log "PostgreSQL $("$bin/postgres" --version | awk '{print $NF}') at 127.0.0.1:$PG_PORT (pid $PG_PID)"
+}
+stop_postgres() {
+  [ -n "$PG_PID" ] || return 0
+  kill -INT "$PG_PID" 2>/dev/null; wait "$PG_PID" 2>/dev/null || true; PG_PID=""
+}
+
+# start_replicas DIR N WANT_STATUS ARGS...: see E2E_REPLICAS. The replicas (logs
+# $E2E_OUT/server-I.log) start together on DIR/data and database $PG_URL, given as
+# BERTH_DATABASE_URL as the operator's pods get it; haproxy (log $E2E_OUT/haproxy.log) balances
+# round-robin with a new server connection per request (option http-server-close), checks each
+# replica's /readyz, and retries a request whose connection a replica refused. Exports
+# REPLICA_PIDS, REPLICA_ADDRS, BERTH_PID (the first replica), BERTH_ADDR/BERTH_URL (the proxy),
+# BERTH_LOG (the first replica's log), HAPROXY_STATS (the stats CSV URL).
+REPLICA_PIDS=(); REPLICA_ADDRS=(); HAPROXY_PID=""
+start_replicas() {
+  local dir="$1" n="$2" want="$3" i port code; shift 3
+  command -v haproxy >/dev/null || die "haproxy is not installed (run e2e/setup.sh)"
+  [ -n "$PG_PID" ] || start_postgres
+  REPLICA_PIDS=(); REPLICA_ADDRS=()
+  for i in $(seq 0 $((n - 1))); do
+    port="$(free_port)"
+    REPLICA_ADDRS+=("127.0.0.1:$port")
+    : >"$E2E_OUT/server-$i.log"
+    BERTH_DATABASE_URL="$PG_URL" "$BERTH_BIN" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" "$@" \
+      >>"$E2E_OUT/server-$i.log" 2>&1 &
+    REPLICA_PIDS+=($!)
+  done
+  log "started $n replicas on $dir/data and $PG_URL: ${REPLICA_ADDRS[*]}"
+  for i in "${!REPLICA_ADDRS[@]}"; do
+    local up=""
+    for _ in $(seq 1 300); do
+      code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "http://${REPLICA_ADDRS[$i]}/readyz" 2>/dev/null || true)"
+      [ "$code" = 200 ] && { up=1; break; }
+      kill -0 "${REPLICA_PIDS[$i]}" 2>/dev/null || break
+      sleep 0.1
+    done
+    [ -n "$up" ] || { tail -30 "$E2E_OUT/server-$i.log" >&2; die "replica $i (${REPLICA_ADDRS[$i]}) not ready within 30 s"; }
+  done
+  local front stats; front="$(free_port)"; stats="$(free_port)"
+  {
+    printf 'global\n  maxconn 4000\n'
+    printf 'defaults\n  mode http\n  timeout connect 5s\n  timeout client 10m\n  timeout server 10m\n'
+    printf '  timeout http-request 60s\n  option http-server-close\n  retries 3\n  option redispatch\n'
+    printf '  retry-on conn-failure empty-response\n'
+    printf 'frontend registry\n  bind 127.0.0.1:%s\n  default_backend replicas\n' "$front"
+    printf 'backend replicas\n  balance roundrobin\n  option httpchk GET /readyz\n'
+    for i in "${!REPLICA_ADDRS[@]}"; do
+      printf '  server r%s %s check inter 1s fall 2 rise 1\n' "$i" "${REPLICA_ADDRS[$i]}"
+    done
+    printf 'listen stats\n  bind 127.0.0.1:%s\n  stats enable\n  stats uri /stats\n' "$stats"
+  } >"$dir/haproxy.cfg"
+  haproxy -db -f "$dir/haproxy.cfg" >"$E2E_OUT/haproxy.log" 2>&1 &
+  HAPROXY_PID=$!
+  BERTH_ADDR="127.0.0.1:$front"; BERTH_URL="http://$BERTH_ADDR"; BERTH_PID="${REPLICA_PIDS[0]}"
+  BERTH_LOG="$E2E_OUT/server-0.log"; HAPROXY_STATS="http://127.0.0.1:$stats/stats;csv"
+  export BERTH_ADDR BERTH_URL BERTH_PID BERTH_LOG HAPROXY_STATS
+  for _ in $(seq 1 100); do
+    code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "$BERTH_URL/v2/" 2>/dev/null || true)"
+    [ "$code" = 200 ] || [ "$code" = 401 ] && break
+    sleep 0.1
+  done
+  [ "$code" = "$want" ] || { cat "$E2E_OUT/haproxy.log" >&2; die "GET $BERTH_URL/v2/ through haproxy answered $code, want $want"; }
+  log "haproxy at $BERTH_URL (round-robin over ${#REPLICA_ADDRS[@]} replicas; stats $HAPROXY_STATS)"
+  auth_discover
+}
+
+# replica_requests: the requests each replica served through the proxy ("r0=N r1=N ...").
+replica_requests() {
+  curl -fsS "$HAPROXY_STATS" | awk -F, '$1 == "replicas" && $2 ~ /^r[0-9]+$/ {printf "%s%s=%s", sep, $2, $8; sep=" "}'
+}
+
+# check_replicas_shared: with E2E_REPLICAS, a check that every replica served at least half its
+# fair share of the requests that went through the proxy (no-op otherwise).
+check_replicas_shared() {
+  [ "${E2E_REPLICAS:-1}" -gt 1 ] || return 0
+  local counts; counts="$(replica_requests)"
+  if awk -v n="${#REPLICA_ADDRS[@]}" '{for (i = 1; i <= NF; i++) {split($i, kv, "="); c[i] = kv[2]; t += kv[2]}}
+       END {if (t == 0) exit 1; for (i in c) if (c[i] * n * 2 < t) exit 1}' <<<"$counts"; then
+    pass "every replica served its share of the requests through the proxy ($counts)"
+  else fail "requests through the proxy not spread over the replicas: $counts"; fi
+}
+
+stop_replicas() {
+  local p
+  [ -n "$HAPROXY_PID" ] && { kill "$HAPROXY_PID" 2>/dev/null; wait "$HAPROXY_PID" 2>/dev/null; HAPROXY_PID=""; }
+  for p in "${REPLICA_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${REPLICA_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  REPLICA_PIDS=(); BERTH_PID=""
+  stop_postgres
 }
 
 # peak_rss_mib PID: VmHWM of the process in MiB (integer, rounded up)

@@ -20,7 +20,7 @@ installed=()
 skipped=()
 
 # ---------------------------------------------------------------- apt packages
-APT_PKGS=(skopeo podman umoci docker-registry wrk jq curl time sqlite3 postgresql chromium fonts-dejavu-core)
+APT_PKGS=(skopeo podman umoci docker-registry wrk jq curl time sqlite3 postgresql haproxy chromium fonts-dejavu-core)
 pkg_installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
 }
