@@ -344,28 +344,35 @@ stop_berth() {
 # berth, created empty) and PG_PID.
 PG_PID=""
 start_postgres() {
-  local bin dir i
+  local bin dir
   bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
   [ -x "$bin/initdb" ] || die "PostgreSQL is not installed (run e2e/setup.sh)"
   dir="$(mktemp -d "${E2E_TMPDIR:-${TMPDIR:-/tmp}}/berth-e2e-pg.XXXXXX")"
   E2E_TMPDIRS+=("$dir")
   chmod 755 "$dir"; chown postgres: "$dir"
-  local as=(setpriv --reuid=postgres --regid=postgres --init-groups)
-  "${as[@]}" "$bin/initdb" -D "$dir/data" --auth=trust --username=postgres -E UTF8 --locale=C \
-    >"$E2E_OUT/postgres-initdb.log" 2>&1 || { tail -20 "$E2E_OUT/postgres-initdb.log"; die "initdb failed"; }
-  PG_PORT="$(free_port)"
-  "${as[@]}" "$bin/postgres" -D "$dir/data" -k "$dir" -p "$PG_PORT" -c listen_addresses=127.0.0.1 \
-    -c max_connections=300 -c fsync=off -c synchronous_commit=off >"$E2E_OUT/postgres.log" 2>&1 &
+  setpriv --reuid=postgres --regid=postgres --init-groups "$bin/initdb" -D "$dir/data" --auth=trust \
+    --username=postgres -E UTF8 --locale=C >"$E2E_OUT/postgres-initdb.log" 2>&1 \
+    || { tail -20 "$E2E_OUT/postgres-initdb.log"; die "initdb failed"; }
+  PG_BIN="$bin"; PG_DIR="$dir"; PG_PORT="$(free_port)"
+  run_postgres
+  "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres berth || die "createdb berth failed"
+  PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/berth"
+  export PG_URL PG_PORT
+  log "PostgreSQL $("$bin/postgres" --version | awk '{print $NF}') at 127.0.0.1:$PG_PORT (pid $PG_PID)"
+}
+# run_postgres: (re)starts the server start_postgres made, on its port and data directory.
+run_postgres() {
+  local i
+  setpriv --reuid=postgres --regid=postgres --init-groups "$PG_BIN/postgres" -D "$PG_DIR/data" -k "$PG_DIR" \
+    -p "$PG_PORT" -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off \
+    -c synchronous_commit=off >>"$E2E_OUT/postgres.log" 2>&1 &
   PG_PID=$!
   for i in $(seq 1 300); do
-    "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres && break
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres && return 0
     kill -0 "$PG_PID" 2>/dev/null || { tail -20 "$E2E_OUT/postgres.log"; die "PostgreSQL exited at start"; }
     sleep 0.1
   done
-  "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres berth || die "createdb berth failed"
-  PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/berth"
-  export PG_URL PG_PID
-  log "PostgreSQL $("$bin/postgres" --version | awk '{print $NF}') at 127.0.0.1:$PG_PORT (pid $PG_PID)"
+  die "PostgreSQL not ready within 30 s"
 }
 stop_postgres() {
   [ -n "$PG_PID" ] || return 0

@@ -4,8 +4,9 @@ holds (made by the ReplicaSet controller from the operator's Deployment) so it
 can run as a local process, exactly as specified:
 
   - command and args from the container spec (`berth` resolved to BERTH_BIN);
-  - env from the spec (value, and fieldRef metadata.name/namespace), plus the
-    in-cluster KUBERNETES_SERVICE_HOST/PORT;
+  - env from the spec (value, fieldRef metadata.name/namespace, and
+    secretKeyRef read from the Secret), plus the in-cluster
+    KUBERNETES_SERVICE_HOST/PORT;
   - every volume written out under ROOT/volumes/<name>: ConfigMap and Secret
     keys as files (Secret files with the volume's defaultMode and the pod's
     fsGroup), a PersistentVolumeClaim as a directory kept across restarts,
@@ -21,6 +22,14 @@ user with exactly the pod's environment. Also ROOT/probe.json: the readiness
 probe (path and port). Usage:
 
   run_pod.py POD_JSON ROOT BERTH_BIN KUBECTL APISERVER_HOST APISERVER_PORT CA_FILE
+
+Several pods of one Deployment on this one host (one network namespace, one
+disk) need two things a cluster gives them otherwise, from the environment:
+  RUN_POD_CLAIMS=DIR     keep claims under DIR/<claim name> instead of
+                         ROOT/claims (pods sharing a ReadWriteMany claim);
+  RUN_POD_LISTEN=ADDR    append `--listen ADDR` to the command (each pod its
+                         own port, as each pod would have its own IP); the
+                         probe port follows.
 """
 import base64
 import json
@@ -72,7 +81,8 @@ for vol in spec.get("volumes", []):
                 os.chown(file, 0, fs_group)
     elif "persistentVolumeClaim" in vol:
         # The claim's data outlives the pod: keep it under ROOT/claims/<claim name>.
-        claim = os.path.join(root, "claims", vol["persistentVolumeClaim"]["claimName"])
+        claims = os.environ.get("RUN_POD_CLAIMS") or os.path.join(root, "claims")
+        claim = os.path.join(claims, vol["persistentVolumeClaim"]["claimName"])
         os.makedirs(claim, exist_ok=True)
         os.chown(claim, uid, fs_group if fs_group is not None else gid)
         path = claim
@@ -111,12 +121,22 @@ for e in container.get("env", []):
     elif "valueFrom" in e and "fieldRef" in e["valueFrom"]:
         field = e["valueFrom"]["fieldRef"]["fieldPath"]
         env[e["name"]] = {"metadata.name": name, "metadata.namespace": ns}[field]
+    elif "valueFrom" in e and "secretKeyRef" in e["valueFrom"]:
+        ref = e["valueFrom"]["secretKeyRef"]
+        secret = json.loads(kube("get", "secret", ref["name"], "-o", "json"))
+        value = (secret.get("data") or {}).get(ref["key"])
+        if value is None:
+            sys.exit(f"env {e['name']}: Secret {ref['name']} has no key {ref['key']}")
+        env[e["name"]] = base64.b64decode(value).decode()
     else:
         sys.exit(f"env {e['name']}: unsupported source")
 
 argv = (container.get("command") or []) + (container.get("args") or [])
 if not argv:
     sys.exit("the container has no command: an image entrypoint cannot be known here")
+listen = os.environ.get("RUN_POD_LISTEN")
+if listen:
+    argv += ["--listen", listen]
 
 mounts = [(os.path.join(root, "bin"), "/opt/berth-pod/bin"),
           (sa_dir, "/var/run/secrets/kubernetes.io/serviceaccount")]
@@ -140,6 +160,8 @@ probe = container.get("readinessProbe", {}).get("httpGet", {})
 port = probe.get("port")
 if isinstance(port, str):
     port = next(p["containerPort"] for p in container.get("ports", []) if p.get("name") == port)
+if listen:
+    port = int(listen.rsplit(":", 1)[1])
 json.dump({"path": probe.get("path", "/"), "port": port, "argv": argv, "env": sorted(env),
            "mounts": [d for _, d in mounts], "uid": uid, "gid": gid}, open(os.path.join(root, "probe.json"), "w"))
 print(json.dumps({"pod": f"{ns}/{name}", "argv": argv, "uid": uid, "mounts": [d for _, d in mounts]}))

@@ -189,6 +189,36 @@ impl DatabaseConfig {
     }
 }
 
+impl DatabaseConfig {
+    /// The backend `settings` (the `database` configuration) names: the
+    /// embedded SQLite file in `data_dir`, or PostgreSQL.
+    pub fn from_settings(
+        settings: &crate::config::DatabaseConfig,
+        data_dir: &Path,
+    ) -> std::result::Result<DatabaseConfig, String> {
+        use crate::config::DatabaseKind;
+        match settings.kind {
+            DatabaseKind::Sqlite => Ok(DatabaseConfig::in_data_dir(data_dir)),
+            DatabaseKind::Postgres => {
+                let url = settings.url.as_deref().ok_or(
+                    "database.url: required when database.kind is postgres \
+                     (set it, or --database-url, or BERTH_DATABASE_URL)",
+                )?;
+                let timeouts = settings
+                    .timeouts()
+                    .map_err(|(key, message)| format!("{key}: {message}"))?;
+                Ok(DatabaseConfig::Postgres(PostgresConfig {
+                    url: url.to_string(),
+                    max_connections: settings.max_connections,
+                    statement_timeout: timeouts.statement,
+                    connect_timeout: timeouts.connect,
+                    ssl_mode: settings.ssl_mode.map(|m| m.as_str().to_string()),
+                }))
+            }
+        }
+    }
+}
+
 /// Opens the configured backend, creating and migrating the database if
 /// needed: the one place that picks a backend.
 pub async fn open(config: &DatabaseConfig) -> Result<Metadata> {

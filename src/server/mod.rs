@@ -24,9 +24,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::auth::{Auth, AuthError, AuthSettings};
-use crate::config::DatabaseKind;
 use crate::config::{Config, ServerSettings};
-use crate::metadata::{self, DatabaseConfig, MetadataError, PostgresConfig};
+use crate::metadata::{self, DatabaseConfig, MetadataError};
 use crate::registry::{Registry, TransferLimits, router};
 use crate::storage::fs::FsStore;
 
@@ -57,26 +56,7 @@ pub enum ServeError {
 /// The metadata backend `config.database` names: the embedded SQLite file
 /// in the data directory, or PostgreSQL.
 pub fn database_config(config: &Config) -> Result<DatabaseConfig, String> {
-    let d = &config.database;
-    match d.kind {
-        DatabaseKind::Sqlite => Ok(DatabaseConfig::in_data_dir(&config.data_dir)),
-        DatabaseKind::Postgres => {
-            let url = d.url.as_deref().ok_or(
-                "database.url: required when database.kind is postgres \
-                     (set it, or --database-url, or BERTH_DATABASE_URL)",
-            )?;
-            let timeouts = d
-                .timeouts()
-                .map_err(|(key, message)| format!("{key}: {message}"))?;
-            Ok(DatabaseConfig::Postgres(PostgresConfig {
-                url: url.to_string(),
-                max_connections: d.max_connections,
-                statement_timeout: timeouts.statement,
-                connect_timeout: timeouts.connect,
-                ssl_mode: d.ssl_mode.map(|m| m.as_str().to_string()),
-            }))
-        }
-    }
+    DatabaseConfig::from_settings(&config.database, &config.data_dir)
 }
 
 /// Opens the registry's storage, metadata and authentication for `config`.

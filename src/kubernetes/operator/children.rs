@@ -800,7 +800,7 @@ mod tests {
         assert_eq!(c.database.statement_timeout, "5s");
         // What the pod does with the variable the Secret fills.
         c.database.url = Some("postgres://berth:pw@db/berth".into());
-        match crate::server::database_config(&c).unwrap() {
+        match crate::metadata::DatabaseConfig::from_settings(&c.database, &c.data_dir).unwrap() {
             crate::metadata::DatabaseConfig::Postgres(pg) => {
                 assert_eq!(pg.max_connections, 8);
                 assert_eq!(pg.statement_timeout, std::time::Duration::from_secs(5));

@@ -221,16 +221,17 @@ async fn check_database(reg: &Registry, ctx: &Context, ns: &str) -> (DatabaseSee
     let hash = children::hash_of(&url);
     let mut config = children::serve_config(reg);
     config.database.url = Some(url);
-    let pg = match crate::server::database_config(&config) {
-        Ok(crate::metadata::DatabaseConfig::Postgres(pg)) => pg,
-        Ok(_) => unreachable!("database.kind is postgres"),
-        Err(e) => {
-            return (
-                DatabaseSeen::NoSecret(format!("Secret {name}: {e}")),
-                Some(hash),
-            );
-        }
-    };
+    let pg =
+        match crate::metadata::DatabaseConfig::from_settings(&config.database, &config.data_dir) {
+            Ok(crate::metadata::DatabaseConfig::Postgres(pg)) => pg,
+            Ok(_) => unreachable!("database.kind is postgres"),
+            Err(e) => {
+                return (
+                    DatabaseSeen::NoSecret(format!("Secret {name}: {e}")),
+                    Some(hash),
+                );
+            }
+        };
     let seen = match crate::metadata::probe(&pg).await {
         Ok(p) => DatabaseSeen::Connected {
             schema: p.schema,
