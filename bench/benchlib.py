@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Helpers for bench/run.sh (stdlib only).
+"""Helpers for bench/run.sh and bench/scale.sh (stdlib only).
 
 Subcommands:
   freeport                         print a free 127.0.0.1 TCP port
@@ -12,6 +12,15 @@ Subcommands:
                                    (tag-0000 ...); prints JSON with digests
   loadparse wrk|hey FILE           load generator output -> JSON
   report SAMPLES OUT.md            samples TSV -> markdown report
+  garbage BASE REPO N OUT [--threads T] [--bytes B]
+                                   upload N random blobs no manifest references
+                                   (monolithic POST + PUT); their digests to OUT
+  sweep BASE...                    POST /api/v1/gc/sweep to every BASE at once;
+                                   prints JSON: wall seconds, each sweep's counts
+  headall BASE REPO FILE           HEAD every digest in FILE; JSON status counts
+  tagcount BASE REPO               tags in REPO, following tags/list's Link pages
+  scalereport SAMPLES OUT.md [BASELINE.md]
+                                   scale.sh samples -> markdown table
 """
 
 import gzip  # noqa: F401  (documents the format; zlib does the work)
@@ -178,7 +187,7 @@ class Registry:
                 self.conn.close()
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
         if expect and r.status not in expect:
-            raise SystemExit(f"populate: {method} {path} -> {r.status} "
+            raise SystemExit(f"{method} {path} -> {r.status} "
                              f"(want {expect}): {data[:300]!r}")
         return r, data
 
@@ -229,7 +238,7 @@ def populate(base, repo, ntags):
         if got and got != mdig:
             raise SystemExit(f"populate: manifest PUT returned digest {got}, want {mdig}")
     print(json.dumps({"layer": ldig, "layer_size": lsize, "config": cdig,
-                      "manifest": mdig, "tag_put_seconds": round(time.time() - t0, 3)}))
+                      "config_size": csize, "manifest": mdig, "tag_put_seconds": round(time.time() - t0, 3)}))
 
 
 def gzip_level0(raw):
@@ -263,9 +272,20 @@ def loadparse(tool, path):
             if m:
                 out[key] = to_ms(m.group(1))
         m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", txt)
-        if m:
+        # bench/scale.sh's manifest PUT script counts every answer but 201 itself
+        # (a superset of wrk's non-2xx/3xx count, which it replaces).
+        m201 = re.search(r"Non-201 responses:\s+(\d+)", txt)
+        if m201:
+            out["non201"] = int(m201.group(1))
+            out["bad"] += int(m201.group(1))
+            if int(m201.group(1)):
+                detail.append(f"{m201.group(1)} answers other than 201")
+        elif m:
             out["bad"] += int(m.group(1))
             detail.append(f"{m.group(1)} non-2xx/3xx")
+        m = re.search(r"PUTs sent:\s+(\d+)", txt)
+        if m:
+            out["sent"] = int(m.group(1))
         m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", txt)
         if m:
             n = sum(int(x) for x in m.groups())
@@ -479,6 +499,350 @@ def fmt_raw(x):
 
 
 # --------------------------------------------------------------------------- #
+# bench/scale.sh: garbage for the GC sweep rate, sweeps, checks, its report.
+
+def _conn(base, timeout=60):
+    u = urllib.parse.urlsplit(base)
+    return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=timeout)
+
+
+def garbage(argv):
+    """Uploads N random blobs (POST, then one PUT ?digest=) that no manifest
+    references: after the review delay (scale.sh sets 0s) the next sweep
+    deletes them. T threads, each on its own keep-alive connection."""
+    import argparse
+    import threading
+
+    ap = argparse.ArgumentParser(prog="garbage")
+    ap.add_argument("base")
+    ap.add_argument("repo")
+    ap.add_argument("n", type=int)
+    ap.add_argument("out")
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--bytes", type=int, default=4096)
+    a = ap.parse_args(argv)
+    todo = list(range(a.n))
+    lock = threading.Lock()
+    digests, errors = [], []
+
+    def worker():
+        reg = Registry(a.base)
+        while True:
+            with lock:
+                if not todo or errors:
+                    return
+                todo.pop()
+            data = os.urandom(a.bytes)
+            d = "sha256:" + hashlib.sha256(data).hexdigest()
+            try:
+                r, _ = reg.req("POST", f"/v2/{a.repo}/blobs/uploads/", body=b"", expect=(202,))
+                p = reg.path_of(r.getheader("Location"))
+                p += ("&" if "?" in p else "?") + "digest=" + d
+                reg.req("PUT", p, body=data,
+                        headers={"Content-Type": "application/octet-stream"}, expect=(201,))
+            except BaseException as e:  # SystemExit from req, or a socket error
+                with lock:
+                    errors.append(f"{e}")
+                return
+            with lock:
+                digests.append(d)
+
+    t0 = time.monotonic()
+    ts = [threading.Thread(target=worker) for _ in range(max(1, a.threads))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    secs = time.monotonic() - t0
+    with open(a.out, "w") as f:
+        f.write("".join(d + "\n" for d in digests))
+    print(json.dumps({"uploaded": len(digests), "seconds": round(secs, 3),
+                      "errors": errors[:5]}))
+    if errors:
+        sys.exit(1)
+
+
+def sweep(bases):
+    """POSTs /api/v1/gc/sweep to every base at the same moment (connections
+    opened first, then released together); wall time from the first request
+    sent to the last answer read."""
+    import threading
+
+    res = [None] * len(bases)
+    barrier = threading.Barrier(len(bases))
+
+    def one(i, base):
+        c = _conn(base, timeout=1800)
+        c.connect()
+        barrier.wait()
+        t0 = time.monotonic()
+        try:
+            c.request("POST", "/api/v1/gc/sweep", body=b"", headers={"Content-Length": "0"})
+            r = c.getresponse()
+            body = r.read()
+            status = r.status
+        except (OSError, http.client.HTTPException) as e:
+            body, status = str(e).encode(), 0
+        t1 = time.monotonic()
+        try:
+            counts = json.loads(body) if status == 200 else None
+        except ValueError:
+            counts = None
+        res[i] = {"base": base, "status": status, "t0": t0, "t1": t1,
+                  "seconds": round(t1 - t0, 3), "counts": counts,
+                  "body": None if counts else body[:300].decode(errors="replace")}
+
+    ts = [threading.Thread(target=one, args=(i, b)) for i, b in enumerate(bases)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    wall = max(r["t1"] for r in res) - min(r["t0"] for r in res)
+    total = lambda k: sum((r["counts"] or {}).get(k, 0) for r in res)
+    for r in res:
+        del r["t0"], r["t1"]
+    print(json.dumps({"seconds": round(wall, 4), "ok": all(r["status"] == 200 for r in res),
+                      "blobs_deleted": total("blobs_deleted"),
+                      "blob_reviews": total("blob_reviews"),
+                      "manifests_deleted": total("manifests_deleted"), "sweeps": res}))
+
+
+def headall(base, repo, path):
+    """HEAD /v2/REPO/blobs/<digest> for every digest in the file: status counts."""
+    c = _conn(base)
+    counts = {}
+    for d in open(path).read().split():
+        for attempt in range(2):
+            try:
+                c.request("HEAD", f"/v2/{repo}/blobs/{d}")
+                r = c.getresponse()
+                r.read()
+                break
+            except (OSError, http.client.HTTPException):
+                if attempt:
+                    raise
+                c.close()
+                c = _conn(base)
+        counts[str(r.status)] = counts.get(str(r.status), 0) + 1
+    print(json.dumps(counts))
+
+
+def tagcount(base, repo):
+    """Tags in a repository, following tags/list's Link header page by page."""
+    c = _conn(base)
+    path, n = f"/v2/{repo}/tags/list?n=10000", 0
+    while path:
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise SystemExit(f"GET {path} -> {r.status}: {body[:200]!r}")
+        n += len(json.loads(body).get("tags") or [])
+        m = re.search(r"<([^>]+)>\s*;\s*rel=\"?next", r.getheader("Link") or "")
+        path = urllib.parse.urlsplit(m.group(1))._replace(scheme="", netloc="").geturl() if m else None
+    print(n)
+
+
+SCALE_COLS = [("ref", "distribution (reference)"), ("sqlite", "berth SQLite"),
+              ("pg1", "berth PostgreSQL ×1"), ("pg3", "berth PostgreSQL ×3 + haproxy")]
+PG_COLS = ("pg1", "pg3")
+SCALE_METRICS = [
+    # key, label, unit, higher_is_better, target text, target check on the ratio to the reference
+    ("manifest_get_rps", "Manifest GET by tag", "req/s", True, "PG ≥ 5×", lambda r: r >= 5),
+    ("manifest_get_p50", "Manifest GET p50", "ms", False, "", None),
+    ("manifest_get_p99", "Manifest GET p99", "ms", False, "", None),
+    ("tags_list_rps", "tags/list ({ntags} tags)", "req/s", True, "PG ≥ 5×", lambda r: r >= 5),
+    ("tags_list_p50", "tags/list p50", "ms", False, "", None),
+    ("tags_list_p99", "tags/list p99", "ms", False, "", None),
+    ("blob_head_rps", "Blob HEAD", "req/s", True, "", None),
+    ("blob_head_p50", "Blob HEAD p50", "ms", False, "", None),
+    ("blob_head_p99", "Blob HEAD p99", "ms", False, "", None),
+    ("manifest_put_rps", "Manifest PUT (distinct manifest and tag each, all 201)", "req/s", True,
+     "PG ≥ 3×", lambda r: r >= 3),
+    ("manifest_put_p50", "Manifest PUT p50", "ms", False, "", None),
+    ("manifest_put_p99", "Manifest PUT p99", "ms", False, "", None),
+    ("gc1_rate", "GC, 1 sweeper: {gc_blobs} unreferenced blobs ¹", "blobs/s", True, "", None),
+    ("gc3_rate", "GC, 3 sweepers at once (one per replica): {gc_blobs} blobs", "blobs/s", True, "", None),
+]
+# What "before" is for the SQLite column: run.sh's own keys in the baseline results.md.
+SQLITE_BEFORE = [("manifest_get_rps", "Manifest GET by tag"), ("tags_list_rps", "tags/list"),
+                 ("blob_head_rps", "Blob HEAD")]
+
+
+def read_samples(path):
+    samples, info, notes = {}, {}, []
+    for line in open(path):
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) < 4:
+            continue
+        kind, key, reg, val = parts[0], parts[1], parts[2], "\t".join(parts[3:])
+        if kind == "s":
+            samples.setdefault((key, reg), []).append(val)
+        elif kind == "i":
+            info[(key, reg)] = val
+        elif kind == "n":
+            notes.append(val)
+    return samples, info, notes
+
+
+def median_of(vals):
+    nums = []
+    for v in vals or []:
+        try:
+            nums.append(float(v))
+        except ValueError:
+            pass
+    if not vals:
+        return None
+    return statistics.median(nums) if nums else "ERR"
+
+
+def parse_baseline(path):
+    """run.sh's results.md -> ({key: (berth, ref)}, header lines): medians of
+    its raw samples table."""
+    vals, head = {}, []
+    text = open(path).read()
+    for line in text.splitlines():
+        m = re.match(r"## .* — (.*)", line)
+        if m and not head:
+            head.append(f"measured {m.group(1).strip()}")
+        m = re.match(r"berth: `[^`]*repo (\w+)", line)
+        if m:
+            head.append(f"berth built from commit {m.group(1)}")
+        m = re.fullmatch(r"\|\s*(\w+)\s*\|([^|]*)\|([^|]*)\|", line.strip())
+        if not m:
+            continue
+        def nums(cell):
+            out = []
+            for x in cell.split(", "):
+                try:
+                    out.append(float(x.strip().replace(",", "")))
+                except ValueError:
+                    pass
+            return statistics.median(out) if out else None
+        vals[m.group(1)] = (nums(m.group(2)), nums(m.group(3)))
+    return vals, head
+
+
+def scalereport(samples_path, out_path, baseline_path=None):
+    samples, info, notes = read_samples(samples_path)
+
+    def g(k, reg="-", d=""):
+        return info.get((k, reg), d)
+
+    subst = {"ntags": g("ntags"), "gc_blobs": g("gc_blobs")}
+    L = []
+    L.append(f"## berth on PostgreSQL (1 replica, 3 behind haproxy) vs SQLite vs the reference — {g('date')}")
+    L.append("")
+    L.append(f"Machine: {g('machine')}. Work dir: {g('workdir_fs')}.  ")
+    L.append(f"berth: `{g('berth_version')}`; reference: `{g('ref_version')}`.  ")
+    L.append(f"PostgreSQL {g('pg_version')}, a server of its own for this run (data in the work dir; "
+             f"{g('pg_settings')}); both PostgreSQL columns use it, each its own database.  ")
+    L.append(f"PG ×3: three `berth serve` on one data directory and database behind haproxy "
+             f"{g('haproxy_version')} ({g('haproxy_mode')}).  ")
+    L.append(f"Load: {g('wrk_duration')} × {g('wrk_conns')} connections after a {g('warmup')} warm-up "
+             f"(wrk; hey for HEAD); {g('pin')}.  ")
+    L.append(f"CPU busy before start: {g('busy_start', '-', '?')}%; CPU used by other processes during the run: "
+             f"{g('foreign_cpu', '-', '?')}.  ")
+    L.append("Ratio = column / reference; ↑ = higher is better, ↓ = lower is better. berth runs with "
+             "`--no-auth` like the reference, `gc.reviewDelay: 0s`, `gc.sweepInterval: 24h` (sweeps only when asked).")
+    L.append("")
+    names = [n for _, n in SCALE_COLS]
+    L.append("| metric | unit | " + " | ".join(names) + " | SQLite / ref | PG ×1 / ref | PG ×3 / ref | better | target | met |")
+    L.append("|---|---|" + "---:|" * (len(names) + 3) + ":-:|:-:|:-:|")
+    for key, label, unit, hib, tdesc, tcheck in SCALE_METRICS:
+        vals = {c: median_of(samples.get((key, c))) for c, _ in SCALE_COLS}
+        if all(v is None for v in vals.values()):
+            continue
+        ref = vals["ref"]
+        ratios = {}
+        for c in ("sqlite", "pg1", "pg3"):
+            v = vals[c]
+            ratios[c] = v / ref if isinstance(v, float) and isinstance(ref, float) and ref > 0 else None
+        met = ""
+        if tcheck:
+            met = " · ".join(
+                f"{'×1' if c == 'pg1' else '×3'} {'✅' if ratios[c] is not None and tcheck(ratios[c]) else '❌'}"
+                for c in PG_COLS)
+        cells = [fmt(vals[c]) for c, _ in SCALE_COLS]
+        rcells = [(fmt(ratios[c]) + "×") if ratios[c] is not None else "—" for c in ("sqlite", "pg1", "pg3")]
+        L.append(f"| {label.format(**subst)} | {unit} | " + " | ".join(cells) + " | " + " | ".join(rcells)
+                 + f" | {'↑' if hib else '↓'} | {tdesc} | {met} |")
+    L.append("")
+    L.append("¹ berth: an online sweep (`POST /api/v1/gc/sweep`, the registry keeps serving), timed from "
+             "the request to its answer; the garbage is blobs uploaded and never referenced, reviewed at "
+             "once. Reference: its offline `registry garbage-collect` (the server stopped, a mark phase "
+             "over every repository and manifest, then the sweep), timed from start to exit, on the same "
+             "kind of garbage; the reference has no online collector. For PG ×3 the 1-sweeper row is one "
+             "replica sweeping while the other two are idle.")
+    # GC checks: exactly the garbage went.
+    rows = [(k[1], k[0], v) for k, v in info.items() if k[0].startswith("gc_detail_")]
+    if rows:
+        L.append("")
+        L.append("Garbage collection checks (after each timed sweep): exactly the garbage went.")
+        L.append("")
+        L.append("| column | sweepers | garbage made | deleted (sweep answers) | GC total Δ | blob files on disk Δ "
+                 "| garbage HEAD → 404 | live image intact | reviews left | ok |")
+        L.append("|---|---:|---:|---|---:|---:|---:|:-:|---:|:-:|")
+        order = {c: i for i, (c, _) in enumerate(SCALE_COLS)}
+        for col, key, val in sorted(rows, key=lambda r: (order.get(r[0], 9), r[1])):
+            try:
+                d = json.loads(val)
+            except ValueError:
+                continue
+            name = dict(SCALE_COLS).get(col, col)
+            L.append(f"| {name} | {d.get('sweepers', '')} | {d.get('made', '')} | {d.get('deleted', '')} | "
+                     f"{d.get('total_delta', '—')} | {d.get('files_delta', '')} | {d.get('head404', '')} | "
+                     f"{'✅' if d.get('live_ok') else '❌'} | {d.get('reviews_left', '—')} | "
+                     f"{'✅' if d.get('ok') else '❌'} |")
+    # The SQLite column against run.sh's last SQLite-only results (before PostgreSQL support).
+    if baseline_path and os.path.exists(baseline_path):
+        base, head = parse_baseline(baseline_path)
+        L.append("")
+        L.append("SQLite, now vs before PostgreSQL support (target: no slower). \"Before\" is "
+                 f"{g('baseline_source')} ({', '.join(head)}). The machine's "
+                 "speed varies from run to run, so the comparison is of each run's ratio to the reference "
+                 "measured beside it; met when now/before ≥ 0.90 (10 % allowed for noise).")
+        L.append("")
+        L.append("| metric | before: berth | before: ref | before ratio | now: SQLite | now: ref | now ratio | now / before | target | met |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|:-:|:-:|")
+        for key, label in SQLITE_BEFORE:
+            b_b, b_r = base.get(key, (None, None))
+            n_b = median_of(samples.get((key, "sqlite")))
+            n_r = median_of(samples.get((key, "ref")))
+            br = b_b / b_r if b_b and b_r else None
+            nr = n_b / n_r if isinstance(n_b, float) and isinstance(n_r, float) and n_r > 0 else None
+            q = nr / br if nr is not None and br else None
+            met = ("✅" if q >= 0.9 else "❌") if q is not None else "❌"
+            L.append(f"| {label} (req/s) | {fmt(b_b)} | {fmt(b_r)} | {fmt(br) + '×' if br else '—'} | "
+                     f"{fmt(n_b)} | {fmt(n_r)} | {fmt(nr) + '×' if nr is not None else '—'} | "
+                     f"{fmt(q) + '×' if q is not None else '—'} | ≥ 0.90× | {met} |")
+        L.append("")
+        L.append("Manifest PUT at c=32 has no \"before\" (run.sh timed 1000 sequential PUTs on one connection).")
+    L.append("")
+    L.append("<details><summary>raw samples</summary>")
+    L.append("")
+    L.append("| metric | " + " | ".join(names) + " |")
+    L.append("|---|" + "---|" * len(names))
+    for key, *_ in SCALE_METRICS:
+        row = [samples.get((key, c)) for c, _ in SCALE_COLS]
+        if any(row):
+            L.append(f"| {key} | " + " | ".join(", ".join(fmt_raw(x) for x in (v or [])) for v in row) + " |")
+    L.append("")
+    L.append("</details>")
+    if notes:
+        L.append("")
+        L.append("Notes:")
+        L.append("")
+        for n in notes:
+            L.append(f"- {n}")
+    text = "\n".join(L) + "\n"
+    with open(out_path, "w") as f:
+        f.write(text)
+    sys.stdout.write(text)
+
+
+# --------------------------------------------------------------------------- #
 def main():
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
@@ -493,6 +857,16 @@ def main():
         loadparse(args[0], args[1])
     elif cmd == "report":
         report(args[0], args[1])
+    elif cmd == "garbage":
+        garbage(args)
+    elif cmd == "sweep":
+        sweep(args)
+    elif cmd == "headall":
+        headall(args[0], args[1], args[2])
+    elif cmd == "tagcount":
+        tagcount(args[0], args[1])
+    elif cmd == "scalereport":
+        scalereport(args[0], args[1], args[2] if len(args) > 2 else None)
     else:
         raise SystemExit(f"unknown subcommand {cmd}\n{__doc__}")
 

@@ -10,10 +10,16 @@
 # token authentication to measure manifest GET req/s with a bearer token against
 # the same load without authentication (the "Authentication overhead" table).
 #
-# Usage: bench/run.sh [--ref-both] [--quick] [--help]
+# At the very end it runs bench/scale.sh (berth on SQLite, on PostgreSQL with 1
+# replica and with 3 behind haproxy, beside the reference: request rates, manifest
+# PUT, GC sweep rate) and appends its table to bench/out/results.md.
+#
+# Usage: bench/run.sh [--ref-both] [--quick] [--no-scale] [--help]
 #   --ref-both   put a second reference registry in the "berth" column (to test
 #                the script itself when there is no berth binary yet)
 #   --quick      small sizes / short load tests, for checking the script only
+#                (passed on to bench/scale.sh)
+#   --no-scale   do not run bench/scale.sh at the end
 #
 # Environment (defaults in brackets):
 #   BERTH_BIN       berth binary [<repo>/target/release/berth]
@@ -30,6 +36,7 @@
 #   BENCH_TMP       where the temp dir goes (a real disk, not tmpfs) [/var/tmp]
 #   WAIT_IDLE_SECONDS  how long to wait for other CPU load to stop [300]
 #   SKIP_LIMITS=1   skip building/running examples/machine_limits.rs
+#   GC_BLOBS, GC_BLOB_BYTES, BASELINE_COMMIT  passed on to bench/scale.sh (see its --help)
 set -Euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,10 +46,12 @@ LIB=$HERE/benchlib.py
 
 REF_BOTH=0
 QUICK=0
+SCALE=1
 for a in "$@"; do
   case $a in
     --ref-both) REF_BOTH=1 ;;
     --quick) QUICK=1 ;;
+    --no-scale) SCALE=0 ;;
     -h|--help) sed -n '2,/^set -E/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
@@ -349,7 +358,7 @@ if (( REF_BOTH )); then
   rec_i berth_label - "berth (= ref #2)"
 else
   # Run a copy: the binary in target/ may be rebuilt while we run.
-  cp "$BERTH_BIN" "$WORK/berth"
+  cp -p "$BERTH_BIN" "$WORK/berth"
   rec_i berth_version - "$("$WORK/berth" --version 2>/dev/null | head -1) $BERTH_BIN built $(date -u -r "$BERTH_BIN" '+%Y-%m-%d %H:%M UTC'), sha256 $(openssl dgst -sha256 -r "$WORK/berth" | cut -c1-12), repo $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo no-commit)"
   BERTH_BIN=$WORK/berth
   rec_i berth_label - "berth"
@@ -647,3 +656,33 @@ echo >&2
 python3 "$LIB" report "$SAMPLES" "$OUT/results.md"
 cp "$SAMPLES" "$OUT/samples.tsv"
 log "saved $OUT/results.md"
+
+# --------------------------------------------------------------------------- #
+# The scale phase (bench/scale.sh): its own servers, so these are stopped first;
+# same load settings; its table goes below this one in results.md.
+if (( SCALE )) && (( REF_BOTH )); then
+  log "scale phase skipped: --ref-both has no berth binary"
+  # shellcheck disable=SC2016
+  printf '\n## berth on PostgreSQL and SQLite vs the reference\n\nNot measured: `--ref-both` has no berth binary.\n' >>"$OUT/results.md"
+elif (( SCALE )); then
+  for r in "${!PID[@]}"; do
+    [[ -n ${PID[$r]} ]] && stop_pid "${PID[$r]}" && wait "${PID[$r]}" 2>/dev/null
+    [[ -f ${SLOG[$r]:-} ]] && tail -c 2000000 "${SLOG[$r]}" >"$OUT/server-$r.log"
+    PID[$r]=""
+  done
+  log "scale phase: bench/scale.sh (log in bench/out/scale.log)"
+  scale_args=(); (( QUICK )) && scale_args=(--quick)
+  if env BERTH_BIN="$BERTH_BIN" NTAGS="$NTAGS" LOAD_SECONDS="$LOAD_SECONDS" WARMUP_SECONDS="$WARMUP_SECONDS" \
+       CONNS="$CONNS" PIN="$PIN" BENCH_TMP="$BENCH_TMP" WAIT_IDLE_SECONDS=60 SCALE_OUT="$OUT/scale.md" \
+       "$HERE/scale.sh" "${scale_args[@]}" >"$OUT/scale.log" 2>&1; then
+    { echo; cat "$OUT/scale.md"; } >>"$OUT/results.md"
+    cat "$OUT/scale.md"
+    log "scale table appended to $OUT/results.md"
+  else
+    rc=$?
+    log "bench/scale.sh failed (exit $rc); last lines of bench/out/scale.log:"
+    tail -15 "$OUT/scale.log" >&2
+    printf '\n## berth on PostgreSQL and SQLite vs the reference\n\nbench/scale.sh failed (exit %s); see bench/out/scale.log.\n' "$rc" >>"$OUT/results.md"
+    exit "$rc"
+  fi
+fi
