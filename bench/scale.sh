@@ -640,6 +640,7 @@ function setup(thread)
   table.insert(threads, thread)
 end
 function init(args)
+  if args[1] == "--" then table.remove(args, 1) end
   repo, nonce = args[1], args[6] .. args[7]
   n, bad = 0, 0
   prefix = '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
