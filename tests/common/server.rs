@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 
-/// The `berth` binary the tests run: `$BERTH_BIN` when set (CI points it at
-/// the release binary it built), else the one Cargo built with the tests.
+/// The `berth` binary the tests run: `$BERTH_BIN` when set (to try another
+/// build, e.g. the release one), else the one Cargo built with the tests
+/// (what CI runs).
 pub fn berth_bin() -> PathBuf {
     std::env::var_os("BERTH_BIN")
         .filter(|v| !v.is_empty())

@@ -3,8 +3,9 @@
 //! where one binary per file linked eleven times. Tests of all modules run in
 //! parallel; those that must run alone take `common::alone()`.
 //!
-//! Tests that run the real `berth` binary use `$BERTH_BIN` when set (CI sets
-//! it to its release build), else the one Cargo builds for the tests.
+//! Tests that run the real `berth` binary use `$BERTH_BIN` when set (to try
+//! another build, e.g. the release one), else the one Cargo builds for the
+//! tests (CI runs that one).
 
 #[path = "../common/mod.rs"]
 mod common;
