@@ -34,6 +34,14 @@ impl Metadata {
     }
 
     pub(super) async fn ensure_repository(tx: &mut Tx<'_>, repo: &str) -> Result<i64> {
+        // Usually there: one statement (a round trip on PostgreSQL).
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+            .bind(repo)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(id) = id {
+            return Ok(id);
+        }
         sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(repo)
             .bind(now_ms())
