@@ -49,13 +49,11 @@ pub(super) struct Dialect {
     /// order, so the checks each write makes in its transaction (tag rules,
     /// holders, "still due") hold when it commits, as on SQLite.
     pub write_lock: Option<&'static str>,
-    /// Run first, instead of [`Dialect::write_lock`], in a write transaction
-    /// that touches one tag of one repository and reads only what the
-    /// exclusive writers change (a manifest PUT): it shares the write lock
-    /// with every other such write, so PUTs of different tags commit
-    /// together, and excludes writes of the same tag. Binds: the class and
-    /// hash of [`super::locks::Lock::Tag`].
-    pub tag_write_lock: Option<&'static str>,
+    /// A manifest PUT in one statement (a function of the schema, taking the
+    /// write lock itself), where each statement is a round trip; `None`:
+    /// the statements of `Metadata::put_manifest`, one by one. Binds: see
+    /// the function in migrations/postgres/0007_put_manifest.sql.
+    pub put_manifest: Option<&'static str>,
 }
 
 pub(super) const SQLITE: Dialect = Dialect {
@@ -65,7 +63,7 @@ pub(super) const SQLITE: Dialect = Dialect {
        (SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2) AS page",
     tag_name_contains: "($2 IS NULL OR instr(t.name, $2) > 0)",
     write_lock: None,
-    tag_write_lock: None,
+    put_manifest: None,
 };
 
 pub(super) const POSTGRES: Dialect = Dialect {
@@ -76,9 +74,8 @@ pub(super) const POSTGRES: Dialect = Dialect {
     tag_name_contains: "($2::text IS NULL OR strpos(t.name, $2) > 0)",
     // The key is "berth" in ASCII; any fixed number would do.
     write_lock: Some("SELECT pg_advisory_xact_lock(6450407435064930418)"),
-    // The same key, shared; and the tag's, in the two-number key space.
-    tag_write_lock: Some(
-        "SELECT pg_advisory_xact_lock_shared(6450407435064930418), pg_advisory_xact_lock($1, $2)",
+    put_manifest: Some(
+        "SELECT berth_put_manifest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     ),
 };
 
@@ -109,24 +106,6 @@ impl Metadata {
         if let Some(lock) = self.dialect.write_lock {
             sqlx::query(lock).execute(&mut *tx).await?;
         }
-        Ok(tx)
-    }
-
-    /// Begins a write transaction that writes `tag` of `repo` (and rows
-    /// only it creates): concurrent with other such writes of other tags,
-    /// after every exclusive writer ([`Metadata::begin_write`]) before it
-    /// and before every one after it. On SQLite, the one writer.
-    pub(super) async fn begin_tag_write(&self, repo: &str, tag: &str) -> Result<Tx<'static>> {
-        let Some(lock) = self.dialect.tag_write_lock else {
-            return self.begin_write().await;
-        };
-        let (class, hash) = super::locks::key(super::locks::Lock::Tag(repo, tag));
-        let mut tx = self.write.begin().await?;
-        sqlx::query(lock)
-            .bind(class)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await?;
         Ok(tx)
     }
 
@@ -505,7 +484,7 @@ mod tests {
             Err(e @ MetadataError::SchemaTooNew { found: 9999, .. }) => {
                 let text = e.to_string();
                 assert!(
-                    text.contains("version 9999, newer than this berth knows (up to 6)"),
+                    text.contains("version 9999, newer than this berth knows (up to 7)"),
                     "{text}"
                 );
             }

@@ -36,22 +36,13 @@ pub enum Lock<'a> {
     Blob(&'a str),
     /// The standalone cleanup policies: one replica runs them at a time.
     CleanupPolicies,
-    /// A tag of a repository (repository, tag): the writes of one tag
-    /// that share the write lock ([`Metadata::begin_tag_write`]).
-    Tag(&'a str, &'a str),
 }
 
 /// The advisory-lock key of `lock`: (class, hash of the name).
-pub(super) fn key(lock: Lock<'_>) -> (i32, i32) {
-    let tag;
+fn key(lock: Lock<'_>) -> (i32, i32) {
     let (class, name) = match lock {
         Lock::Blob(digest) => (1, digest),
         Lock::CleanupPolicies => (3, ""),
-        Lock::Tag(repo, name) => {
-            // A tag name has no ':' (OCI: [A-Za-z0-9_][A-Za-z0-9._-]*).
-            tag = format!("{repo}:{name}");
-            (4, tag.as_str())
-        }
     };
     let hash = Sha256::digest(name.as_bytes());
     (
@@ -236,9 +227,6 @@ mod tests {
         let cases = [
             (Lock::Blob("sha256:aa"), Lock::Blob("sha256:ab")),
             (Lock::Blob(""), Lock::CleanupPolicies),
-            (Lock::Tag("a/b", "c"), Lock::Tag("a", "b/c")),
-            (Lock::Tag("a", "v1"), Lock::Tag("a", "v2")),
-            (Lock::Tag("a", "v1"), Lock::Tag("b", "v1")),
         ];
         for (a, b) in cases {
             assert_ne!(key(a), key(b), "{a:?} {b:?}");
@@ -246,7 +234,6 @@ mod tests {
         assert_eq!(key(Lock::Blob("sha256:aa")), key(Lock::Blob("sha256:aa")));
         assert_eq!(key(Lock::Blob("x")).0, 1);
         assert_eq!(key(Lock::CleanupPolicies).0, 3);
-        assert_eq!(key(Lock::Tag("a", "v1")).0, 4);
     }
 
     /// Two replicas (two `Metadata` on one database): a lock one holds is
@@ -272,74 +259,6 @@ mod tests {
         drop(held);
         let got = waiting.await.unwrap();
         assert!(got >= released);
-    }
-
-    /// Writes of different tags run together (their transactions overlap,
-    /// so their commits share a WAL flush); a write of the same tag waits,
-    /// and so does every exclusive writer, and a tag write waits for an
-    /// exclusive writer.
-    #[tokio::test]
-    async fn tag_writes_share_the_write_lock_and_exclude_their_tag() {
-        use std::time::Duration;
-        let url = testing::postgres::fresh_database().await;
-        let config = DatabaseConfig::Postgres(PostgresConfig::new(&url));
-        let a = crate::metadata::open(&config).await.unwrap();
-        let b = std::sync::Arc::new(crate::metadata::open(&config).await.unwrap());
-        let quick = Duration::from_secs(5);
-        let short = Duration::from_millis(300);
-
-        let v1 = a.begin_tag_write("r", "v1").await.unwrap();
-        // Another tag, in the same and in another repository: not blocked.
-        let v2 = tokio::time::timeout(quick, b.begin_tag_write("r", "v2"))
-            .await
-            .expect("a write of another tag waited")
-            .unwrap();
-        let other = tokio::time::timeout(quick, b.begin_tag_write("s", "v1"))
-            .await
-            .expect("a write of a tag of another repository waited")
-            .unwrap();
-        drop((v2, other));
-        // The same tag, and an exclusive writer: both wait for v1.
-        let same = {
-            let b = b.clone();
-            tokio::spawn(async move { b.begin_tag_write("r", "v1").await.map(drop) })
-        };
-        let exclusive = {
-            let b = b.clone();
-            tokio::spawn(async move { b.begin_write().await.map(drop) })
-        };
-        tokio::time::sleep(short).await;
-        assert!(!same.is_finished(), "a second write of tag v1 did not wait");
-        assert!(!exclusive.is_finished(), "an exclusive write did not wait");
-        v1.rollback().await.unwrap();
-        tokio::time::timeout(quick, same)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        tokio::time::timeout(quick, exclusive)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-
-        // An exclusive writer holds: a tag write waits for it.
-        let held = a.begin_write().await.unwrap();
-        let tag = {
-            let b = b.clone();
-            tokio::spawn(async move { b.begin_tag_write("r", "v3").await.map(drop) })
-        };
-        tokio::time::sleep(short).await;
-        assert!(
-            !tag.is_finished(),
-            "a tag write did not wait for an exclusive one"
-        );
-        held.rollback().await.unwrap();
-        tokio::time::timeout(quick, tag)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
     }
 
     /// Two replicas on one upload session: one request at a time holds it,

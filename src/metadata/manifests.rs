@@ -23,6 +23,58 @@ pub struct StoredManifest {
 /// thousands of binds; a manifest rarely has more than a hundred).
 const IN_CHUNK: usize = 500;
 
+/// The rows of `select` (ending in `IN`; `$1` is `first`) for each value of
+/// `values`, [`IN_CHUNK`] values per statement.
+async fn select_in<O>(
+    tx: &mut db::Tx<'_>,
+    select: &str,
+    first: i64,
+    values: &[String],
+) -> Result<Vec<O>>
+where
+    O: for<'r> sqlx::FromRow<'r, db::DbRow> + Send + Unpin,
+{
+    let mut rows = Vec::with_capacity(values.len());
+    for chunk in values.chunks(IN_CHUNK) {
+        let sql = format!("{select} ({})", db::placeholders(2, chunk.len()));
+        let mut query = sqlx::query_as::<_, O>(AssertSqlSafe(sql)).bind(first);
+        for value in chunk {
+            query = query.bind(value);
+        }
+        rows.extend(query.fetch_all(&mut **tx).await?);
+    }
+    Ok(rows)
+}
+
+/// Inserts `(first, value)` into `table` (`name (column, column)`) for each
+/// of `values`, [`IN_CHUNK`] rows per statement; rows already there stay.
+async fn insert_rows<T>(tx: &mut db::Tx<'_>, table: &str, first: i64, values: &[T]) -> Result<()>
+where
+    T: for<'q> sqlx::Encode<'q, db::Db> + sqlx::Type<db::Db> + Clone + Send + Sync + 'static,
+{
+    for chunk in values.chunks(IN_CHUNK) {
+        let sql = format!(
+            "INSERT INTO {table} VALUES {} ON CONFLICT DO NOTHING",
+            pairs_with_first(chunk.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(first);
+        for value in chunk {
+            query = query.bind(value.clone());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// The manifest's annotations as stored (`None` when it has none).
+fn annotations_json(manifest: &Manifest) -> Option<String> {
+    manifest
+        .annotations
+        .as_ref()
+        .filter(|a| !a.is_empty())
+        .map(|a| serde_json::to_string(a).unwrap_or_default())
+}
+
 /// `($1, $2), ($1, $3), ...`: `n` rows sharing the first bind.
 fn pairs_with_first(n: usize) -> String {
     (2..n + 2)
@@ -44,26 +96,26 @@ impl Metadata {
         tag: Option<&str>,
         check: TagCheck<'_>,
     ) -> Result<()> {
-        let mut tx = match tag {
-            Some(tag) => self.begin_tag_write(repo, tag).await?,
-            None => self.begin_write().await?,
-        };
+        if let Some(call) = self.dialect.put_manifest {
+            return self
+                .put_manifest_in_one_call(call, repo, digest, manifest, payload, tag, check)
+                .await;
+        }
+        let mut tx = self.begin_write().await?;
         let repo_id = Self::ensure_repository(&mut tx, repo).await?;
         // One statement per [`IN_CHUNK`] references, not one per reference:
         // on PostgreSQL each statement is a round trip.
         let blobs: Vec<String> = manifest.blobs.iter().map(Digest::to_string).collect();
-        let mut linked = HashSet::new();
-        for chunk in blobs.chunks(IN_CHUNK) {
-            let sql = format!(
-                "SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest IN ({})",
-                db::placeholders(2, chunk.len())
-            );
-            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(repo_id);
-            for digest in chunk {
-                query = query.bind(digest);
-            }
-            linked.extend(query.fetch_all(&mut *tx).await?);
-        }
+        let linked: HashSet<String> = select_in::<(String,)>(
+            &mut tx,
+            "SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest IN",
+            repo_id,
+            &blobs,
+        )
+        .await?
+        .into_iter()
+        .map(|(d,)| d)
+        .collect();
         if let Some(missing) = manifest
             .blobs
             .iter()
@@ -73,29 +125,22 @@ impl Metadata {
             return Err(MetadataError::BlobUnknown(missing.0.clone()));
         }
         let children: Vec<String> = manifest.children.iter().map(Digest::to_string).collect();
-        let mut child_id = std::collections::HashMap::new();
-        for chunk in children.chunks(IN_CHUNK) {
-            let sql = format!(
-                "SELECT digest, id FROM manifests WHERE repository_id = $1 AND digest IN ({})",
-                db::placeholders(2, chunk.len())
-            );
-            let mut query = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql)).bind(repo_id);
-            for digest in chunk {
-                query = query.bind(digest);
-            }
-            child_id.extend(query.fetch_all(&mut *tx).await?);
-        }
+        let child_id: std::collections::HashMap<String, i64> = select_in::<(String, i64)>(
+            &mut tx,
+            "SELECT digest, id FROM manifests WHERE repository_id = $1 AND digest IN",
+            repo_id,
+            &children,
+        )
+        .await?
+        .into_iter()
+        .collect();
         let mut child_ids = Vec::with_capacity(children.len());
         for (child, digest) in manifest.children.iter().zip(&children) {
             let id = child_id.get(digest);
             child_ids.push(*id.ok_or_else(|| MetadataError::ManifestUnknown(child.clone()))?);
         }
         let now = now_ms();
-        let annotations = manifest
-            .annotations
-            .as_ref()
-            .filter(|a| !a.is_empty())
-            .map(|a| serde_json::to_string(a).unwrap_or_default());
+        let annotations = annotations_json(manifest);
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, config_digest,
                                     subject_digest, annotations, payload, created_at)
@@ -117,28 +162,14 @@ impl Metadata {
         .await?;
         let manifest_id = match inserted {
             Some(id) => {
-                for chunk in blobs.chunks(IN_CHUNK) {
-                    let sql = format!(
-                        "INSERT INTO manifest_blobs (manifest_id, digest) VALUES {} ON CONFLICT DO NOTHING",
-                        pairs_with_first(chunk.len())
-                    );
-                    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(id);
-                    for digest in chunk {
-                        query = query.bind(digest);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
-                for chunk in child_ids.chunks(IN_CHUNK) {
-                    let sql = format!(
-                        "INSERT INTO manifest_references (parent_id, child_id) VALUES {} ON CONFLICT DO NOTHING",
-                        pairs_with_first(chunk.len())
-                    );
-                    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(id);
-                    for child in chunk {
-                        query = query.bind(*child);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
+                insert_rows(&mut tx, "manifest_blobs (manifest_id, digest)", id, &blobs).await?;
+                insert_rows(
+                    &mut tx,
+                    "manifest_references (parent_id, child_id)",
+                    id,
+                    &child_ids,
+                )
+                .await?;
                 id
             }
             None => {
@@ -183,6 +214,69 @@ impl Metadata {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// [`Metadata::put_manifest`] as one statement, `call`
+    /// ([`db::Dialect::put_manifest`]): one round trip instead of one per
+    /// step. The tag rules are asked beforehand about both changes the call
+    /// may make to `tag`; the database applies the answer that fits.
+    #[allow(clippy::too_many_arguments)]
+    async fn put_manifest_in_one_call(
+        &self,
+        call: &'static str,
+        repo: &str,
+        digest: &Digest,
+        manifest: &Manifest,
+        payload: &[u8],
+        tag: Option<&str>,
+        check: TagCheck<'_>,
+    ) -> Result<()> {
+        let (may_create, may_move) = match tag {
+            Some(tag) => (check(tag, TagOp::Create), check(tag, TagOp::Move)),
+            None => (Ok(()), Ok(())),
+        };
+        let joined = |digests: &[Digest]| {
+            digests
+                .iter()
+                .map(Digest::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let result = sqlx::query(call)
+            .bind(repo)
+            .bind(digest.to_string())
+            .bind(manifest.kind.media_type())
+            .bind(&manifest.artifact_type)
+            .bind(payload.len() as i64)
+            .bind(manifest.config.as_ref().map(Digest::to_string))
+            .bind(manifest.subject.as_ref().map(Digest::to_string))
+            .bind(annotations_json(manifest))
+            .bind(payload)
+            .bind(now_ms())
+            .bind(joined(&manifest.blobs))
+            .bind(joined(&manifest.children))
+            .bind(tag)
+            .bind(may_create.is_ok())
+            .bind(may_move.is_ok())
+            .execute(&self.write)
+            .await;
+        let e = match result {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::Database(e)) => e,
+            Err(e) => return Err(e.into()),
+        };
+        let named = || parse_digest(e.message().to_string());
+        match e.code().as_deref() {
+            Some("BR001") => Err(MetadataError::BlobUnknown(named()?)),
+            Some("BR002") => Err(MetadataError::ManifestUnknown(named()?)),
+            Some("BR003") => Err(MetadataError::TagRefused(
+                may_create.err().unwrap_or_default(),
+            )),
+            Some("BR004") => Err(MetadataError::TagRefused(
+                may_move.err().unwrap_or_default(),
+            )),
+            _ => Err(sqlx::Error::Database(e).into()),
+        }
     }
 
     pub async fn manifest(
@@ -336,13 +430,12 @@ impl Metadata {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use serde_json::json;
 
     use super::*;
+    use crate::metadata::TagOp;
     use crate::metadata::testing::{self, digest};
-    use crate::metadata::{DatabaseConfig, PostgresConfig, TagOp};
     use crate::oci::manifest::{OCI_MANIFEST, parse};
 
     #[test]
@@ -351,80 +444,99 @@ mod tests {
         assert_eq!(pairs_with_first(3), "($1, $2), ($1, $3), ($1, $4)");
     }
 
-    /// Two replicas, 24 manifest PUTs at once (their transactions overlap
-    /// on PostgreSQL): 12 distinct manifests to one tag, 12 to tags of their
-    /// own. The one tag is created once, and moved 11 times, as the tag
-    /// rules are told; each manifest it moved away from is queued for
-    /// review; every own tag is listed; the references of each manifest are
-    /// recorded.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_manifest_puts_on_two_replicas() {
-        let url = testing::postgres::fresh_database().await;
-        let config = DatabaseConfig::Postgres(PostgresConfig::new(&url));
-        let replicas = [
-            Arc::new(crate::metadata::open(&config).await.unwrap()),
-            Arc::new(crate::metadata::open(&config).await.unwrap()),
-        ];
+    /// Manifest PUTs at once (on PostgreSQL from two replicas): 12 distinct
+    /// manifests to a tag whose rules allow creating it but not moving it,
+    /// and 12 to tags of their own. One of the 12 creates the tag, the
+    /// other 11 are refused with the rules' reason and store nothing; every
+    /// own tag is listed. Then 11 moves with no rules: each manifest the tag
+    /// moved away from is queued for review.
+    async fn concurrent_puts_apply_the_tag_rules_once(backend: crate::metadata::Backend) {
+        let (config, _dir) = testing::config_on(backend).await;
+        let first = Arc::new(crate::metadata::open(&config).await.unwrap());
+        let second = match backend {
+            crate::metadata::Backend::Postgres => {
+                Arc::new(crate::metadata::open(&config).await.unwrap())
+            }
+            crate::metadata::Backend::Sqlite => first.clone(),
+        };
         let repo = "r";
         for name in ["config", "layer"] {
-            replicas[0]
-                .link_blob(repo, &digest(name), 10)
-                .await
-                .unwrap();
+            first.link_blob(repo, &digest(name), 10).await.unwrap();
         }
-        let creates = Arc::new(AtomicUsize::new(0));
-        let moves = Arc::new(AtomicUsize::new(0));
+        let put = |meta: Arc<Metadata>, n: usize, tag: String, rules: bool| async move {
+            let blob = |name: &str| json!({"mediaType": "application/octet-stream", "digest": digest(name).to_string(), "size": 10});
+            let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": blob("config"),
+                "layers": [blob("layer")], "annotations": {"n": n.to_string()}});
+            let payload = serde_json::to_vec(&m).unwrap();
+            let d = Digest::sha256_of(&payload);
+            let parsed = parse(Some(OCI_MANIFEST), &payload).unwrap();
+            let check = move |_: &str, op: TagOp| match op {
+                TagOp::Move if rules => Err("tag latest is immutable".to_string()),
+                _ => Ok(()),
+            };
+            meta.put_manifest(repo, &d, &parsed, &payload, Some(&tag), &check)
+                .await
+        };
         let mut tasks = Vec::new();
-        for i in 0..24 {
-            let meta = replicas[i % 2].clone();
-            let (creates, moves) = (creates.clone(), moves.clone());
-            tasks.push(tokio::spawn(async move {
-                let blob = |name: &str| json!({"mediaType": "application/octet-stream", "digest": digest(name).to_string(), "size": 10});
-                let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": blob("config"),
-                    "layers": [blob("layer")], "annotations": {"n": i.to_string()}});
-                let payload = serde_json::to_vec(&m).unwrap();
-                let d = Digest::sha256_of(&payload);
-                let parsed = parse(Some(OCI_MANIFEST), &payload).unwrap();
-                let tag = if i < 12 { "latest".to_string() } else { format!("own-{i}") };
-                let check = move |t: &str, op: TagOp| {
-                    if t == "latest" {
-                        match op {
-                            TagOp::Create => creates.fetch_add(1, Ordering::SeqCst),
-                            _ => moves.fetch_add(1, Ordering::SeqCst),
-                        };
-                    }
-                    Ok(())
-                };
-                meta.put_manifest(repo, &d, &parsed, &payload, Some(&tag), &check)
+        for n in 0..24 {
+            let meta = if n % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let tag = if n < 12 {
+                "latest".to_string()
+            } else {
+                format!("own-{n}")
+            };
+            tasks.push(tokio::spawn(put(meta, n, tag, true)));
+        }
+        let (mut stored, mut refused) = (0, 0);
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(()) => stored += 1,
+                Err(MetadataError::TagRefused(why)) => {
+                    assert_eq!(why, "tag latest is immutable");
+                    refused += 1;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!((stored, refused), (13, 11));
+        let count = |sql: &'static str| {
+            let meta = second.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&meta.read)
                     .await
-                    .unwrap();
-            }));
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            count("SELECT count(*) FROM manifests").await,
+            13,
+            "a refused PUT stored its manifest"
+        );
+        assert_eq!(count("SELECT count(*) FROM manifest_blobs").await, 26);
+        let id = testing::repo_id(&second, repo).await;
+        assert_eq!(second.tags(id, None, None).await.unwrap().len(), 13);
+
+        let mut tasks = Vec::new();
+        for n in 100..111 {
+            let meta = if n % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            tasks.push(tokio::spawn(put(meta, n, "latest".to_string(), false)));
         }
         for task in tasks {
-            task.await.unwrap();
+            task.await.unwrap().unwrap();
         }
         assert_eq!(
-            creates.load(Ordering::SeqCst),
-            1,
-            "tag latest created more than once"
+            count("SELECT count(*) FROM gc_manifest_reviews WHERE event = 'tag_switch'").await,
+            11
         );
-        assert_eq!(moves.load(Ordering::SeqCst), 11);
-        let meta = &replicas[1];
-        let id = testing::repo_id(meta, repo).await;
-        let tags = meta.tags(id, None, None).await.unwrap();
-        assert_eq!(tags.len(), 13, "{tags:?}");
-        let switched: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM gc_manifest_reviews WHERE event = 'tag_switch'",
-        )
-        .fetch_one(&meta.read)
-        .await
-        .unwrap();
-        assert_eq!(switched, 11);
-        let references: i64 = sqlx::query_scalar("SELECT count(*) FROM manifest_blobs")
-            .fetch_one(&meta.read)
-            .await
-            .unwrap();
-        assert_eq!(references, 48, "2 blobs for each of 24 manifests");
     }
 
     /// A manifest naming a blob the repository lacks is refused with that
@@ -464,5 +576,6 @@ mod tests {
 
     testing::on_both_backends! {
         a_missing_blob_is_named => super::names_the_missing_blob;
+        concurrent_puts_apply_the_tag_rules_once => super::concurrent_puts_apply_the_tag_rules_once;
     }
 }

@@ -20,9 +20,13 @@ pub enum TagOp {
     Delete,
 }
 
-/// Decides whether a tag write may happen (`Err`: why not). Called inside the
-/// writing transaction, on the tags as they are there, so no concurrent write
-/// can slip between the decision and the write.
+/// Decides whether a tag write may happen (`Err`: why not), from the tag and
+/// the change alone (a pure function: it may be asked about a change that
+/// then does not happen). Its answer is applied inside the writing
+/// transaction, to the tags as they are there, so no concurrent write can
+/// slip between the decision and the write. (A manifest PUT on PostgreSQL
+/// asks it about both a create and a move beforehand, and the database
+/// applies the answer that fits: see `Dialect::put_manifest`.)
 pub type TagCheck<'a> = &'a (dyn Fn(&str, TagOp) -> std::result::Result<(), String> + Send + Sync);
 
 /// A [`TagCheck`] that allows everything (no tag rules).
