@@ -63,6 +63,20 @@ pub(super) async fn open(config: &PostgresConfig) -> Result<(Pool, Pool)> {
         AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.connect_timeout)
+            // sqlx pings every connection it hands out (a round trip) and
+            // again when it comes back (a broken one is closed then). A
+            // connection used within the last second needs only the
+            // second: ping only those idle for longer (after a quiet spell
+            // or the database's restart). Manifest PUT at c=32: see 0007.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -123,6 +137,9 @@ pub struct Probed {
     /// The newest migration this berth knows.
     pub known: i64,
 }
+
+/// A pooled connection idle for longer is pinged before it is handed out.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 /// A default for [`PostgresConfig::connect_timeout`].
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
