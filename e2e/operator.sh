@@ -21,7 +21,13 @@
 #      real: exactly the expected tags go, those whose digest a Pod runs stay, the annotation is
 #      removed, Events and metrics; the sweep after it frees their blobs (Registry status);
 #   7. deleting the Project deletes its images; deleting the Registry garbage-collects
-#      every child (controller-manager) and the finalizer removes the cluster-scoped binding.
+#      every child (controller-manager) and the finalizer removes the cluster-scoped binding;
+#   8. a Registry of 3 replicas on PostgreSQL (a server the script starts) and a ReadWriteMany
+#      claim: DatabaseReady, the URL from the Secret as an environment variable (never in the
+#      ConfigMap), RollingUpdate with maxUnavailable 0, a PodDisruptionBudget; its 3 pods run
+#      behind haproxy (the Service), push and pull spread over them; a spec change rolls the
+#      pods while a push loop runs: no push or pull fails; PostgreSQL stopped: DatabaseReady False, the
+#      pods unready, 503 UNAVAILABLE; started again: all recover without a restart.
 # Prints the control-plane start time and the time to Ready.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -44,6 +50,10 @@ REGISTRY_POD_PID=""
 cleanup_k8s() {
   set +e
   [ -n "$REGISTRY_POD_PID" ] && kill "$REGISTRY_POD_PID" 2>/dev/null
+  for p in "${POD_PID[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+  [ -n "${HAPROXY_PID:-}" ] && kill "$HAPROXY_PID" 2>/dev/null
+  [ -e "$W/stop-pushes" ] || touch "$W/stop-pushes" 2>/dev/null
+  stop_postgres
   for p in "${OPERATOR_PIDS[@]}"; do kill "$p" 2>/dev/null; done
   sleep 0.5
   bash "$E2E_DIR/k8s/controlplane.sh" stop "$CP" >/dev/null 2>&1
@@ -521,6 +531,271 @@ for obj in deployment/berth service/berth configmap/berth-config secret/berth-si
 done
 check "the ClusterRoleBinding is gone (Registry finalizer)" wait_until 30 \
   absent clusterrolebinding berth:demo:berth:tokenreview
+
+# ===================================================================== replicas on PostgreSQL
+# A Registry of 3 replicas on PostgreSQL (a server of its own, lib.sh's start_postgres) and a
+# ReadWriteMany volume. Each Pod the controller-manager makes is run by hand as before (run_pod.py;
+# here with its own port, RUN_POD_LISTEN, and one claims directory for all, RUN_POD_CLAIMS),
+# behind haproxy standing in for the Service (each request to the next ready pod, /readyz checks).
+# Then a spec change rolls the pods while a push loop runs through the proxy: with
+# maxUnavailable 0 a new pod is up and ready before an old one is told to stop, and no push fails.
+step "a Registry of 3 replicas on PostgreSQL"
+start_postgres
+check "config/samples/registry-replicas.yaml is valid as it is (dry run on the server)" \
+  k apply --dry-run=server -f "$REPO_ROOT/config/samples/registry-replicas.yaml"
+refused "2 replicas on sqlite, even with a ReadWriteMany volume" "sqlite supports one replica only" \
+  "{apiVersion: berth.dev/v1alpha1, kind: Registry, metadata: {name: bad, namespace: demo}, spec: {replicas: 2, storage: {filesystem: {accessMode: ReadWriteMany}}}}"
+PG_SECRET_WORD="e2e-s3cret-$RANDOM"
+k create secret generic multi-db -n demo \
+  --from-literal=url="postgres://postgres:$PG_SECRET_WORD@127.0.0.1:$PG_PORT/berth" >/dev/null
+MULTI_PORT=$(free_port); FRONT_PORT=$(free_port); HA_STATS_PORT=$(free_port)
+SLOTS=(); for _ in 1 2 3 4 5 6; do SLOTS+=("$(free_port)"); done
+k apply -f - >/dev/null <<YAML
+apiVersion: berth.dev/v1alpha1
+kind: Registry
+metadata: {name: multi, namespace: demo}
+spec:
+  replicas: 3
+  publicHost: "127.0.0.1:$FRONT_PORT"
+  service: {port: $MULTI_PORT}
+  storage: {kind: filesystem, filesystem: {size: 1Gi, accessMode: ReadWriteMany}}
+  database: {kind: postgres, connectionSecret: {name: multi-db}, maxConnections: 8}
+---
+apiVersion: berth.dev/v1alpha1
+kind: Project
+metadata: {name: shared, namespace: demo}
+spec:
+  registryRef: {name: multi}
+  visibility: public
+  accessTokens:
+    - {name: push, role: Developer, scopes: [read_registry, write_registry]}
+YAML
+reg_cond() { # reg_cond NAME TYPE: "status reason" of a Registry condition
+  k get registry "$1" -n demo -o jsonpath="{.status.conditions[?(@.type==\"$2\")].status} {.status.conditions[?(@.type==\"$2\")].reason}"
+}
+reg_cond_is() { [ "$(reg_cond "$1" "$2")" = "$3" ]; }
+check "DatabaseReady True (Connected): the operator reached the database before any pod ran" \
+  wait_until 60 reg_cond_is multi DatabaseReady "True Connected"
+check "Deployment multi: 3 replicas, RollingUpdate with maxUnavailable 0" bash -c \
+  "$(declare -f k); [ \"\$(k get deployment multi -n demo -o jsonpath='{.spec.replicas} {.spec.strategy.type} {.spec.strategy.rollingUpdate.maxUnavailable}')\" = '3 RollingUpdate 0' ]"
+check "the pods get BERTH_DATABASE_URL from Secret multi-db, key url" bash -c \
+  "$(declare -f k); [ \"\$(k get deployment multi -n demo -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name==\"BERTH_DATABASE_URL\")].valueFrom.secretKeyRef.name}')\" = multi-db ]"
+check "the ConfigMap says database kind postgres and holds neither the URL nor its password" bash -c \
+  "$(declare -f k); c=\"\$(k get configmap multi-config -n demo -o jsonpath='{.data.berth\.yaml}')\"; grep -q 'kind: postgres' <<<\"\$c\" && ! grep -q -e '$PG_SECRET_WORD' -e 'postgres://' <<<\"\$c\""
+check "the claim is ReadWriteMany" bash -c \
+  "$(declare -f k); [ \"\$(k get pvc multi-data -n demo -o jsonpath='{.spec.accessModes[0]}')\" = ReadWriteMany ]"
+check "a PodDisruptionBudget keeps all but one pod (maxUnavailable 1)" bash -c \
+  "$(declare -f k); [ \"\$(k get pdb multi -n demo -o jsonpath='{.spec.maxUnavailable}')\" = 1 ]"
+check "the password is in no Registry status or Event" bash -c \
+  "$(declare -f k); ! { k get registry multi -n demo -o yaml; k get events -n demo -o yaml; } | grep -q '$PG_SECRET_WORD'"
+
+# The "kubelet": runs every Pod of Registry multi that has no process yet in a free slot (port),
+# marks it ready once its readiness probe passes; stops (SIGTERM) the process of every Pod being
+# deleted or already gone, then removes the Pod. (The API server removes a Pod bound to no node
+# at once when it is deleted, without a deletionTimestamp first: there is no kubelet to wait for.
+# So most old Pods are simply missing from the next list.) haproxy sends requests to the slots
+# whose /readyz answers.
+declare -A POD_PID POD_SLOT
+MULTI_CLAIMS="$W/multi-claims"; mkdir -p "$MULTI_CLAIMS"; chmod 755 "$MULTI_CLAIMS"
+{
+  printf 'global\n  maxconn 2000\n'
+  printf 'defaults\n  mode http\n  timeout connect 2s\n  timeout client 5m\n  timeout server 5m\n'
+  printf '  option http-server-close\n  retries 3\n  option redispatch\n  retry-on conn-failure empty-response\n'
+  printf 'frontend registry\n  bind 127.0.0.1:%s\n  default_backend pods\n' "$FRONT_PORT"
+  printf 'backend pods\n  balance roundrobin\n  option httpchk GET /readyz\n'
+  for i in "${!SLOTS[@]}"; do printf '  server s%s 127.0.0.1:%s check inter 500ms fall 1 rise 1\n' "$i" "${SLOTS[$i]}"; done
+  printf 'listen stats\n  bind 127.0.0.1:%s\n  stats enable\n  stats uri /stats\n' "$HA_STATS_PORT"
+} >"$W/haproxy.cfg"
+haproxy -db -f "$W/haproxy.cfg" >"$E2E_OUT/haproxy.log" 2>&1 &
+HAPROXY_PID=$!
+free_slot() {
+  local i p used
+  for i in "${!SLOTS[@]}"; do
+    used=""; for p in "${POD_SLOT[@]}"; do [ "$p" = "$i" ] && used=1; done
+    [ -z "$used" ] && { echo "$i"; return 0; }
+  done
+  return 1
+}
+mark_pod_ready() { # mark_pod_ready POD
+  local now; now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  k patch pod "$1" -n demo --subresource=status --type=merge -p "{\"status\":{\"phase\":\"Running\",\"startTime\":\"$now\",
+    \"conditions\":[{\"type\":\"PodScheduled\",\"status\":\"True\",\"lastTransitionTime\":\"$now\"},
+                    {\"type\":\"Initialized\",\"status\":\"True\",\"lastTransitionTime\":\"$now\"},
+                    {\"type\":\"ContainersReady\",\"status\":\"True\",\"lastTransitionTime\":\"$now\"},
+                    {\"type\":\"Ready\",\"status\":\"True\",\"lastTransitionTime\":\"$now\"}],
+    \"containerStatuses\":[{\"name\":\"registry\",\"ready\":true,\"started\":true,\"restartCount\":0,\"image\":\"berth:e2e\",\"imageID\":\"\",
+                            \"state\":{\"running\":{\"startedAt\":\"$now\"}}}]}}" >/dev/null
+}
+stop_pod_process() { # stop_pod_process POD WHY: SIGTERM, wait for it to drain and exit
+  local i
+  [ -n "${POD_PID[$1]:-}" ] || return 0
+  log "kubelet: pod $1 $2: SIGTERM to its process"
+  kill -TERM "${POD_PID[$1]}" 2>/dev/null
+  for i in $(seq 1 300); do kill -0 "${POD_PID[$1]}" 2>/dev/null || break; sleep 0.1; done
+  wait "${POD_PID[$1]}" 2>/dev/null || true
+  unset "POD_PID[$1]" "POD_SLOT[$1]"
+}
+kubelet_pass() { # one pass over the Pods of Registry multi
+  local pods name deleting slot root port i
+  pods="$(k get pods -n demo -l app.kubernetes.io/instance=multi -o json)" || return 0
+  for name in "${!POD_PID[@]}"; do
+    jq -e --arg n "$name" 'any(.items[]; .metadata.name == $n)' <<<"$pods" >/dev/null ||
+      stop_pod_process "$name" "is gone"
+  done
+  while read -r name deleting; do
+    [ -n "$name" ] || continue
+    if [ "$deleting" = true ]; then
+      stop_pod_process "$name" "is being deleted"
+      k delete pod "$name" -n demo --grace-period=0 --force >/dev/null 2>&1 || true
+    elif [ -z "${POD_PID[$name]:-}" ]; then
+      slot="$(free_slot)" || { log "kubelet: no free slot for $name"; continue; }
+      port="${SLOTS[$slot]}"; root="$W/pods/$name"
+      jq --arg n "$name" '.items[] | select(.metadata.name == $n)' <<<"$pods" >"$W/$name.json"
+      RUN_POD_CLAIMS="$MULTI_CLAIMS" RUN_POD_LISTEN="127.0.0.1:$port" python3 "$E2E_DIR/k8s/run_pod.py" \
+        "$W/$name.json" "$root" "$BERTH_BIN" "$K8S_BIN_DIR/kubectl" 127.0.0.1 "${API_HOSTPORT##*:}" \
+        "$KUBE_CA_FILE" >>"$E2E_OUT/multi-pods.log" 2>&1 || { log "kubelet: run_pod.py failed for $name"; continue; }
+      "$root/launch.sh" >>"$E2E_OUT/pod-$name.log" 2>&1 &
+      POD_PID[$name]=$!; POD_SLOT[$name]=$slot
+      for i in $(seq 1 300); do
+        curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null && break
+        kill -0 "${POD_PID[$name]}" 2>/dev/null || break; sleep 0.1
+      done
+      if curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; then
+        mark_pod_ready "$name"; log "kubelet: pod $name runs on 127.0.0.1:$port (slot $slot), ready"
+      else log "kubelet: pod $name did not become ready (see $E2E_OUT/pod-$name.log)"; fi
+    fi
+  done < <(jq -r '.items[] | "\(.metadata.name) \(.metadata.deletionTimestamp != null)"' <<<"$pods")
+}
+deployment_settled() { # every pod of the current template ready, no other pod left
+  local s; s="$(k get deployment multi -n demo -o json)"
+  jq -e '.status.observedGeneration == .metadata.generation and .status.updatedReplicas == 3
+         and .status.readyReplicas == 3 and .status.replicas == 3 and (.status.unavailableReplicas // 0) == 0' <<<"$s" >/dev/null &&
+    [ "$(k get pods -n demo -l app.kubernetes.io/instance=multi -o name | wc -l)" -eq 3 ] &&
+    [ "${#POD_PID[@]}" -eq 3 ]
+}
+run_kubelet_until_settled() { # run_kubelet_until_settled SECONDS
+  local deadline=$(( $(date +%s) + $1 ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    kubelet_pass
+    deployment_settled && return 0
+    sleep 0.5
+  done
+  return 1
+}
+check "the controller-manager made 3 Pods and all run, ready (3 pods on one database and one claim)" \
+  run_kubelet_until_settled 120
+check "Registry multi is Ready with 3 ready replicas" k wait --for=condition=Ready --timeout=60s registry/multi -n demo
+check "DatabaseReady now reports the schema the pods migrated" bash -c \
+  "$(declare -f k); k get registry multi -n demo -o jsonpath='{.status.conditions[?(@.type==\"DatabaseReady\")].message}' | grep -q 'schema version'"
+
+MREG="127.0.0.1:$FRONT_PORT"; MIMG="$MREG/demo/shared/app"
+check "Project shared is Ready" k wait --for=condition=Ready --timeout=60s project/shared -n demo
+secret_authfile shared-push
+check "push through the proxy (requests spread over the 3 pods) with the push token Secret" run_logged multi-push \
+  skopeo copy --dest-tls-verify=false --authfile "$W/shared-push.json" "oci:$SRC:v1" "docker://$MIMG:v1"
+check "pull it back anonymously (public project), whole" run_logged multi-pull \
+  skopeo copy --src-tls-verify=false --src-no-creds "docker://$MIMG:v1" "oci:$W/multi-pulled:v1"
+served_by_all() {
+  curl -fsS "http://127.0.0.1:$HA_STATS_PORT/stats;csv" |
+    awk -F, '$1 == "pods" && $2 ~ /^s[0-9]+$/ && $18 == "UP" {up++; if ($8 > 0) used++} END {exit !(up == 3 && used == 3)}'
+}
+check "haproxy sent requests to each of the 3 pods" served_by_all
+
+step "rolling update of Registry multi while clients push"
+# A push loop through the proxy, each round a new tag (token, blob HEADs, manifest PUT) then a
+# pull of it (token, manifest, config blob: skopeo inspect), again and again.
+PUSH_LOG="$E2E_OUT/multi-push-loop.log"; : >"$PUSH_LOG"
+( n=0; while [ ! -e "$W/stop-pushes" ]; do
+    n=$((n + 1))
+    if skopeo copy -q --dest-tls-verify=false --authfile "$W/shared-push.json" "oci:$SRC:v1" \
+         "docker://$MIMG:loop-$n" >/dev/null 2>>"$PUSH_LOG.err"; then echo "push ok loop-$n"
+    else echo "push failed loop-$n at $(date +%T.%N)"; fi
+    if skopeo inspect --tls-verify=false --no-creds "docker://$MIMG:loop-$n" >/dev/null 2>>"$PUSH_LOG.err"; then
+      echo "pull ok loop-$n"
+    else echo "pull failed loop-$n at $(date +%T.%N)"; fi
+  done >>"$PUSH_LOG" ) &
+PUSHER=$!
+sleep 3
+OLD_PODS="$(k get pods -n demo -l app.kubernetes.io/instance=multi -o jsonpath='{.items[*].metadata.name}')"
+k patch registry multi -n demo --type=merge -p '{"spec":{"garbageCollection":{"sweepInterval":"2h"}}}' >/dev/null
+T_ROLL=$(date +%s.%N)
+rolled() { # no old pod left, 3 new ones ready
+  local p; for p in $OLD_PODS; do k get pod "$p" -n demo >/dev/null 2>&1 && return 1; done
+  deployment_settled
+}
+roll() {
+  local deadline=$(( $(date +%s) + 240 ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    kubelet_pass
+    # maxUnavailable 0: the Deployment never counts fewer than 3 ready pods; and how many
+    # pods haproxy found answering /readyz (for the log)
+    k get deployment multi -n demo -o jsonpath='{.status.readyReplicas}{"\n"}' >>"$W/ready-counts"
+    curl -fsS "http://127.0.0.1:$HA_STATS_PORT/stats;csv" | awk -F, '$1 == "pods" && $2 ~ /^s[0-9]+$/ && $18 == "UP"' | wc -l >>"$W/ups"
+    rolled && return 0
+    sleep 0.5
+  done
+  return 1
+}
+if roll; then
+  pass "the Deployment rolled to 3 new pods, one at a time, in $(awk -v a="$T_ROLL" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
+else fail "the rollout did not finish within 240 s: $(k get deployment multi -n demo -o jsonpath='{.status}')"; fi
+sleep 2
+touch "$W/stop-pushes"; wait "$PUSHER" 2>/dev/null || true
+PUSHES_OK="$(grep -c '^push ok' "$PUSH_LOG" || true)"; PUSHES_FAILED="$(grep -c '^push failed' "$PUSH_LOG" || true)"
+PULLS_OK="$(grep -c '^pull ok' "$PUSH_LOG" || true)"; PULLS_FAILED="$(grep -c '^pull failed' "$PUSH_LOG" || true)"
+check "no push failed during the rollout ($PUSHES_OK pushes, $PUSHES_FAILED failed; errors in $PUSH_LOG.err)" \
+  [ "$PUSHES_FAILED" = 0 -a "$PUSHES_OK" -gt 5 ]
+check "no pull failed during the rollout ($PULLS_OK pulls, $PULLS_FAILED failed)" \
+  [ "$PULLS_FAILED" = 0 -a "$PULLS_OK" -gt 5 ]
+loop_tags_listed() { # every tag the push loop was told was pushed is in the tag list
+  local token tags t
+  token="$(curl -fsS "http://$MREG/jwt/auth?service=berth&scope=repository:demo/shared/app:pull" | jq -r .token)"
+  tags="$(curl -fsS -H "Authorization: Bearer $token" "http://$MREG/v2/demo/shared/app/tags/list?n=10000" | jq -r '.tags[]')"
+  for t in $(grep '^push ok' "$PUSH_LOG" | awk '{print $3}'); do
+    grep -qx "$t" <<<"$tags" || { log "tag $t acknowledged but not listed"; return 1; }
+  done
+}
+check "every tag the loop pushed is listed after the rollout" loop_tags_listed
+check "the Deployment never had fewer than 3 ready pods during the rollout (maxUnavailable 0)" \
+  bash -c "[ \$(sort -n '$W/ready-counts' | head -1) -ge 3 ]"
+log "pods answering /readyz behind haproxy during the rollout: min $(sort -n "$W/ups" | head -1), max $(sort -n "$W/ups" | tail -1)"
+check "Registry multi is Ready again after the rollout" k wait --for=condition=Ready --timeout=60s registry/multi -n demo
+check "the image pulls whole from the new pods" run_logged multi-pull-after \
+  skopeo copy --src-tls-verify=false --src-no-creds "docker://$MIMG:v1" "oci:$W/multi-pulled-2:v1"
+
+step "the database goes away and comes back"
+stop_postgres
+check "DatabaseReady turns False (Unreachable) while PostgreSQL is down" \
+  wait_until 60 reg_cond_is multi DatabaseReady "False Unreachable"
+pods_unready() { ! curl -fsS -o /dev/null "http://127.0.0.1:$FRONT_PORT/v2/" 2>/dev/null || \
+  [ "$(curl -fsS "http://127.0.0.1:$HA_STATS_PORT/stats;csv" | awk -F, '$1 == "pods" && $2 ~ /^s[0-9]+$/ && $18 == "UP"' | wc -l)" -eq 0 ]; }
+check "the pods' readiness probes fail: haproxy takes every pod out" wait_until 30 pods_unready
+one_pod() { for p in "${POD_SLOT[@]}"; do echo "${SLOTS[$p]}"; return; done; }
+POD_PORT="$(one_pod)"
+ANON="$(curl -fsS "http://127.0.0.1:$POD_PORT/jwt/auth?service=berth&scope=repository:demo/shared/app:pull" | jq -r .token)"
+check "a pod asked directly answers 503 (not 500) while the database is down" \
+  http 503 GET "http://127.0.0.1:$POD_PORT/v2/demo/shared/app/manifests/v1" -H "Authorization: Bearer $ANON"
+check "... with the code UNAVAILABLE and a Retry-After header" \
+  bash -c "grep -q UNAVAILABLE '$HTTP_BODY' && [ -n '$(header retry-after)' ]"
+run_postgres
+check "DatabaseReady turns True again once PostgreSQL is back" \
+  wait_until 60 reg_cond_is multi DatabaseReady "True Connected"
+pods_ready() { [ "$(curl -fsS "http://127.0.0.1:$HA_STATS_PORT/stats;csv" | awk -F, '$1 == "pods" && $2 ~ /^s[0-9]+$/ && $18 == "UP"' | wc -l)" -eq 3 ]; }
+check "every pod is ready again (their pools reconnect; no restart)" wait_until 60 pods_ready
+check "push through the proxy works again" run_logged multi-push-after-outage \
+  skopeo copy --dest-tls-verify=false --authfile "$W/shared-push.json" "oci:$SRC:v1" "docker://$MIMG:after-outage"
+check "and the pushed tag pulls back whole" run_logged multi-pull-after-outage \
+  skopeo copy --src-tls-verify=false --src-no-creds "docker://$MIMG:after-outage" "oci:$W/multi-pulled-3:v1"
+check "the pods kept running through the outage (same processes)" bash -c \
+  "for p in ${POD_PID[*]}; do kill -0 \$p || exit 1; done"
+
+step "delete Registry multi"
+for name in "${!POD_PID[@]}"; do kill -TERM "${POD_PID[$name]}" 2>/dev/null; done
+for name in "${!POD_PID[@]}"; do wait "${POD_PID[$name]}" 2>/dev/null || true; unset "POD_PID[$name]"; done
+kill "$HAPROXY_PID" 2>/dev/null; wait "$HAPROXY_PID" 2>/dev/null || true; HAPROXY_PID=""
+k delete project shared -n demo --timeout=60s >/dev/null 2>&1 || true
+k delete registry multi -n demo --timeout=60s >/dev/null && pass "Registry multi deleted" || fail "Registry multi not deleted"
+stop_postgres
 
 log "TIMING control plane ready in ${CP_SECONDS} s; Registry Ready ${READY_SECONDS} s after creation"
 finish
