@@ -1,14 +1,17 @@
--- A manifest PUT in one statement (one round trip), on PostgreSQL only:
--- the same steps, in the same order, as the statements metadata/manifests.rs
--- sends one by one on SQLite (where a statement costs no round trip), and
--- the same outcome, which the metadata tests check on both backends.
+-- Manifest PUTs on PostgreSQL, several in one statement (one round trip,
+-- one commit): berth_put_manifest does the same steps, in the same order, as
+-- the statements metadata/manifests.rs sends one by one on SQLite (where a
+-- statement costs no round trip), with the same outcome, which the metadata
+-- tests check on both backends; berth_put_manifests runs a batch of them,
+-- each in a subtransaction of its own, so one refused PUT takes nothing of
+-- the others with it. A replica batches the PUTs that arrive while its
+-- previous batch runs (metadata/manifests.rs, PutBatcher).
 --
--- Run as a statement of its own (autocommit), it is one transaction. It
--- takes the write lock first, as every write transaction does
--- (db::Dialect::write_lock). Lists arrive joined by newlines (digests hold
--- none; the Any driver binds no arrays). The caller's tag rules arrive as
--- their answers for a create and for a move of the tag. Refusals are errors
--- with berth's own SQLSTATEs, the message naming what was refused:
+-- berth_put_manifest takes the write lock first, as every write transaction
+-- does (db::Dialect::write_lock). Lists arrive joined by newlines (digests
+-- hold none; the Any driver binds no arrays). The caller's tag rules arrive
+-- as their answers for a create and for a move of the tag. Refusals are
+-- errors with berth's own SQLSTATEs, the message naming what was refused:
 --   BR001 a blob the repository lacks     BR002 a child manifest it lacks
 --   BR003 creating the tag is refused     BR004 moving the tag is refused
 CREATE FUNCTION berth_put_manifest(
@@ -75,4 +78,35 @@ BEGIN
          WHERE tags.manifest_id <> excluded.manifest_id;
     END IF;
     RETURN v_id;
+END $$;
+
+-- A batch: a JSON array of PUTs (the arguments above by name, the payload in
+-- hex). Returns a JSON array as long, in order: {} for a PUT stored, or
+-- {"code": SQLSTATE, "message": ...} for one refused or failed (rolled back
+-- alone). The write lock is taken once, before the first, and held to the
+-- commit.
+CREATE FUNCTION berth_put_manifests(p_batch TEXT) RETURNS TEXT LANGUAGE plpgsql AS $$
+DECLARE
+    v_put JSONB;
+    v_results JSONB := '[]'::jsonb;
+    v_code TEXT;
+    v_message TEXT;
+BEGIN
+    PERFORM pg_advisory_xact_lock(6450407435064930418);
+    FOR v_put IN SELECT value FROM jsonb_array_elements(p_batch::jsonb) LOOP
+        BEGIN
+            PERFORM berth_put_manifest(
+                v_put->>'repo', v_put->>'digest', v_put->>'media_type', v_put->>'artifact_type',
+                (v_put->>'size')::bigint, v_put->>'config', v_put->>'subject',
+                v_put->>'annotations', decode(v_put->>'payload', 'hex'), (v_put->>'now')::bigint,
+                v_put->>'blobs', v_put->>'children', v_put->>'tag',
+                (v_put->>'may_create')::boolean, (v_put->>'may_move')::boolean);
+            v_results := v_results || '[{}]'::jsonb;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_code = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+            v_results := v_results || jsonb_build_array(
+                jsonb_build_object('code', v_code, 'message', v_message));
+        END;
+    END LOOP;
+    RETURN v_results::text;
 END $$;

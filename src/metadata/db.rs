@@ -49,11 +49,12 @@ pub(super) struct Dialect {
     /// order, so the checks each write makes in its transaction (tag rules,
     /// holders, "still due") hold when it commits, as on SQLite.
     pub write_lock: Option<&'static str>,
-    /// A manifest PUT in one statement (a function of the schema, taking the
-    /// write lock itself), where each statement is a round trip; `None`:
-    /// the statements of `Metadata::put_manifest`, one by one. Binds: see
-    /// the function in migrations/postgres/0007_put_manifest.sql.
-    pub put_manifest: Option<&'static str>,
+    /// Manifest PUTs in batches, one statement each (a function of the
+    /// schema, taking the write lock itself), where each statement is a
+    /// round trip and each commit a WAL flush; `None`: the statements of
+    /// `Metadata::put_manifest`, one by one. Bind: the batch as JSON text
+    /// (see migrations/postgres/0007_put_manifest.sql and `put_batch`).
+    pub put_manifests: Option<&'static str>,
 }
 
 pub(super) const SQLITE: Dialect = Dialect {
@@ -63,7 +64,7 @@ pub(super) const SQLITE: Dialect = Dialect {
        (SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2) AS page",
     tag_name_contains: "($2 IS NULL OR instr(t.name, $2) > 0)",
     write_lock: None,
-    put_manifest: None,
+    put_manifests: None,
 };
 
 pub(super) const POSTGRES: Dialect = Dialect {
@@ -74,9 +75,7 @@ pub(super) const POSTGRES: Dialect = Dialect {
     tag_name_contains: "($2::text IS NULL OR strpos(t.name, $2) > 0)",
     // The key is "berth" in ASCII; any fixed number would do.
     write_lock: Some("SELECT pg_advisory_xact_lock(6450407435064930418)"),
-    put_manifest: Some(
-        "SELECT berth_put_manifest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    ),
+    put_manifests: Some("SELECT berth_put_manifests($1)"),
 };
 
 /// A `LIMIT` that does not limit (both accept it; SQLite's `-1` is not SQL).

@@ -8,6 +8,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::db;
 use super::holders::{MANIFEST_HOLDERS, referenced_message};
+use super::put_batch::{Outcome, PutBatcher};
 use super::{Metadata, MetadataError, Result, TagCheck, TagOp, now_ms, parse_digest};
 use crate::oci::{Digest, Manifest, Reference};
 
@@ -96,9 +97,8 @@ impl Metadata {
         tag: Option<&str>,
         check: TagCheck<'_>,
     ) -> Result<()> {
-        if let Some(call) = self.dialect.put_manifest {
-            return self
-                .put_manifest_in_one_call(call, repo, digest, manifest, payload, tag, check)
+        if let Some(puts) = &self.puts {
+            return Self::put_manifest_batched(puts, repo, digest, manifest, payload, tag, check)
                 .await;
         }
         let mut tx = self.begin_write().await?;
@@ -216,14 +216,12 @@ impl Metadata {
         Ok(())
     }
 
-    /// [`Metadata::put_manifest`] as one statement, `call`
-    /// ([`db::Dialect::put_manifest`]): one round trip instead of one per
-    /// step. The tag rules are asked beforehand about both changes the call
-    /// may make to `tag`; the database applies the answer that fits.
-    #[allow(clippy::too_many_arguments)]
-    async fn put_manifest_in_one_call(
-        &self,
-        call: &'static str,
+    /// [`Metadata::put_manifest`] through the replica's batcher (PostgreSQL:
+    /// `berth_put_manifest`, one round trip and one commit for every PUT of
+    /// a batch). The tag rules are asked beforehand about both changes the
+    /// PUT may make to `tag`; the database applies the answer that fits.
+    async fn put_manifest_batched(
+        puts: &PutBatcher,
         repo: &str,
         digest: &Digest,
         manifest: &Manifest,
@@ -242,40 +240,40 @@ impl Metadata {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        let result = sqlx::query(call)
-            .bind(repo)
-            .bind(digest.to_string())
-            .bind(manifest.kind.media_type())
-            .bind(&manifest.artifact_type)
-            .bind(payload.len() as i64)
-            .bind(manifest.config.as_ref().map(Digest::to_string))
-            .bind(manifest.subject.as_ref().map(Digest::to_string))
-            .bind(annotations_json(manifest))
-            .bind(payload)
-            .bind(now_ms())
-            .bind(joined(&manifest.blobs))
-            .bind(joined(&manifest.children))
-            .bind(tag)
-            .bind(may_create.is_ok())
-            .bind(may_move.is_ok())
-            .execute(&self.write)
-            .await;
-        let e = match result {
-            Ok(_) => return Ok(()),
-            Err(sqlx::Error::Database(e)) => e,
-            Err(e) => return Err(e.into()),
+        let put = serde_json::json!({
+            "repo": repo,
+            "digest": digest.to_string(),
+            "media_type": manifest.kind.media_type(),
+            "artifact_type": manifest.artifact_type,
+            "size": payload.len(),
+            "config": manifest.config.as_ref().map(Digest::to_string),
+            "subject": manifest.subject.as_ref().map(Digest::to_string),
+            "annotations": annotations_json(manifest),
+            "payload": hex::encode(payload),
+            "now": now_ms(),
+            "blobs": joined(&manifest.blobs),
+            "children": joined(&manifest.children),
+            "tag": tag,
+            "may_create": may_create.is_ok(),
+            "may_move": may_move.is_ok(),
+        });
+        let (code, message) = match puts.put(put, payload.len()).await? {
+            Outcome::Stored => return Ok(()),
+            Outcome::Refused { code, message } => (code, message),
         };
-        let named = || parse_digest(e.message().to_string());
-        match e.code().as_deref() {
-            Some("BR001") => Err(MetadataError::BlobUnknown(named()?)),
-            Some("BR002") => Err(MetadataError::ManifestUnknown(named()?)),
-            Some("BR003") => Err(MetadataError::TagRefused(
+        let named = || parse_digest(message.clone());
+        match code.as_str() {
+            "BR001" => Err(MetadataError::BlobUnknown(named()?)),
+            "BR002" => Err(MetadataError::ManifestUnknown(named()?)),
+            "BR003" => Err(MetadataError::TagRefused(
                 may_create.err().unwrap_or_default(),
             )),
-            Some("BR004") => Err(MetadataError::TagRefused(
+            "BR004" => Err(MetadataError::TagRefused(
                 may_move.err().unwrap_or_default(),
             )),
-            _ => Err(sqlx::Error::Database(e).into()),
+            _ => Err(MetadataError::Database(sqlx::Error::Protocol(format!(
+                "manifest PUT failed in the database: {code}: {message}"
+            )))),
         }
     }
 
@@ -536,6 +534,63 @@ mod tests {
         assert_eq!(
             count("SELECT count(*) FROM gc_manifest_reviews WHERE event = 'tag_switch'").await,
             11
+        );
+    }
+
+    /// PostgreSQL: PUTs that arrive together go in one batch, and one
+    /// refused in the middle of it takes nothing of the others with it.
+    #[tokio::test]
+    async fn puts_arriving_together_share_a_batch_and_fail_alone() {
+        let (meta, _dir) = testing::db_on(crate::metadata::Backend::Postgres).await;
+        let meta = Arc::new(meta);
+        for name in ["config", "layer"] {
+            meta.link_blob("r", &digest(name), 1).await.unwrap();
+        }
+        let before = meta.puts.as_ref().unwrap().batches();
+        let mut tasks = Vec::new();
+        for (n, layer) in ["layer", "missing", "layer"].into_iter().enumerate() {
+            let meta = meta.clone();
+            tasks.push(tokio::spawn(async move {
+                let blob = |name: &str| json!({"mediaType": "application/octet-stream", "digest": digest(name).to_string(), "size": 1});
+                let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": blob("config"),
+                    "layers": [blob(layer)], "annotations": {"n": n.to_string()}});
+                let payload = serde_json::to_vec(&m).unwrap();
+                let d = Digest::sha256_of(&payload);
+                let parsed = parse(Some(OCI_MANIFEST), &payload).unwrap();
+                let tag = format!("t{n}");
+                meta.put_manifest("r", &d, &parsed, &payload, Some(&tag), &crate::metadata::any_tag_write)
+                    .await
+                    .map(|()| d)
+            }));
+        }
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        assert_eq!(
+            meta.puts.as_ref().unwrap().batches() - before,
+            1,
+            "not one batch"
+        );
+        assert!(
+            matches!(&results[1], Err(MetadataError::BlobUnknown(b)) if *b == digest("missing")),
+            "{:?}",
+            results[1]
+        );
+        for i in [0, 2] {
+            let d = results[i].as_ref().unwrap();
+            let stored = meta
+                .manifest("r", &Reference::Tag(format!("t{i}")))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&stored.digest, d);
+        }
+        assert!(
+            meta.manifest("r", &Reference::Tag("t1".into()))
+                .await
+                .unwrap()
+                .is_none()
         );
     }
 

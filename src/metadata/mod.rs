@@ -7,7 +7,8 @@
 //! One file per resource, each adding its methods to [`Metadata`]:
 //! - `repositories`: existence, the catalog, listings by path, deletion;
 //! - `blobs`: blob rows, repository links, upload sessions;
-//! - `manifests`: storing, serving and deleting manifests;
+//! - `manifests`: storing, serving and deleting manifests (on PostgreSQL
+//!   PUTs go in batches, `put_batch`);
 //! - `tags`: tag rules hook, tag lists and pages, cleanup deletions;
 //! - `referrers`: manifests whose `subject` is a given manifest;
 //! - `gc`: the review queues and sweeps' transactions;
@@ -28,6 +29,7 @@ mod live;
 mod locks;
 mod manifests;
 mod postgres;
+mod put_batch;
 mod referrers;
 mod repositories;
 mod sqlite;
@@ -232,10 +234,14 @@ pub async fn open(config: &DatabaseConfig) -> Result<Metadata> {
                 backend: Backend::Sqlite,
                 locks: None,
                 lease_wait: Duration::ZERO,
+                puts: None,
             })
         }
         DatabaseConfig::Postgres(pg) => {
             let (pool, locks) = postgres::open(pg).await?;
+            let puts = db::POSTGRES
+                .put_manifests
+                .map(|call| put_batch::PutBatcher::start(pool.clone(), call));
             Ok(Metadata {
                 read: pool.clone(),
                 write: pool,
@@ -243,6 +249,7 @@ pub async fn open(config: &DatabaseConfig) -> Result<Metadata> {
                 backend: Backend::Postgres,
                 locks: Some(locks),
                 lease_wait: pg.statement_timeout,
+                puts,
             })
         }
     }
@@ -279,6 +286,8 @@ pub struct Metadata {
     locks: Option<db::Pool>,
     /// How long a request waits for an upload lease another holds.
     lease_wait: Duration,
+    /// PostgreSQL: the batcher manifest PUTs go through.
+    puts: Option<put_batch::PutBatcher>,
 }
 
 pub fn now_ms() -> i64 {
