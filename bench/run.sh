@@ -81,6 +81,9 @@ ACCEPT='application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.in
 
 log() { printf '\033[1m[bench %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
+# Helpers shared with the other bench script (functions only).
+# shellcheck source=lib.sh
+source "$ROOT/bench/lib.sh"
 
 # --------------------------------------------------------------------------- #
 # Prerequisites: install what is missing from Debian.
@@ -89,17 +92,7 @@ declare -A PKG_OF=(
   [docker-registry]=docker-registry [taskset]=util-linux [openssl]=openssl
   [python3]=python3 [split]=coreutils [/usr/bin/time]=time
 )
-missing=()
-for c in "${!PKG_OF[@]}"; do
-  command -v "$c" >/dev/null 2>&1 || missing+=("${PKG_OF[$c]}")
-done
-if ((${#missing[@]})); then
-  log "installing missing packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -o DPkg::Lock::Timeout=900 update -qq >/dev/null || die "apt-get update failed"
-  apt-get -o DPkg::Lock::Timeout=900 install -y -qq "${missing[@]}" >/dev/null \
-    || die "apt-get install ${missing[*]} failed"
-fi
+install_missing
 [[ -f /etc/containers/policy.json ]] || log "note: no /etc/containers/policy.json; using skopeo --insecure-policy anyway"
 
 if (( ! REF_BOTH )) && [[ ! -x $BERTH_BIN ]]; then
@@ -110,24 +103,9 @@ fi
 # Temp dir, processes, cleanup. Leftovers of a run killed with SIGKILL are
 # cleaned too (their pid file names a dead process).
 mkdir -p "$BENCH_TMP" "$OUT"
-for d in "$BENCH_TMP"/berth-bench.*; do
-  [[ -d $d && -f $d/.owner ]] || continue
-  kill -0 "$(cat "$d/.owner")" 2>/dev/null && continue
-  for p in $(cat "$d/.servers" 2>/dev/null); do
-    grep -qs "$d" "/proc/$p/cmdline" && kill -9 "$p" 2>/dev/null
-  done
-  rm -rf "$d"
-done
-WORK=$(mktemp -d "$BENCH_TMP/berth-bench.XXXXXX")
-echo $$ >"$WORK/.owner"
+WORK=$(make_work_dir berth-bench)
 declare -A PID=() PORT=() BASE=() SLOG=() DATA=() HWM=() DIED=()
 
-stop_pid() {
-  local p=$1 i
-  kill -TERM "$p" 2>/dev/null || return 0
-  for i in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$p" 2>/dev/null || true
-}
 cleanup() {
   local rc=$? r
   trap - EXIT INT TERM
@@ -147,11 +125,6 @@ ERRLOG=$OUT/errors.log
 : >"$SAMPLES"
 : >"$ERRLOG"
 rm -f "$OUT"/server-*.log "$OUT"/load-*.txt
-rec_s() { printf 's\t%s\t%s\t%s\n' "$1" "$2" "$3" >>"$SAMPLES"; }
-rec_i() { printf 'i\t%s\t%s\t%s\n' "$1" "$2" "$3" >>"$SAMPLES"; }
-note() { printf 'n\t-\t-\t%s\n' "$*" >>"$SAMPLES"; log "note: $*"; }
-now() { echo "$EPOCHREALTIME"; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.4f", b-a}'; }
 mbps() { awk -v n="$1" -v s="$2" 'BEGIN{ if (s>0) printf "%.1f", n/1e6/s; else print "ERR" }'; }
 label() { if [[ $1 == berth ]] && (( REF_BOTH )); then echo "berth(=ref#2)"; else echo "$1"; fi; }
 
@@ -164,13 +137,6 @@ fail() { # reg what
   fi
   log "request failed: $msg"
 }
-# curl wrapper: sets CODE; headers in $WORK/h, body in $WORK/b.
-req() { # method url [curl args]
-  local m=$1 u=$2; shift 2
-  CODE=$(curl -sS -X "$m" -D "$WORK/h" -o "$WORK/b" -w '%{http_code}' -H 'Expect:' "$@" "$u" 2>"$WORK/curlerr") \
-    || CODE="000($(tr '\n' ' ' <"$WORK/curlerr"))"
-}
-hdr() { grep -i "^$1:" "$WORK/h" | tail -1 | cut -d' ' -f2- | tr -d '\r'; }
 absurl() { # base location
   case $2 in http://*|https://*) echo "$2" ;; /*) echo "$1$2" ;; *) echo "$1/$2" ;; esac
 }
@@ -195,25 +161,7 @@ if [[ ${SKIP_LIMITS:-0} != 1 ]]; then
   fi
 fi
 
-# Other work on the box (a compile, say) skews everything: wait a while for
-# it to go quiet, then go on regardless and say so in the report.
-cpu_busy() { # percent of all CPUs busy over $1 seconds
-  local a b
-  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat); sleep "$1"
-  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); t=(y[1]-x[1])+(y[2]-x[2]); printf "%.0f", (t>0 ? 100*(y[1]-x[1])/t : 0)}'
-}
-busy_procs() { top -b -n 2 -d 1 | awk '/^top -/{n++} n==2 && $1 ~ /^[0-9]+$/ && $9+0 >= 10 {printf "%s %s%%, ", $12, $9}'; }
-waited=0
-busy=$(cpu_busy 3)
-while (( busy > 25 && waited < ${WAIT_IDLE_SECONDS:-300} )); do
-  (( waited == 0 )) && log "machine busy (${busy}% CPU: $(busy_procs)); waiting up to ${WAIT_IDLE_SECONDS:-300} s for it to go quiet"
-  sleep 7; waited=$((waited + 10)); busy=$(cpu_busy 3)
-done
-rec_i busy_start - "$busy"
-if (( busy > 25 )); then
-  note "machine was busy when the run started (${busy}% of all CPUs: $(busy_procs)) — numbers may be skewed"
-fi
+wait_for_quiet
 
 if (( ML_OK )); then
   ml=$("$ROOT/target/release/examples/machine_limits" "$WORK") || ml=""
@@ -223,9 +171,6 @@ if (( ML_OK )); then
 fi
 
 # CPU used by anything that is not this script, its children or the servers.
-stat_busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
-# `times` must run in this shell (a $(...) subshell would report its own, ~0).
-times_secs() { awk '{for (i=1;i<=NF;i++){ split($i,a,/[ms]/); s+=a[1]*60+a[2] }} END{printf "%.2f", s}' "$WORK/times"; }
 times >"$WORK/times"
 BUSY0=$(stat_busy_ticks); OWN0=$(times_secs); WALL0=$(now)
 
@@ -235,26 +180,7 @@ start_ref() { # reg
   local r=$1
   DATA[$r]=$WORK/data-$r
   mkdir -p "${DATA[$r]}"
-  cat >"$WORK/ref-$r.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: ${DATA[$r]}
-  delete:
-    enabled: true
-  # As in Debian's default config; makes blob HEAD/GET cheaper for the reference.
-  cache:
-    blobdescriptor: inmemory
-  redirect:
-    disable: true
-http:
-  addr: 127.0.0.1:${PORT[$r]}
-  secret: bench-$RANDOM$RANDOM
-EOF
+  ref_config "${DATA[$r]}" "${PORT[$r]}" >"$WORK/ref-$r.yml"
   docker-registry serve "$WORK/ref-$r.yml" >"${SLOG[$r]}" 2>&1 &
   PID[$r]=$!
 }
@@ -547,21 +473,7 @@ load_test() { # reg key tool url [extra request header, wrk only]
   fi
   c1=$(cpu_ticks "${PID[$r]}")
   unpin_server "$r"
-  j=$(python3 "$LIB" loadparse "$tool" "$f")
-  local rps p50 p99 bad gcpu scpu
-  rps=$(jq -r '.rps // "ERR"' <<<"$j"); p50=$(jq -r '.p50_ms // "ERR"' <<<"$j"); p99=$(jq -r '.p99_ms // "ERR"' <<<"$j")
-  bad=$(jq -r '.bad' <<<"$j")
-  gcpu=$(awk '/^GEN_CPU/{ if ($2>0) printf "%.0f", 100*($3+$4)/$2 }' "$f")
-  scpu=$(awk -v a="$c0" -v b="$c1" -v t="$LOAD_SECONDS" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.0f", 100*(b-a)/hz/t}')
-  rec_s "${key}_rps" "$r" "$rps"; rec_s "${key}_p50" "$r" "$p50"; rec_s "${key}_p99" "$r" "$p99"
-  if [[ $bad != 0 ]]; then
-    : >"$WORK/b"; fail "$r" "$tool $url: $bad of $(jq -r .requests <<<"$j") responses were errors or non-2xx ($(jq -r .detail <<<"$j")); see bench/out/load-$key-$r.txt"
-    note "$(label "$r") $key: $bad error/non-2xx responses under load"
-  fi
-  if [[ -n $gcpu ]] && (( gcpu >= 90 )) && [[ $PIN == split ]]; then
-    note "$(label "$r") $key: load generator used ${gcpu}% of its core — it may be the bottleneck (server used ${scpu}% CPU)"
-  fi
-  log "$(label "$r") $key: $rps req/s, p50 $p50 ms, p99 $p99 ms (server CPU ${scpu}%, generator CPU ${gcpu:-?}%)"
+  record_load "$r" "$(label "$r")" "$key" "$tool" "$url" "$f" "$c0" "$c1" "server"
 }
 
 log "populating $TAGS_REPO with $NTAGS tags"

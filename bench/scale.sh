@@ -83,6 +83,9 @@ ACCEPT='application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.in
 
 log() { printf '\033[1m[scale %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
+# Helpers shared with the other bench script (functions only).
+# shellcheck source=lib.sh
+source "$ROOT/bench/lib.sh"
 
 # --------------------------------------------------------------------------- #
 # Prerequisites: install what is missing from Debian.
@@ -91,18 +94,7 @@ declare -A PKG_OF=(
   [taskset]=util-linux [openssl]=openssl [python3]=python3 [haproxy]=haproxy
   [pgrep]=procps [setpriv]=util-linux [/usr/bin/time]=time
 )
-missing=()
-for c in "${!PKG_OF[@]}"; do
-  command -v "$c" >/dev/null 2>&1 || missing+=("${PKG_OF[$c]}")
-done
-compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
-if ((${#missing[@]})); then
-  log "installing missing packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -o DPkg::Lock::Timeout=900 update -qq >/dev/null || die "apt-get update failed"
-  apt-get -o DPkg::Lock::Timeout=900 install -y -qq "${missing[@]}" >/dev/null \
-    || die "apt-get install ${missing[*]} failed"
-fi
+if compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then install_missing; else install_missing postgresql; fi
 PG_BIN=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -1)
 [[ -x $PG_BIN/initdb ]] || die "PostgreSQL not found under /usr/lib/postgresql"
 id postgres >/dev/null 2>&1 || die "no user postgres (the postgresql package makes it)"
@@ -113,28 +105,13 @@ id postgres >/dev/null 2>&1 || die "no user postgres (the postgresql package mak
 # Temp dir, processes, cleanup. Leftovers of a run killed with SIGKILL are
 # cleaned too (their pid file names a dead process).
 mkdir -p "$BENCH_TMP" "$OUT"
-for d in "$BENCH_TMP"/berth-scale.*; do
-  [[ -d $d && -f $d/.owner ]] || continue
-  kill -0 "$(cat "$d/.owner")" 2>/dev/null && continue
-  while read -r p; do
-    grep -qs "$d" "/proc/$p/cmdline" && kill -9 "$p" 2>/dev/null
-  done 2>/dev/null <"$d/.servers"
-  rm -rf "$d"
-done
-WORK=$(mktemp -d "$BENCH_TMP/berth-scale.XXXXXX")
+WORK=$(make_work_dir berth-scale)
 chmod 755 "$WORK"   # PostgreSQL (user postgres) keeps its data below it
-echo $$ >"$WORK/.owner"
 # PIDS[col]: the processes serving a column (PostgreSQL apart: pg_pids).
 declare -A PIDS=() PORT=() BASE=() DATA=() SWEEP_BASES=()
 PG_PID="" PG_PORT="" HAPROXY_PID="" HAPROXY_STATS=""
 REPLICA_PIDS=() REPLICA_PORTS=()
 
-stop_pid() { # pid [signal]
-  local p=$1 i
-  kill "-${2:-TERM}" "$p" 2>/dev/null || return 0
-  for i in $(seq 100); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$p" 2>/dev/null || true
-}
 cleanup() {
   local rc=$? p f
   trap - EXIT INT TERM
@@ -157,11 +134,6 @@ ERRLOG=$OUT/scale-errors.log
 : >"$SAMPLES"
 : >"$ERRLOG"
 rm -f "$OUT"/scale-*.log "$OUT"/scale-load-*.txt "$OUT"/scale-gc-*.txt
-rec_s() { printf 's\t%s\t%s\t%s\n' "$1" "$2" "$3" >>"$SAMPLES"; }
-rec_i() { printf 'i\t%s\t%s\t%s\n' "$1" "$2" "$3" >>"$SAMPLES"; }
-note() { printf 'n\t-\t-\t%s\n' "$*" >>"$SAMPLES"; log "note: $*"; }
-now() { echo "$EPOCHREALTIME"; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.4f", b-a}'; }
 
 # A failed request or check: logged with what was asked and what came back.
 fail() { # col what
@@ -169,35 +141,12 @@ fail() { # col what
   if [[ -s $WORK/b ]]; then echo "    body: $(head -c 400 "$WORK/b" | tr '\n' ' ')" >>"$ERRLOG"; fi
   log "failed: [${LABEL[$1]}] $2"
 }
-# curl wrapper: sets CODE; headers in $WORK/h, body in $WORK/b.
-req() { # method url [curl args]
-  local m=$1 u=$2; shift 2
-  CODE=$(curl -sS -X "$m" -D "$WORK/h" -o "$WORK/b" -w '%{http_code}' -H 'Expect:' "$@" "$u" 2>"$WORK/curlerr") \
-    || CODE="000($(tr '\n' ' ' <"$WORK/curlerr"))"
-}
-hdr() { grep -i "^$1:" "$WORK/h" | tail -1 | cut -d' ' -f2- | tr -d '\r'; }
 
 # --------------------------------------------------------------------------- #
 # Wait a while for other work on the box to stop, then go on and say so.
-cpu_busy() { # percent of all CPUs busy over $1 seconds
-  local a b
-  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat); sleep "$1"
-  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); t=(y[1]-x[1])+(y[2]-x[2]); printf "%.0f", (t>0 ? 100*(y[1]-x[1])/t : 0)}'
-}
-busy_procs() { top -b -n 2 -d 1 | awk '/^top -/{n++} n==2 && $1 ~ /^[0-9]+$/ && $9+0 >= 10 {printf "%s %s%%, ", $12, $9}'; }
-waited=0
-busy=$(cpu_busy 3)
-while (( busy > 25 && waited < ${WAIT_IDLE_SECONDS:-300} )); do
-  (( waited == 0 )) && log "machine busy (${busy}% CPU: $(busy_procs)); waiting up to ${WAIT_IDLE_SECONDS:-300} s for it to go quiet"
-  sleep 7; waited=$((waited + 10)); busy=$(cpu_busy 3)
-done
-rec_i busy_start - "$busy"
-(( busy > 25 )) && note "machine was busy when the run started (${busy}% of all CPUs: $(busy_procs)) — numbers may be skewed"
+wait_for_quiet
 
 # CPU used by anything that is not this script, its children or the servers.
-stat_busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
-times_secs() { awk '{for (i=1;i<=NF;i++){ split($i,a,/[ms]/); s+=a[1]*60+a[2] }} END{printf "%.2f", s}' "$WORK/times"; }
 times >"$WORK/times"
 BUSY0=$(stat_busy_ticks); OWN0=$(times_secs); WALL0=$(now)
 
@@ -253,26 +202,7 @@ start_ref() { # [restart: keep port and data]
   mkdir -p "${DATA[ref]}"
   [[ -n ${1:-} ]] || PORT[ref]=$(freeport)
   BASE[ref]=http://127.0.0.1:${PORT[ref]}
-  cat >"$WORK/ref.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: ${DATA[ref]}
-  delete:
-    enabled: true
-  # As in Debian's default config (and bench/run.sh).
-  cache:
-    blobdescriptor: inmemory
-  redirect:
-    disable: true
-http:
-  addr: 127.0.0.1:${PORT[ref]}
-  secret: bench-$RANDOM$RANDOM
-EOF
+  ref_config "${DATA[ref]}" "${PORT[ref]}" >"$WORK/ref.yml"
   env -u REGISTRY_AUTH_FILE docker-registry serve "$WORK/ref.yml" >>"$WORK/server-ref.log" 2>&1 &
   PIDS[ref]=$!; remember "${PIDS[ref]}"
   wait_http "${BASE[ref]}/v2/" 200 reference "${PIDS[ref]}"
@@ -450,21 +380,7 @@ load_test() { # col key tool url [wrk lua script, args...]
   $(gen_prefix) /usr/bin/time -f 'GEN_CPU %e %U %S' "${run[@]}" >"$f" 2>&1
   c1=$(pids_ticks "${cp[@]}")
   unpin_col "$c"
-  j=$(python3 "$LIB" loadparse "$tool" "$f")
-  local rps p50 p99 bad gcpu scpu
-  rps=$(jq -r '.rps // "ERR"' <<<"$j"); p50=$(jq -r '.p50_ms // "ERR"' <<<"$j"); p99=$(jq -r '.p99_ms // "ERR"' <<<"$j")
-  bad=$(jq -r '.bad' <<<"$j")
-  gcpu=$(awk '/^GEN_CPU/{ if ($2>0) printf "%.0f", 100*($3+$4)/$2 }' "$f")
-  scpu=$(awk -v a="$c0" -v b="$c1" -v t="$LOAD_SECONDS" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.0f", 100*(b-a)/hz/t}')
-  rec_s "${key}_rps" "$c" "$rps"; rec_s "${key}_p50" "$c" "$p50"; rec_s "${key}_p99" "$c" "$p99"
-  if [[ $bad != 0 ]]; then
-    : >"$WORK/b"; fail "$c" "$tool $url: $bad of $(jq -r .requests <<<"$j") responses were errors or not as wanted ($(jq -r .detail <<<"$j")); see bench/out/scale-load-$key-$c.txt"
-    note "${LABEL[$c]} $key: $bad error/unwanted responses under load"
-  fi
-  if [[ -n $gcpu ]] && (( gcpu >= 90 )) && [[ $PIN == split ]]; then
-    note "${LABEL[$c]} $key: load generator used ${gcpu}% of its core — it may be the bottleneck (servers used ${scpu}% CPU)"
-  fi
-  log "${LABEL[$c]} $key: $rps req/s, p50 $p50 ms, p99 $p99 ms (servers' CPU ${scpu}%, generator CPU ${gcpu:-?}%)"
+  record_load "$c" "${LABEL[$c]}" "$key" "$tool" "$url" "$f" "$c0" "$c1" "servers'"
 }
 
 log "populating $TAGS_REPO with $NTAGS tags, and $PUT_REPO's blobs"
