@@ -20,53 +20,6 @@ pub struct StoredManifest {
     pub payload: Vec<u8>,
 }
 
-/// References looked up or inserted per statement (both backends allow
-/// thousands of binds; a manifest rarely has more than a hundred).
-const IN_CHUNK: usize = 500;
-
-/// The rows of `select` (ending in `IN`; `$1` is `first`) for each value of
-/// `values`, [`IN_CHUNK`] values per statement.
-async fn select_in<O>(
-    tx: &mut db::Tx<'_>,
-    select: &str,
-    first: i64,
-    values: &[String],
-) -> Result<Vec<O>>
-where
-    O: for<'r> sqlx::FromRow<'r, db::DbRow> + Send + Unpin,
-{
-    let mut rows = Vec::with_capacity(values.len());
-    for chunk in values.chunks(IN_CHUNK) {
-        let sql = format!("{select} ({})", db::placeholders(2, chunk.len()));
-        let mut query = sqlx::query_as::<_, O>(AssertSqlSafe(sql)).bind(first);
-        for value in chunk {
-            query = query.bind(value);
-        }
-        rows.extend(query.fetch_all(&mut **tx).await?);
-    }
-    Ok(rows)
-}
-
-/// Inserts `(first, value)` into `table` (`name (column, column)`) for each
-/// of `values`, [`IN_CHUNK`] rows per statement; rows already there stay.
-async fn insert_rows<T>(tx: &mut db::Tx<'_>, table: &str, first: i64, values: &[T]) -> Result<()>
-where
-    T: for<'q> sqlx::Encode<'q, db::Db> + sqlx::Type<db::Db> + Clone + Send + Sync + 'static,
-{
-    for chunk in values.chunks(IN_CHUNK) {
-        let sql = format!(
-            "INSERT INTO {table} VALUES {} ON CONFLICT DO NOTHING",
-            pairs_with_first(chunk.len())
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(first);
-        for value in chunk {
-            query = query.bind(value.clone());
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
 /// The manifest's annotations as stored (`None` when it has none).
 fn annotations_json(manifest: &Manifest) -> Option<String> {
     manifest
@@ -74,14 +27,6 @@ fn annotations_json(manifest: &Manifest) -> Option<String> {
         .as_ref()
         .filter(|a| !a.is_empty())
         .map(|a| serde_json::to_string(a).unwrap_or_default())
-}
-
-/// `($1, $2), ($1, $3), ...`: `n` rows sharing the first bind.
-fn pairs_with_first(n: usize) -> String {
-    (2..n + 2)
-        .map(|i| format!("($1, ${i})"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Metadata {
@@ -103,41 +48,28 @@ impl Metadata {
         }
         let mut tx = self.begin_write().await?;
         let repo_id = Self::ensure_repository(&mut tx, repo).await?;
-        // One statement per [`IN_CHUNK`] references, not one per reference:
-        // on PostgreSQL each statement is a round trip.
-        let blobs: Vec<String> = manifest.blobs.iter().map(Digest::to_string).collect();
-        let linked: HashSet<String> = select_in::<(String,)>(
-            &mut tx,
-            "SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest IN",
-            repo_id,
-            &blobs,
-        )
-        .await?
-        .into_iter()
-        .map(|(d,)| d)
-        .collect();
-        if let Some(missing) = manifest
-            .blobs
-            .iter()
-            .zip(&blobs)
-            .find(|(_, d)| !linked.contains(*d))
-        {
-            return Err(MetadataError::BlobUnknown(missing.0.clone()));
+        for blob in &manifest.blobs {
+            let linked = sqlx::query(
+                "SELECT 1 FROM repository_blobs WHERE repository_id = $1 AND digest = $2",
+            )
+            .bind(repo_id)
+            .bind(blob.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if linked.is_none() {
+                return Err(MetadataError::BlobUnknown(blob.clone()));
+            }
         }
-        let children: Vec<String> = manifest.children.iter().map(Digest::to_string).collect();
-        let child_id: std::collections::HashMap<String, i64> = select_in::<(String, i64)>(
-            &mut tx,
-            "SELECT digest, id FROM manifests WHERE repository_id = $1 AND digest IN",
-            repo_id,
-            &children,
-        )
-        .await?
-        .into_iter()
-        .collect();
-        let mut child_ids = Vec::with_capacity(children.len());
-        for (child, digest) in manifest.children.iter().zip(&children) {
-            let id = child_id.get(digest);
-            child_ids.push(*id.ok_or_else(|| MetadataError::ManifestUnknown(child.clone()))?);
+        let mut child_ids = Vec::with_capacity(manifest.children.len());
+        for child in &manifest.children {
+            let id: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM manifests WHERE repository_id = $1 AND digest = $2",
+            )
+            .bind(repo_id)
+            .bind(child.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            child_ids.push(id.ok_or_else(|| MetadataError::ManifestUnknown(child.clone()))?);
         }
         let now = now_ms();
         let annotations = annotations_json(manifest);
@@ -162,14 +94,20 @@ impl Metadata {
         .await?;
         let manifest_id = match inserted {
             Some(id) => {
-                insert_rows(&mut tx, "manifest_blobs (manifest_id, digest)", id, &blobs).await?;
-                insert_rows(
-                    &mut tx,
-                    "manifest_references (parent_id, child_id)",
-                    id,
-                    &child_ids,
-                )
-                .await?;
+                for blob in &manifest.blobs {
+                    sqlx::query("INSERT INTO manifest_blobs (manifest_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(id)
+                        .bind(blob.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for child in child_ids {
+                    sqlx::query("INSERT INTO manifest_references (parent_id, child_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(id)
+                        .bind(child)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 id
             }
             None => {
@@ -217,7 +155,7 @@ impl Metadata {
     }
 
     /// [`Metadata::put_manifest`] through the replica's batcher (PostgreSQL:
-    /// `berth_put_manifest`, one round trip and one commit for every PUT of
+    /// `berth_put_manifests`, one round trip and one commit for every PUT of
     /// a batch). The tag rules are asked beforehand about both changes the
     /// PUT may make to `tag`; the database applies the answer that fits.
     async fn put_manifest_batched(
@@ -435,12 +373,6 @@ mod tests {
     use crate::metadata::TagOp;
     use crate::metadata::testing::{self, digest};
     use crate::oci::manifest::{OCI_MANIFEST, parse};
-
-    #[test]
-    fn rows_share_the_first_bind() {
-        assert_eq!(pairs_with_first(1), "($1, $2)");
-        assert_eq!(pairs_with_first(3), "($1, $2), ($1, $3), ($1, $4)");
-    }
 
     /// Manifest PUTs at once (on PostgreSQL from two replicas): 12 distinct
     /// manifests to a tag whose rules allow creating it but not moving it,

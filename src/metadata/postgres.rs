@@ -67,7 +67,7 @@ pub(super) async fn open(config: &PostgresConfig) -> Result<(Pool, Pool)> {
             // again when it comes back (a broken one is closed then). A
             // connection used within the last second needs only the
             // second: ping only those idle for longer (after a quiet spell
-            // or the database's restart). Manifest PUT at c=32: see 0007.
+            // or the database's restart).
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {

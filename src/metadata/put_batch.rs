@@ -118,7 +118,7 @@ async fn run(pool: &db::Pool, call: &'static str, batch: Vec<Job>) {
         // Nothing of the batch was stored: every PUT of it fails alike (the
         // first with the error itself; a sqlx error cannot be cloned).
         Err(e) => {
-            let unavailable = MetadataError::Database(e);
+            let error = MetadataError::Database(e);
             let like = |e: &MetadataError| {
                 let text = e.to_string();
                 MetadataError::Database(if e.is_unavailable() {
@@ -130,10 +130,10 @@ async fn run(pool: &db::Pool, call: &'static str, batch: Vec<Job>) {
             let mut replies = replies.into_iter();
             let first = replies.next();
             for reply in replies {
-                let _ = reply.send(Err(like(&unavailable)));
+                let _ = reply.send(Err(like(&error)));
             }
             if let Some(first) = first {
-                let _ = first.send(Err(unavailable));
+                let _ = first.send(Err(error));
             }
         }
     }

@@ -26,7 +26,7 @@ pub enum TagOp {
 /// transaction, to the tags as they are there, so no concurrent write can
 /// slip between the decision and the write. (A manifest PUT on PostgreSQL
 /// asks it about both a create and a move beforehand, and the database
-/// applies the answer that fits: see `Dialect::put_manifest`.)
+/// applies the answer that fits: see `Dialect::put_manifests`.)
 pub type TagCheck<'a> = &'a (dyn Fn(&str, TagOp) -> std::result::Result<(), String> + Send + Sync);
 
 /// A [`TagCheck`] that allows everything (no tag rules).
