@@ -53,7 +53,8 @@ pub(super) struct Dialect {
     /// schema, taking the write lock itself), where each statement is a
     /// round trip and each commit a WAL flush; `None`: the statements of
     /// `Metadata::put_manifest`, one by one. Bind: the batch as JSON text
-    /// (see migrations/postgres/0007_put_manifest.sql and `put_batch`).
+    /// (see migrations/postgres/0008_put_manifest_checks_first.sql and
+    /// `put_batch`).
     pub put_manifests: Option<&'static str>,
 }
 
@@ -483,7 +484,7 @@ mod tests {
             Err(e @ MetadataError::SchemaTooNew { found: 9999, .. }) => {
                 let text = e.to_string();
                 assert!(
-                    text.contains("version 9999, newer than this berth knows (up to 7)"),
+                    text.contains("version 9999, newer than this berth knows (up to 8)"),
                     "{text}"
                 );
             }

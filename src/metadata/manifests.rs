@@ -526,6 +526,57 @@ mod tests {
         );
     }
 
+    /// A batch the database fails as a whole (here: a tag holding a NUL,
+    /// which PostgreSQL's JSON refuses) stores nothing; its PUTs then run one
+    /// by one, so only the bad one fails.
+    #[tokio::test]
+    async fn a_failed_batch_runs_again_one_put_at_a_time() {
+        let (meta, _dir) = testing::db_on(crate::metadata::Backend::Postgres).await;
+        let meta = Arc::new(meta);
+        for name in ["config", "layer"] {
+            meta.link_blob("r", &digest(name), 1).await.unwrap();
+        }
+        let before = meta.puts.as_ref().unwrap().batches();
+        let mut tasks = Vec::new();
+        for (n, tag) in ["t0", "t\0bad", "t2"].into_iter().enumerate() {
+            let meta = meta.clone();
+            tasks.push(tokio::spawn(async move {
+                let blob = |name: &str| json!({"mediaType": "application/octet-stream", "digest": digest(name).to_string(), "size": 1});
+                let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": blob("config"),
+                    "layers": [blob("layer")], "annotations": {"n": n.to_string()}});
+                let payload = serde_json::to_vec(&m).unwrap();
+                let d = Digest::sha256_of(&payload);
+                let parsed = parse(Some(OCI_MANIFEST), &payload).unwrap();
+                meta.put_manifest("r", &d, &parsed, &payload, Some(tag), &crate::metadata::any_tag_write)
+                    .await
+                    .map(|()| d)
+            }));
+        }
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        assert_eq!(
+            meta.puts.as_ref().unwrap().batches() - before,
+            1,
+            "not one batch"
+        );
+        assert!(
+            matches!(&results[1], Err(MetadataError::Database(_))),
+            "{:?}",
+            results[1]
+        );
+        for (i, tag) in [(0, "t0"), (2, "t2")] {
+            let d = results[i].as_ref().unwrap();
+            let stored = meta
+                .manifest("r", &Reference::Tag(tag.into()))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&stored.digest, d);
+        }
+    }
+
     /// A manifest naming a blob the repository lacks is refused with that
     /// blob, whichever position it is in, and nothing is stored.
     async fn names_the_missing_blob(backend: crate::metadata::Backend) {

@@ -1,7 +1,10 @@
 //! Manifest PUTs on PostgreSQL, batched: the PUTs that arrive while a
 //! replica's previous batch is in the database go together in the next one,
-//! one statement and one commit for all (`berth_put_manifests`, migration
-//! 0007), each PUT in a subtransaction of its own. The write lock serialises
+//! one statement and one commit for all (`berth_put_manifests`, migrations
+//! 0007 and 0008). A PUT checks everything that can refuse it before it
+//! writes, so a refused one writes nothing and is answered alone; a batch that
+//! fails with an error (nothing of it stored) runs again one PUT at a time, so
+//! one PUT that makes the database fail fails alone. The write lock serialises
 //! every write of every replica, so a PUT alone pays a round trip, the lock
 //! and a WAL flush by itself; under load a batch shares them, as a group
 //! commit would. A PUT alone goes at once, in a batch of one.
@@ -97,28 +100,26 @@ impl PutBatcher {
 async fn run(pool: &db::Pool, call: &'static str, batch: Vec<Job>) {
     let (puts, replies): (Vec<Value>, Vec<_>) =
         batch.into_iter().map(|job| (job.put, job.reply)).unzip();
-    let n = puts.len();
-    let answer: std::result::Result<String, sqlx::Error> = sqlx::query_scalar(call)
-        .bind(Value::Array(puts).to_string())
-        .fetch_one(pool)
-        .await;
-    match answer {
-        Ok(text) => match parse_outcomes(&text, n) {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
+    match call_batch(pool, call, &puts).await {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
             }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(MetadataError::Corrupt(e.clone())));
-                }
+        }
+        // Nothing of the batch was stored. With the database unreachable
+        // every PUT fails alike; otherwise one PUT of it may be what failed:
+        // each runs again alone, and gets its own answer.
+        Err(error @ MetadataError::Database(_)) if puts.len() > 1 && !error.is_unavailable() => {
+            tracing::debug!(puts = puts.len(), %error, "a manifest batch failed; its PUTs run one by one");
+            for (put, reply) in puts.into_iter().zip(replies) {
+                let outcome = call_batch(pool, call, std::slice::from_ref(&put))
+                    .await
+                    .map(|mut outcomes| outcomes.remove(0));
+                let _ = reply.send(outcome);
             }
-        },
-        // Nothing of the batch was stored: every PUT of it fails alike (the
-        // first with the error itself; a sqlx error cannot be cloned).
-        Err(e) => {
-            let error = MetadataError::Database(e);
+        }
+        Err(error) => {
+            // The first gets the error itself; a sqlx error cannot be cloned.
             let like = |e: &MetadataError| {
                 let text = e.to_string();
                 MetadataError::Database(if e.is_unavailable() {
@@ -137,6 +138,17 @@ async fn run(pool: &db::Pool, call: &'static str, batch: Vec<Job>) {
             }
         }
     }
+}
+
+/// One call of the batch function: an outcome per PUT, in order, or the
+/// error that stored nothing.
+async fn call_batch(pool: &db::Pool, call: &'static str, puts: &[Value]) -> Result<Vec<Outcome>> {
+    let text: String = sqlx::query_scalar(call)
+        .bind(Value::from(puts).to_string())
+        .fetch_one(pool)
+        .await
+        .map_err(MetadataError::Database)?;
+    parse_outcomes(&text, puts.len()).map_err(MetadataError::Corrupt)
 }
 
 /// The outcomes `berth_put_manifests` returned, one per PUT, in order.
