@@ -105,6 +105,20 @@ pub(super) async fn get(
             format!("bytes {start}-{}/{size}", end - 1),
         );
     }
+    // Object storage may hand out the bytes itself (storage.s3.redirect):
+    // the whole blob only, a range is served here as asked.
+    if !head_only
+        && status == StatusCode::OK
+        && let Some(url) = reg.blobs.redirect_url(&digest).await?
+    {
+        return Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, url)
+            .header(header::CONTENT_LENGTH, 0)
+            .header("docker-content-digest", digest.to_string())
+            .body(Body::empty())
+            .map_err(RegistryError::internal);
+    }
     let body = if head_only || start == end {
         Body::empty()
     } else {

@@ -200,6 +200,10 @@ impl From<StorageError> for RegistryError {
             StorageError::BlobNotFound(_) => {
                 RegistryError::new(ErrorCode::BlobUnknown, e.to_string())
             }
+            StorageError::Unavailable(_) => {
+                RegistryError::new(ErrorCode::Unavailable, format!("{e}; try again later"))
+                    .with_header(header::RETRY_AFTER, 5)
+            }
             StorageError::Io(_) => RegistryError::internal(e),
         }
     }

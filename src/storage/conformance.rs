@@ -61,6 +61,10 @@ pub async fn run(store: &dyn BlobStore) {
         .unwrap();
     assert_eq!(staged.concat(), data);
     assert_eq!(store.stat(&digest).await.unwrap(), None);
+    assert_eq!(
+        store.uploads().await.unwrap(),
+        vec![(id.to_string(), data.len() as u64)]
+    );
 
     store.commit_upload(&id, &digest).await.unwrap();
     assert_eq!(store.upload_size(&id).await.unwrap(), None);
@@ -93,6 +97,19 @@ pub async fn run(store: &dyn BlobStore) {
         Err(StorageError::UploadNotFound(_))
     ));
 
+    // What fsck removes by name goes whole.
+    let orphan = UploadId::new();
+    store.create_upload(&orphan).await.unwrap();
+    append(store, &orphan, &[b"left behind"]).await;
+    assert_eq!(
+        store.uploads().await.unwrap(),
+        vec![(orphan.to_string(), 11)]
+    );
+    store.remove_upload(&orphan.to_string()).await.unwrap();
+    assert_eq!(store.upload_size(&orphan).await.unwrap(), None);
+    assert!(store.uploads().await.unwrap().is_empty());
+    assert!(store.remove_upload("../blobs").await.is_err());
+
     // Free space is a number of bytes, or unknown; never an error.
     let _space: Option<u64> = store.available_space().await.unwrap();
 
@@ -117,4 +134,42 @@ async fn fs_store() {
     let store = super::fs::FsStore::open(dir.path()).unwrap();
     run(&store).await;
     assert!(store.available_space().await.unwrap().unwrap() > 0);
+}
+
+#[path = "../../tests/common/s3.rs"]
+pub(crate) mod s3_server;
+
+/// An S3 store on a fresh bucket of the test's s3s-fs server.
+pub(crate) fn s3_store() -> super::s3::S3Store {
+    s3_store_and_bucket().0
+}
+
+/// [`s3_store`], and the directory where s3s-fs keeps the bucket's objects
+/// as files (for tests that damage one behind the store's back).
+pub(crate) fn s3_store_and_bucket() -> (super::s3::S3Store, std::path::PathBuf) {
+    let (endpoint, bucket) = s3_server::fresh_bucket();
+    let dir = s3_server::server().root.join(&bucket);
+    let store = super::s3::S3Store::open(&super::s3::S3Settings {
+        endpoint: Some(endpoint),
+        bucket,
+        region: "us-east-1".into(),
+        access_key_id: Some(s3_server::ACCESS_KEY.into()),
+        secret_access_key: Some(s3_server::SECRET_KEY.into()),
+        prefix: String::new(),
+        path_style: true,
+        ca_file: None,
+        insecure_skip_verify: false,
+        request_timeout: std::time::Duration::from_secs(30),
+        redirect: None,
+    })
+    .unwrap();
+    (store, dir)
+}
+
+#[tokio::test]
+async fn s3_store_behaves_like_the_others() {
+    let store = s3_store();
+    store.check().await.unwrap();
+    run(&store).await;
+    assert_eq!(store.available_space().await.unwrap(), None);
 }

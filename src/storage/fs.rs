@@ -61,10 +61,9 @@ impl FsStore {
         self.root.join("uploads").join(id.to_string())
     }
 
-    /// The names and sizes of the files under `uploads/` (for fsck).
-    pub fn upload_files(&self) -> io::Result<Vec<(String, u64)>> {
+    fn upload_files(root: &Path) -> io::Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
-        for entry in fs::read_dir(self.root.join("uploads"))? {
+        for entry in fs::read_dir(root.join("uploads"))? {
             let entry = entry?;
             out.push((
                 entry.file_name().to_string_lossy().into_owned(),
@@ -73,14 +72,6 @@ impl FsStore {
         }
         out.sort();
         Ok(out)
-    }
-
-    /// Removes a file under `uploads/` by name (fsck repair).
-    pub fn remove_upload_file(&self, name: &str) -> io::Result<()> {
-        if name.contains('/') || name.starts_with('.') {
-            return Err(io::Error::other("not an upload file name"));
-        }
-        fs::remove_file(self.root.join("uploads").join(name))
     }
 }
 
@@ -286,6 +277,21 @@ impl BlobStore for FsStore {
 
     async fn abort_upload(&self, id: &UploadId) -> Result<()> {
         let path = self.upload_path(id);
+        blocking(move || not_found_as_none(fs::remove_file(path)).map(drop)).await
+    }
+
+    async fn uploads(&self) -> Result<Vec<(String, u64)>> {
+        let root = self.root.clone();
+        blocking(move || FsStore::upload_files(&root)).await
+    }
+
+    async fn remove_upload(&self, name: &str) -> Result<()> {
+        if name.contains('/') || name.starts_with('.') || name.is_empty() {
+            return Err(StorageError::Io(io::Error::other(
+                "not an upload file name",
+            )));
+        }
+        let path = self.root.join("uploads").join(name);
         blocking(move || not_found_as_none(fs::remove_file(path)).map(drop)).await
     }
 

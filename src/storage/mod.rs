@@ -2,15 +2,16 @@
 //! uploads in progress. Knows nothing of repositories, manifests or HTTP; which
 //! repository may see which blob is the metadata layer's business.
 //!
-//! Implementations: [`fs::FsStore`] (local directory, the embedded default).
-//! An object-storage implementation plugs in behind the same trait; the shared
-//! test suite in [`conformance`] runs against every implementation.
+//! Implementations: [`fs::FsStore`] (local directory, the embedded default)
+//! and [`s3::S3Store`] (S3-compatible object storage); the shared test suite
+//! in [`conformance`] runs against both.
 
 pub mod durable;
 pub mod fs;
+pub mod s3;
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 
 use std::fmt;
 use std::io;
@@ -35,6 +36,10 @@ pub enum StorageError {
     UploadNotFound(UploadId),
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
+    /// The store did not answer (object storage down or unreachable):
+    /// nothing was changed, worth a retry.
+    #[error("blob storage is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The identifier of an upload in progress: a UUID, validated before it is
@@ -90,6 +95,20 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn commit_upload(&self, id: &UploadId, digest: &Digest) -> Result<()>;
     /// Discards an upload; absent uploads are not an error.
     async fn abort_upload(&self, id: &UploadId) -> Result<()>;
+
+    /// A URL the client may fetch the whole blob from directly (a presigned
+    /// object storage URL), when the store is set to hand those out.
+    async fn redirect_url(&self, _digest: &Digest) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Every upload in the store by name (its UUID, or whatever stray name
+    /// the store holds) with the bytes it holds: for fsck to compare with
+    /// the sessions the metadata knows.
+    async fn uploads(&self) -> Result<Vec<(String, u64)>>;
+    /// Removes an upload by the name [`BlobStore::uploads`] gave (fsck
+    /// repair of an orphan).
+    async fn remove_upload(&self, name: &str) -> Result<()>;
 
     /// Bytes that uploads may still write before the store's space runs out,
     /// or `None` when the store cannot tell (object storage).

@@ -1,0 +1,839 @@
+//! S3-compatible object storage blob store (AWS S3, Ceph RGW, versitygw,
+//! s3s-fs, ...), on the `object_store` crate.
+//!
+//! Layout in the bucket, under the optional key prefix (the only place it is
+//! described):
+//!
+//! ```text
+//! <prefix>blobs/<algorithm>/<first two hex chars>/<hex>  committed blobs, immutable
+//! <prefix>uploads/<uuid>/started                        the upload exists (empty)
+//! <prefix>uploads/<uuid>/<seq, 10 digits>               what one append received
+//! <prefix>uploads/<uuid>/<name>.multipart               an S3 multipart upload in
+//!                                                       progress: its id, a newline
+//!                                                       and its key
+//! ```
+//!
+//! Keys are built only from validated digests and UUIDs. An upload's state
+//! lives in the bucket, not in a process: any replica can append to it, read
+//! it back to re-hash it, or commit it (appends to one session are
+//! serialized across replicas by the metadata layer's upload lease). Each
+//! append streams into its own object as an S3 multipart upload of
+//! [`PART_SIZE`] parts, so memory stays bounded whatever the blob's size and
+//! however small the client's chunks; a client's PATCH below S3's 5 MiB part
+//! minimum is simply a small segment. Before the first part is sent the
+//! multipart id is written beside it, so an append cut short by a crash can
+//! still be aborted when its upload expires (`abort_upload`): no multipart
+//! upload outlives its session.
+//!
+//! Nothing appears under a blob's content address before the registry has
+//! verified the digest: `commit_upload` copies a single segment to the
+//! content key server-side (CopyObject), or streams several into it as one
+//! multipart upload, which S3 makes visible only when completed. Either is
+//! atomic: a crash leaves no blob or the whole blob. S3 acknowledges a write
+//! once it is durable, so there is no fsync to do.
+
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
+use tokio::sync::mpsc;
+
+use super::{BlobStore, ByteStream, Result, StorageError, UploadId};
+use crate::oci::Digest;
+
+/// Size of every part of a multipart upload but the last: above S3's 5 MiB
+/// minimum. With S3's 10,000 parts, one append or blob may reach 80 GiB.
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts sent at once by one append or commit: what it holds in memory is
+/// at most this many parts plus the one being filled.
+const PARTS_IN_FLIGHT: usize = 2;
+/// The marker that says an upload exists.
+const STARTED: &str = "started";
+/// The suffix of the key holding an append's multipart id.
+const MULTIPART: &str = ".multipart";
+
+/// Where and how to reach the bucket.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    /// `http(s)://host:port`; `None` for AWS's own endpoint of `region`.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Key prefix for everything berth writes (empty, or ends with `/`).
+    pub prefix: String,
+    /// `http://host/bucket/key` rather than `http://bucket.host/key`.
+    pub path_style: bool,
+    /// PEM file of a CA to trust beside the system's (a private endpoint).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Accept any certificate (tests only; logged loudly).
+    pub insecure_skip_verify: bool,
+    /// How long one request, retries included, may take before the store
+    /// reports the bucket unavailable (503 to the client).
+    pub request_timeout: Duration,
+    /// Blob GETs are answered with a redirect to a presigned URL valid this
+    /// long; `None`: berth streams the blob itself.
+    pub redirect: Option<Duration>,
+}
+
+pub struct S3Store {
+    s3: Arc<AmazonS3>,
+    prefix: String,
+    description: String,
+    redirect: Option<Duration>,
+}
+
+/// An upload's objects, from one listing.
+#[derive(Default)]
+struct UploadObjects {
+    started: bool,
+    /// (sequence number, key, size), in order.
+    segments: Vec<(u64, Path, u64)>,
+    /// Keys of multipart-id markers.
+    markers: Vec<Path>,
+    /// Every key under the upload's prefix.
+    all: Vec<Path>,
+}
+
+impl UploadObjects {
+    fn size(&self) -> u64 {
+        self.segments.iter().map(|s| s.2).sum()
+    }
+
+    /// The sequence number after every segment and marker.
+    fn next_seq(&self) -> u64 {
+        let from_segments = self.segments.iter().map(|s| s.0);
+        let from_markers = self
+            .markers
+            .iter()
+            .filter_map(|m| m.filename()?.strip_suffix(MULTIPART)?.parse::<u64>().ok());
+        from_segments.chain(from_markers).max().map_or(0, |m| m + 1)
+    }
+}
+
+fn classify(e: object_store::Error) -> StorageError {
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => StorageError::Io(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            e.to_string(),
+        )),
+        other => StorageError::Unavailable(other.to_string()),
+    }
+}
+
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+impl S3Store {
+    /// Builds the client; [`S3Store::check`] then proves the bucket answers.
+    pub fn open(settings: &S3Settings) -> Result<S3Store, String> {
+        let mut options = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(settings.request_timeout)
+            .with_allow_invalid_certificates(settings.insecure_skip_verify);
+        if let Some(ca) = &settings.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            let cert = object_store::Certificate::from_pem(&pem)
+                .map_err(|e| format!("{}: not a PEM certificate: {e}", ca.display()))?;
+            options = options.with_root_certificate(cert);
+        }
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region)
+            .with_virtual_hosted_style_request(!settings.path_style)
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: settings.request_timeout,
+                ..RetryConfig::default()
+            })
+            .with_client_options(options);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(key) = &settings.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &settings.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        let s3 = builder.build().map_err(|e| e.to_string())?;
+        let prefix = match settings.prefix.trim_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        let description = format!(
+            "s3://{}/{} at {}",
+            settings.bucket,
+            prefix,
+            settings.endpoint.as_deref().unwrap_or("AWS")
+        );
+        Ok(S3Store {
+            s3: Arc::new(s3),
+            prefix,
+            description,
+            redirect: settings.redirect,
+        })
+    }
+
+    /// Where the store keeps its objects, for logs and errors.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Lists one key of the bucket: fails when the bucket is missing, the
+    /// endpoint unreachable or the credentials refused.
+    pub async fn check(&self) -> Result<(), String> {
+        let mut keys = self.s3.list(Some(&self.key("blobs")));
+        match keys.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e.to_string()),
+        }
+    }
+
+    fn key(&self, rest: &str) -> Path {
+        Path::from(format!("{}{rest}", self.prefix))
+    }
+
+    fn blob_key(&self, digest: &Digest) -> Path {
+        let hex = digest.hex();
+        self.key(&format!(
+            "blobs/{}/{}/{hex}",
+            digest.algorithm().as_str(),
+            &hex[..2]
+        ))
+    }
+
+    fn upload_prefix(&self, id: &UploadId) -> Path {
+        self.key(&format!("uploads/{id}"))
+    }
+
+    async fn upload_objects(&self, id: &UploadId) -> Result<UploadObjects> {
+        let mut found = UploadObjects::default();
+        let mut listing = self.s3.list(Some(&self.upload_prefix(id)));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(classify)?;
+            let name = meta.location.filename().unwrap_or_default().to_string();
+            if name == STARTED {
+                found.started = true;
+            } else if name.ends_with(MULTIPART) {
+                found.markers.push(meta.location.clone());
+            } else if let Ok(seq) = name.parse::<u64>() {
+                found.segments.push((seq, meta.location.clone(), meta.size));
+            }
+            found.all.push(meta.location);
+        }
+        found.segments.sort_by_key(|s| s.0);
+        Ok(found)
+    }
+
+    async fn existing_upload(&self, id: &UploadId) -> Result<UploadObjects> {
+        let found = self.upload_objects(id).await?;
+        if found.started {
+            Ok(found)
+        } else {
+            Err(StorageError::UploadNotFound(id.clone()))
+        }
+    }
+
+    async fn delete_keys(&self, keys: Vec<Path>) -> Result<()> {
+        for key in keys {
+            match self.s3.delete(&key).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams `stream` into the object `key` as a multipart upload whose id
+    /// is first recorded at `marker` (when given), and completes it; on any
+    /// failure the multipart upload is aborted. Returns the bytes written.
+    /// Less than one part goes as a single PUT.
+    async fn write_object<S>(&self, key: &Path, marker: Option<&Path>, mut stream: S) -> Result<u64>
+    where
+        S: futures_util::Stream<Item = Result<Bytes>> + Unpin + Send,
+    {
+        let mut pending = BytesMut::new();
+        // Fill the first part before deciding how to write.
+        let mut ended = false;
+        while pending.len() < PART_SIZE {
+            match stream.next().await {
+                Some(chunk) => pending.extend_from_slice(&chunk?),
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if ended {
+            let len = pending.len() as u64;
+            self.s3
+                .put(key, PutPayload::from(pending.freeze()))
+                .await
+                .map_err(classify)?;
+            return Ok(len);
+        }
+        let multipart = self.s3.create_multipart(key).await.map_err(classify)?;
+        let written = async {
+            if let Some(marker) = marker {
+                self.s3
+                    .put(marker, PutPayload::from(format!("{multipart}\n{key}")))
+                    .await
+                    .map_err(classify)?;
+            }
+            let mut parts: Vec<PartId> = Vec::new();
+            let mut sending = futures_util::stream::FuturesOrdered::new();
+            let mut written = 0u64;
+            loop {
+                let last = ended;
+                if pending.len() >= PART_SIZE || (last && !pending.is_empty()) {
+                    let take = pending.len().min(PART_SIZE);
+                    let part = pending.split_to(take).freeze();
+                    written += part.len() as u64;
+                    let index = parts.len() + sending.len();
+                    let s3 = self.s3.clone();
+                    let key = key.clone();
+                    let id = multipart.clone();
+                    sending.push_back(async move {
+                        s3.put_part(&key, &id, index, PutPayload::from(part)).await
+                    });
+                    while sending.len() >= PARTS_IN_FLIGHT {
+                        let done = sending.next().await.expect("a part is in flight");
+                        parts.push(done.map_err(classify)?);
+                    }
+                    continue;
+                }
+                if last {
+                    break;
+                }
+                match stream.next().await {
+                    Some(chunk) => pending.extend_from_slice(&chunk?),
+                    None => ended = true,
+                }
+            }
+            while let Some(done) = sending.next().await {
+                parts.push(done.map_err(classify)?);
+            }
+            self.s3
+                .complete_multipart(key, &multipart, parts)
+                .await
+                .map_err(classify)?;
+            Ok::<u64, StorageError>(written)
+        }
+        .await;
+        if written.is_err() {
+            // Best effort: the marker lets expiry abort it otherwise.
+            if self.s3.abort_multipart(key, &multipart).await.is_ok()
+                && let Some(marker) = marker
+            {
+                let _ = self.s3.delete(marker).await;
+            }
+        } else if let Some(marker) = marker {
+            match self.s3.delete(marker).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        written
+    }
+
+    /// The bytes of an upload's segments, in order.
+    fn segments_stream(&self, segments: Vec<(u64, Path, u64)>) -> ByteStream {
+        let s3 = self.s3.clone();
+        Box::pin(
+            futures_util::stream::iter(segments)
+                .then(move |(_, key, size)| {
+                    let s3 = s3.clone();
+                    async move {
+                        object_stream(&s3, &key, 0..size).await.map_err(|e| {
+                            io::Error::other(format!("reading {key} from object storage: {e}"))
+                        })
+                    }
+                })
+                .try_flatten(),
+        )
+    }
+}
+
+/// Streams `range` of object `key`; a body shorter than the range ends in
+/// an error, never in a short stream that looks complete.
+async fn object_stream(
+    s3: &AmazonS3,
+    key: &Path,
+    range: Range<u64>,
+) -> std::result::Result<ByteStream, object_store::Error> {
+    let want = range.end.saturating_sub(range.start);
+    if want == 0 {
+        s3.head(key).await?;
+        return Ok(Box::pin(futures_util::stream::empty()));
+    }
+    let body = s3
+        .get_opts(
+            key,
+            GetOptions {
+                range: Some(GetRange::Bounded(range)),
+                ..GetOptions::default()
+            },
+        )
+        .await?
+        .into_stream();
+    let checked = futures_util::stream::unfold(
+        (body, 0u64, false),
+        move |(mut body, seen, done)| async move {
+            if done {
+                return None;
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    let seen = seen + chunk.len() as u64;
+                    Some((Ok(chunk), (body, seen, false)))
+                }
+                Some(Err(e)) => Some((
+                    Err(io::Error::other(format!(
+                        "reading from object storage: {e}"
+                    ))),
+                    (body, seen, true),
+                )),
+                None if seen < want => Some((
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("object storage sent {seen} of {want} bytes"),
+                    )),
+                    (body, seen, true),
+                )),
+                None => None,
+            }
+        },
+    );
+    Ok(Box::pin(checked))
+}
+
+#[async_trait]
+impl BlobStore for S3Store {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        match self.s3.head(&self.blob_key(digest)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn get(&self, digest: &Digest, range: Range<u64>) -> Result<ByteStream> {
+        // One request on the way that matters (the caller knows the size).
+        let e = match object_stream(&self.s3, &self.blob_key(digest), range.clone()).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if is_not_found(&e) => return Err(StorageError::BlobNotFound(digest.clone())),
+            Err(e) => e,
+        };
+        // S3 refuses a range that starts at or past the end (416); the
+        // trait's answer is an error in the stream.
+        match self.stat(digest).await? {
+            None => Err(StorageError::BlobNotFound(digest.clone())),
+            Some(size) if range.start >= size => {
+                Ok(Box::pin(futures_util::stream::once(async move {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the blob has {size} bytes, fewer than the range asks for"),
+                    ))
+                })))
+            }
+            Some(_) => Err(classify(e)),
+        }
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool> {
+        if self.stat(digest).await?.is_none() {
+            return Ok(false);
+        }
+        match self.s3.delete(&self.blob_key(digest)).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<(Digest, u64)>> {
+        let root = self.key("blobs");
+        let mut out = Vec::new();
+        let mut listing = self.s3.list(Some(&root));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(classify)?;
+            let parts: Vec<_> = meta.location.parts().collect();
+            // .../blobs/<algorithm>/<xx>/<hex>
+            if parts.len() < 3 {
+                continue;
+            }
+            let n = parts.len();
+            let name = format!("{}:{}", parts[n - 3].as_ref(), parts[n - 1].as_ref());
+            if let Ok(digest) = name.parse::<Digest>()
+                && meta.location == self.blob_key(&digest)
+            {
+                out.push((digest, meta.size));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn create_upload(&self, id: &UploadId) -> Result<()> {
+        let key = self.upload_prefix(id).join(STARTED);
+        self.s3
+            .put(&key, PutPayload::default())
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn upload_size(&self, id: &UploadId) -> Result<Option<u64>> {
+        let found = self.upload_objects(id).await?;
+        Ok(found.started.then(|| found.size()))
+    }
+
+    async fn append_upload(&self, id: &UploadId, mut chunks: mpsc::Receiver<Bytes>) -> Result<u64> {
+        let found = self.existing_upload(id).await?;
+        let before = found.size();
+        let seq = found.next_seq();
+        let prefix = self.upload_prefix(id);
+        let key = prefix.clone().join(format!("{seq:010}"));
+        let marker = prefix.clone().join(format!("{seq:010}{MULTIPART}"));
+        let first = match chunks.recv().await {
+            Some(c) => c,
+            // Nothing arrived: no empty segment.
+            None => return Ok(before),
+        };
+        let stream = futures_util::stream::once(async move { Ok(first) }).chain(
+            futures_util::stream::unfold(chunks, |mut rx| async move {
+                rx.recv().await.map(|c| (Ok(c), rx))
+            }),
+        );
+        let written = self
+            .write_object(&key, Some(&marker), Box::pin(stream))
+            .await?;
+        Ok(before + written)
+    }
+
+    async fn read_upload(&self, id: &UploadId) -> Result<ByteStream> {
+        let found = self.existing_upload(id).await?;
+        Ok(self.segments_stream(found.segments))
+    }
+
+    async fn commit_upload(&self, id: &UploadId, digest: &Digest) -> Result<()> {
+        let found = self.existing_upload(id).await?;
+        let to = self.blob_key(digest);
+        if self.stat(digest).await?.is_none() {
+            match found.segments.as_slice() {
+                [] => {
+                    self.s3
+                        .put(&to, PutPayload::default())
+                        .await
+                        .map_err(classify)?;
+                }
+                [(_, from, _)] => self.s3.copy(from, &to).await.map_err(classify)?,
+                _ => {
+                    // Recorded like an append's, so a crash here leaves
+                    // nothing that expiry cannot abort.
+                    let marker = self
+                        .upload_prefix(id)
+                        .join(format!("commit-{}{MULTIPART}", UploadId::new()));
+                    let stream = self.segments_stream(found.segments.clone());
+                    let stream = stream.map_err(StorageError::Io);
+                    self.write_object(&to, Some(&marker), Box::pin(stream))
+                        .await?;
+                }
+            }
+        }
+        self.delete_keys(found.all).await
+    }
+
+    async fn abort_upload(&self, id: &UploadId) -> Result<()> {
+        let found = self.upload_objects(id).await?;
+        for marker in &found.markers {
+            let text = match self.s3.get(marker).await {
+                Ok(body) => body.bytes().await.map_err(classify)?,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(classify(e)),
+            };
+            let text = String::from_utf8_lossy(&text).into_owned();
+            let Some((multipart, key)) = text.split_once('\n') else {
+                tracing::warn!(%marker, "not a multipart marker; deleted with the upload");
+                continue;
+            };
+            match self
+                .s3
+                .abort_multipart(&Path::from(key), &multipart.to_string())
+                .await
+            {
+                Ok(()) => {}
+                // Completed or already aborted.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        // The started marker last: until it goes the upload still exists.
+        let (started, rest): (Vec<Path>, Vec<Path>) = found
+            .all
+            .into_iter()
+            .partition(|k| k.filename() == Some(STARTED));
+        self.delete_keys(rest).await?;
+        self.delete_keys(started).await
+    }
+
+    async fn redirect_url(&self, digest: &Digest) -> Result<Option<String>> {
+        let Some(expiry) = self.redirect else {
+            return Ok(None);
+        };
+        let url = self
+            .s3
+            .signed_url(reqwest::Method::GET, &self.blob_key(digest), expiry)
+            .await
+            .map_err(classify)?;
+        Ok(Some(url.to_string()))
+    }
+
+    async fn uploads(&self) -> Result<Vec<(String, u64)>> {
+        let mut sizes = std::collections::BTreeMap::<String, u64>::new();
+        let mut listing = self.s3.list(Some(&self.key("uploads")));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(classify)?;
+            let parts: Vec<String> = meta
+                .location
+                .parts()
+                .map(|p| p.as_ref().to_string())
+                .collect();
+            // .../uploads/<name>/<object>
+            let [.., name, object] = parts.as_slice() else {
+                continue;
+            };
+            let size = sizes.entry(name.clone()).or_default();
+            if object.parse::<u64>().is_ok() {
+                *size += meta.size;
+            }
+        }
+        Ok(sizes.into_iter().collect())
+    }
+
+    async fn remove_upload(&self, name: &str) -> Result<()> {
+        if let Some(id) = UploadId::parse(name) {
+            return self.abort_upload(&id).await;
+        }
+        if name.is_empty() || name.contains('/') {
+            return Err(StorageError::Io(io::Error::other("not an upload name")));
+        }
+        let mut keys = Vec::new();
+        let mut listing = self.s3.list(Some(&self.key(&format!("uploads/{name}"))));
+        while let Some(meta) = listing.next().await {
+            keys.push(meta.map_err(classify)?.location);
+        }
+        self.delete_keys(keys).await
+    }
+
+    async fn available_space(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::conformance::s3_store;
+
+    async fn append(store: &S3Store, id: &UploadId, data: &[u8], chunk: usize) -> u64 {
+        let (tx, rx) = mpsc::channel(4);
+        let chunks: Vec<Bytes> = data.chunks(chunk).map(Bytes::copy_from_slice).collect();
+        let send = async move {
+            for c in chunks {
+                tx.send(c).await.unwrap();
+            }
+        };
+        let (size, ()) = tokio::join!(store.append_upload(id, rx), send);
+        size.unwrap()
+    }
+
+    async fn collect(stream: ByteStream) -> Vec<u8> {
+        let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
+        chunks.concat()
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4093) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn large_appends_go_as_multipart_uploads_and_compose_on_commit() {
+        let store = s3_store();
+        // Two appends of several parts each (odd chunk sizes, so parts are
+        // cut across chunks), then one smaller than S3's minimum part.
+        let data = pattern(2 * PART_SIZE + 3 * PART_SIZE / 2 + 12_345);
+        let (a, rest) = data.split_at(2 * PART_SIZE + 100);
+        let (b, c) = rest.split_at(rest.len() - 12_345);
+        let id = UploadId::new();
+        store.create_upload(&id).await.unwrap();
+        assert_eq!(append(&store, &id, a, 1_000_003).await, a.len() as u64);
+        assert_eq!(
+            append(&store, &id, b, 64 << 10).await,
+            (a.len() + b.len()) as u64
+        );
+        assert_eq!(append(&store, &id, c, 4096).await, data.len() as u64);
+        assert_eq!(
+            store.upload_size(&id).await.unwrap(),
+            Some(data.len() as u64)
+        );
+        let found = store.upload_objects(&id).await.unwrap();
+        assert_eq!(found.segments.len(), 3);
+        assert!(
+            found.markers.is_empty(),
+            "completed appends leave no marker"
+        );
+        assert!(collect(store.read_upload(&id).await.unwrap()).await == data);
+
+        let digest = Digest::sha256_of(&data);
+        store.commit_upload(&id, &digest).await.unwrap();
+        assert_eq!(store.stat(&digest).await.unwrap(), Some(data.len() as u64));
+        let range = PART_SIZE as u64 - 10..PART_SIZE as u64 * 3 + 10;
+        let got = collect(store.get(&digest, range.clone()).await.unwrap()).await;
+        assert!(got == data[range.start as usize..range.end as usize]);
+        assert!(collect(store.get(&digest, 0..data.len() as u64).await.unwrap()).await == data);
+        // Nothing of the upload is left in the bucket.
+        assert!(store.upload_objects(&id).await.unwrap().all.is_empty());
+        assert_eq!(store.upload_size(&id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_append_is_aborted_with_its_upload() {
+        let store = s3_store();
+        let id = UploadId::new();
+        store.create_upload(&id).await.unwrap();
+        assert_eq!(append(&store, &id, b"kept", 4).await, 4);
+        // What a replica killed in the middle of an append leaves: a
+        // multipart upload with a part sent, recorded by its marker.
+        let found = store.upload_objects(&id).await.unwrap();
+        let seq = found.next_seq();
+        let key = store.upload_prefix(&id).join(format!("{seq:010}"));
+        let marker = store
+            .upload_prefix(&id)
+            .join(format!("{seq:010}{MULTIPART}"));
+        let multipart = store.s3.create_multipart(&key).await.unwrap();
+        store
+            .s3
+            .put(&marker, PutPayload::from(format!("{multipart}\n{key}")))
+            .await
+            .unwrap();
+        store
+            .s3
+            .put_part(&key, &multipart, 0, PutPayload::from(vec![1u8; PART_SIZE]))
+            .await
+            .unwrap();
+        // The unfinished append counts for nothing; the next one goes after.
+        assert_eq!(store.upload_size(&id).await.unwrap(), Some(4));
+        assert_eq!(store.upload_objects(&id).await.unwrap().next_seq(), seq + 1);
+
+        store.abort_upload(&id).await.unwrap();
+        assert!(store.upload_objects(&id).await.unwrap().all.is_empty());
+        // The multipart upload is gone from the server: completing it fails.
+        let completed = store
+            .s3
+            .complete_multipart(&key, &multipart, Vec::new())
+            .await;
+        assert!(completed.is_err(), "the multipart upload was not aborted");
+        assert!(store.s3.head(&key).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn presigned_redirects_serve_the_blob_and_nothing_else() {
+        let (endpoint, bucket) = crate::storage::conformance::s3_server::fresh_bucket();
+        let settings = |redirect| S3Settings {
+            endpoint: Some(endpoint.clone()),
+            bucket: bucket.clone(),
+            region: "us-east-1".into(),
+            access_key_id: Some(crate::storage::conformance::s3_server::ACCESS_KEY.into()),
+            secret_access_key: Some(crate::storage::conformance::s3_server::SECRET_KEY.into()),
+            prefix: "reg".into(),
+            path_style: true,
+            ca_file: None,
+            insecure_skip_verify: false,
+            request_timeout: Duration::from_secs(10),
+            redirect,
+        };
+        let plain = S3Store::open(&settings(None)).unwrap();
+        let redirecting = S3Store::open(&settings(Some(Duration::from_secs(60)))).unwrap();
+        let data = pattern(100_000);
+        let digest = Digest::sha256_of(&data);
+        let id = UploadId::new();
+        plain.create_upload(&id).await.unwrap();
+        append(&plain, &id, &data, 10_000).await;
+        plain.commit_upload(&id, &digest).await.unwrap();
+        assert_eq!(plain.redirect_url(&digest).await.unwrap(), None);
+
+        let url = redirecting.redirect_url(&digest).await.unwrap().unwrap();
+        assert!(url.contains("X-Amz-Signature="), "{url}");
+        let client = reqwest::Client::new();
+        let got = client.get(&url).send().await.unwrap();
+        assert_eq!(got.status(), 200);
+        assert!(got.bytes().await.unwrap() == data);
+        // The signature covers the key: another object is refused.
+        let other = url.replacen(&digest.hex()[..8], "00000000", 2);
+        assert_ne!(other, url);
+        let refused = client.get(&other).send().await.unwrap();
+        assert!(refused.status().is_client_error(), "{}", refused.status());
+    }
+
+    #[tokio::test]
+    async fn a_missing_bucket_or_a_silent_endpoint_is_reported() {
+        let (endpoint, _) = crate::storage::conformance::s3_server::fresh_bucket();
+        let settings = S3Settings {
+            endpoint: Some(endpoint),
+            bucket: "no-such-bucket".into(),
+            region: "us-east-1".into(),
+            access_key_id: Some(crate::storage::conformance::s3_server::ACCESS_KEY.into()),
+            secret_access_key: Some(crate::storage::conformance::s3_server::SECRET_KEY.into()),
+            prefix: String::new(),
+            path_style: true,
+            ca_file: None,
+            insecure_skip_verify: false,
+            request_timeout: Duration::from_secs(5),
+            redirect: None,
+        };
+        let err = S3Store::open(&settings).unwrap().check().await.unwrap_err();
+        assert!(
+            err.contains("no-such-bucket") || err.contains("NoSuchBucket"),
+            "{err}"
+        );
+
+        // Nothing listens on the port: an unavailable store, not a crash.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let silent = S3Store::open(&S3Settings {
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            request_timeout: Duration::from_secs(2),
+            ..settings
+        })
+        .unwrap();
+        assert!(silent.check().await.is_err());
+        let digest = Digest::sha256_of(b"x");
+        assert!(matches!(
+            silent.stat(&digest).await,
+            Err(StorageError::Unavailable(_))
+        ));
+    }
+}
