@@ -221,22 +221,207 @@ impl ServerConfig {
     }
 }
 
-/// Limits on what uploads may take of the data directory's disk.
+/// Where blobs live, and limits on what uploads may take. The Registry
+/// resource's `storage` has the same shape (credentials from a Secret).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct StorageConfig {
+    /// `filesystem` (the data directory, the default) or `s3`.
+    pub kind: StorageKind,
+    /// The bucket (kind s3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
     /// The largest blob an upload may reach, in bytes (413 beyond it).
     pub max_blob_size: u64,
     /// Uploads are refused (507) while the data directory's filesystem has
-    /// less free space than this, in bytes; 0 turns the reserve off.
+    /// less free space than this, in bytes; 0 turns the reserve off
+    /// (filesystem only: object storage does not run out).
     pub min_free_bytes: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            kind: StorageKind::Filesystem,
+            s3: None,
             max_blob_size: 100 << 30,
             min_free_bytes: 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    #[default]
+    Filesystem,
+    S3,
+}
+
+/// An S3-compatible bucket (AWS S3, Ceph RGW, versitygw, ...).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct S3Config {
+    /// `https://host[:port]`; absent for AWS's endpoint of `region`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    /// Also `AWS_ACCESS_KEY_ID`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// Also `AWS_SECRET_ACCESS_KEY`. Never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// A key prefix for everything berth keeps in the bucket.
+    pub prefix: String,
+    /// Path-style requests (`endpoint/bucket/key`), which most servers
+    /// other than AWS need; `false` for virtual-hosted style.
+    pub path_style: bool,
+    /// A PEM CA certificate to trust for the endpoint besides the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate: tests only.
+    pub insecure_skip_verify: bool,
+    /// How long a request may take, retries included, before clients get
+    /// 503.
+    pub request_timeout: String,
+    /// Answer blob GETs with a redirect (307) to a presigned URL of the
+    /// object, so the bytes do not pass through berth.
+    pub redirect: bool,
+    /// How long such a URL is valid.
+    pub redirect_expiry: String,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: None,
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            prefix: String::new(),
+            path_style: true,
+            ca_file: None,
+            insecure_skip_verify: false,
+            request_timeout: "30s".into(),
+            redirect: false,
+            redirect_expiry: "20m".into(),
+        }
+    }
+}
+
+/// The secret never shows.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "(set)"),
+            )
+            .field("prefix", &self.prefix)
+            .field("path_style", &self.path_style)
+            .field("ca_file", &self.ca_file)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("request_timeout", &self.request_timeout)
+            .field("redirect", &self.redirect)
+            .field("redirect_expiry", &self.redirect_expiry)
+            .finish()
+    }
+}
+
+impl StorageConfig {
+    /// Checks the keys; on failure (key path, message).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.max_blob_size == 0 {
+            return Err(("storage.maxBlobSize".into(), "must be more than 0".into()));
+        }
+        match (self.kind, &self.s3) {
+            (StorageKind::Filesystem, _) => Ok(()),
+            (StorageKind::S3, None) => Err((
+                "storage.s3".into(),
+                "is required when storage.kind is s3 (at least its bucket)".into(),
+            )),
+            (StorageKind::S3, Some(s3)) => s3.validate().map(drop),
+        }
+    }
+}
+
+impl S3Config {
+    /// How long presigned redirect URLs are valid, when redirects are on;
+    /// on failure (key path, message).
+    pub fn redirect_expiry(&self) -> Result<Option<std::time::Duration>, (String, String)> {
+        if !self.redirect {
+            return Ok(None);
+        }
+        match humantime::parse_duration(&self.redirect_expiry) {
+            // SigV4 presigned URLs live at most 7 days.
+            Ok(d)
+                if d >= std::time::Duration::from_secs(1)
+                    && d <= std::time::Duration::from_secs(7 * 86_400) =>
+            {
+                Ok(Some(d))
+            }
+            Ok(_) => Err((
+                "storage.s3.redirectExpiry".into(),
+                "must be between 1s and 7d (S3's limit)".into(),
+            )),
+            Err(e) => Err((
+                "storage.s3.redirectExpiry".into(),
+                format!("{:?}: {e}", self.redirect_expiry),
+            )),
+        }
+    }
+
+    /// Checks the keys and returns the request timeout; on failure (key
+    /// path, message).
+    pub fn validate(&self) -> Result<std::time::Duration, (String, String)> {
+        self.redirect_expiry()?;
+        let bad = |key: &str, why: String| Err((format!("storage.s3.{key}"), why));
+        // S3's bucket naming rules, the part every server applies.
+        let b = &self.bucket;
+        if !(3..=63).contains(&b.len())
+            || !b
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+            || !b.starts_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            return bad(
+                "bucket",
+                format!("{b:?} is not a bucket name (3-63 of a-z, 0-9, '-', '.')"),
+            );
+        }
+        if let Some(e) = &self.endpoint {
+            match url::Url::parse(e) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => return bad("endpoint", format!("{e:?} is not an http(s) URL")),
+            }
+        }
+        if self.region.is_empty() {
+            return bad("region", "must not be empty".into());
+        }
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return bad(
+                    if self.access_key_id.is_some() {
+                        "secretAccessKey"
+                    } else {
+                        "accessKeyId"
+                    },
+                    "accessKeyId and secretAccessKey go together".into(),
+                );
+            }
+            _ => {}
+        }
+        match humantime::parse_duration(&self.request_timeout) {
+            Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
+            Ok(_) => bad("requestTimeout", "must be at least 1s".into()),
+            Err(e) => bad("requestTimeout", format!("{:?}: {e}", self.request_timeout)),
         }
     }
 }
@@ -537,9 +722,7 @@ impl Config {
         self.ui.session_timeout()?;
         self.server.settings()?;
         self.database.validate()?;
-        if self.storage.max_blob_size == 0 {
-            return Err(("storage.maxBlobSize".into(), "must be more than 0".into()));
-        }
+        self.storage.validate()?;
         if let Some(k) = &self.kubernetes
             && self.auth.manifest_dir.is_some()
         {
@@ -577,6 +760,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(Config::from_yaml(&text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn reads_the_s3_section() {
+        let c = Config::from_yaml(
+            "storage:\n  kind: s3\n  s3:\n    endpoint: https://s3.example.com:9000\n    bucket: my.bucket-1\n    region: eu-west-1\n    accessKeyId: AK\n    secretAccessKey: SK\n    prefix: reg/one\n    pathStyle: false\n    caFile: /etc/ca.pem\n    insecureSkipVerify: true\n    requestTimeout: 5s\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.kind, StorageKind::S3);
+        let s3 = c.storage.s3.unwrap();
+        assert_eq!(s3.endpoint.as_deref(), Some("https://s3.example.com:9000"));
+        assert_eq!(
+            (s3.bucket.as_str(), s3.region.as_str()),
+            ("my.bucket-1", "eu-west-1")
+        );
+        assert_eq!(s3.access_key_id.as_deref(), Some("AK"));
+        assert_eq!(s3.secret_access_key.as_deref(), Some("SK"));
+        assert_eq!((s3.prefix.as_str(), s3.path_style), ("reg/one", false));
+        assert_eq!(s3.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(s3.insecure_skip_verify);
+        assert_eq!(s3.validate().unwrap(), std::time::Duration::from_secs(5));
+        // The secret never shows in a debug print.
+        assert!(!format!("{s3:?}").contains("SK"));
     }
 
     #[test]
@@ -658,6 +864,32 @@ mod tests {
             ),
             ("storage:\n  maxBlobSize: 0\n", "storage.maxBlobSize"),
             ("storage:\n  minFreeBytes: lots\n", "storage.minFreeBytes"),
+            ("storage:\n  kind: s3\n", "storage.s3"),
+            ("storage:\n  kind: tape\n", "storage.kind"),
+            (
+                "storage:\n  kind: s3\n  s3: {bucket: B}\n",
+                "storage.s3.bucket",
+            ),
+            (
+                "storage:\n  kind: s3\n  s3: {bucket: b1b, endpoint: 'ftp://x'}\n",
+                "storage.s3.endpoint",
+            ),
+            (
+                "storage:\n  kind: s3\n  s3: {bucket: b1b, accessKeyId: k}\n",
+                "storage.s3.secretAccessKey",
+            ),
+            (
+                "storage:\n  kind: s3\n  s3: {bucket: b1b, requestTimeout: 0s}\n",
+                "storage.s3.requestTimeout",
+            ),
+            (
+                "storage:\n  kind: s3\n  s3: {bucket: b1b, redirect: true, redirectExpiry: 30d}\n",
+                "storage.s3.redirectExpiry",
+            ),
+            (
+                "storage:\n  kind: s3\n  s3: {bucket: b1b, pathstyle: true}\n",
+                "storage.s3.pathstyle",
+            ),
         ];
         for (yaml, key) in cases {
             let (got, message) = Config::from_yaml(yaml).unwrap_err();

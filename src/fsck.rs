@@ -178,6 +178,35 @@ pub async fn check_with(
     projects: Option<&AccessModel>,
     progress: &dyn Fn(&str),
 ) -> Result<Report, String> {
+    let store = FsStore::open(data_dir).map_err(|e| e.to_string())?;
+    let options = Options {
+        repair,
+        verify_digests: true,
+        projects,
+    };
+    check_store(data_dir, database, &store, &options, progress).await
+}
+
+/// How [`check_store`] goes about it.
+pub struct Options<'a> {
+    /// Delete orphans.
+    pub repair: bool,
+    /// Read every blob and hash it; otherwise sizes only (what listing the
+    /// store tells: cheap on object storage, where reading is not).
+    pub verify_digests: bool,
+    /// The declared projects, to check repository depths against.
+    pub projects: Option<&'a AccessModel>,
+}
+
+/// [`check_with`] on any blob store (the data directory's, or a bucket).
+pub async fn check_store(
+    data_dir: &Path,
+    database: &DatabaseConfig,
+    store: &dyn BlobStore,
+    options: &Options<'_>,
+    progress: &dyn Fn(&str),
+) -> Result<Report, String> {
+    let (repair, projects) = (options.repair, options.projects);
     if let DatabaseConfig::Sqlite { path } = database
         && !path.exists()
     {
@@ -187,7 +216,6 @@ pub async fn check_with(
         ));
     }
     let meta = metadata::open(database).await.map_err(|e| e.to_string())?;
-    let store = FsStore::open(data_dir).map_err(|e| e.to_string())?;
     let mut report = Report::default();
 
     // Blobs: every row has a file of the right size and digest.
@@ -217,21 +245,23 @@ pub async fn check_with(
             });
             continue;
         }
-        let parsed: Digest = digest.parse().map_err(|e| format!("{digest}: {e}"))?;
-        let mut hasher = Hasher::new(parsed.algorithm());
-        let mut stream = store
-            .get(&parsed, 0..on_disk)
-            .await
-            .map_err(|e| e.to_string())?;
-        while let Some(chunk) = stream.next().await {
-            hasher.update(&chunk.map_err(|e| format!("{digest}: {e}"))?);
-        }
-        let actual = hasher.finish();
-        if actual != parsed {
-            report.problems.push(Problem::DigestMismatch {
-                digest: digest.clone(),
-                actual: actual.to_string(),
-            });
+        if options.verify_digests {
+            let parsed: Digest = digest.parse().map_err(|e| format!("{digest}: {e}"))?;
+            let mut hasher = Hasher::new(parsed.algorithm());
+            let mut stream = store
+                .get(&parsed, 0..on_disk)
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some(chunk) = stream.next().await {
+                hasher.update(&chunk.map_err(|e| format!("{digest}: {e}"))?);
+            }
+            let actual = hasher.finish();
+            if actual != parsed {
+                report.problems.push(Problem::DigestMismatch {
+                    digest: digest.clone(),
+                    actual: actual.to_string(),
+                });
+            }
         }
         report.blobs += 1;
         report.blob_bytes += on_disk;
@@ -310,7 +340,7 @@ pub async fn check_with(
         .map_err(|e| e.to_string())?
         .into_iter()
         .collect();
-    let upload_files = store.upload_files().map_err(|e| e.to_string())?;
+    let upload_files = store.uploads().await.map_err(|e| e.to_string())?;
     let upload_names: HashSet<&str> = upload_files.iter().map(|(n, _)| n.as_str()).collect();
     for (name, size) in &upload_files {
         if !sessions.contains(name) {
@@ -340,7 +370,7 @@ pub async fn check_with(
                     Err(e) => Err(e.to_string()),
                 },
                 Problem::OrphanUploadFile { name, .. } => {
-                    store.remove_upload_file(name).map_err(|e| e.to_string())
+                    store.remove_upload(name).await.map_err(|e| e.to_string())
                 }
                 Problem::UploadWithoutFile { id } => {
                     meta.delete_upload(id).await.map_err(|e| e.to_string())
@@ -360,6 +390,78 @@ pub async fn check_with(
 mod tests {
     use super::*;
     use crate::auth::directory::{Declared, load_text};
+    use crate::storage::UploadId;
+
+    async fn put(store: &dyn BlobStore, data: &[u8]) -> Digest {
+        let digest = Digest::sha256_of(data);
+        let id = UploadId::new();
+        store.create_upload(&id).await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(bytes::Bytes::copy_from_slice(data)).await.unwrap();
+        drop(tx);
+        store.append_upload(&id, rx).await.unwrap();
+        store.commit_upload(&id, &digest).await.unwrap();
+        digest
+    }
+
+    /// Issue 15: fsck on a bucket lists it and compares sizes; reading every
+    /// object is `--verify-digests`; orphans in the bucket are repaired.
+    #[tokio::test]
+    async fn checks_a_bucket_by_size_and_with_verify_digests_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = DatabaseConfig::in_data_dir(dir.path());
+        let meta = metadata::open(&database).await.unwrap();
+        let (store, bucket_dir) = crate::storage::conformance::s3_store_and_bucket();
+        let data = b"a blob in a bucket ".repeat(1000);
+        let digest = put(&store, &data).await;
+        meta.link_blob("g/p/app", &digest, data.len() as u64)
+            .await
+            .unwrap();
+        let orphan = put(&store, b"nobody links me").await;
+        let session = UploadId::new();
+        store.create_upload(&session).await.unwrap();
+        let run = |verify_digests, repair| {
+            let (database, store) = (&database, &store);
+            let path = dir.path().to_path_buf();
+            async move {
+                let options = Options {
+                    repair,
+                    verify_digests,
+                    projects: None,
+                };
+                check_store(&path, database, store, &options, &|_| {})
+                    .await
+                    .unwrap()
+            }
+        };
+        let report = run(false, false).await;
+        assert_eq!((report.blobs, report.blob_bytes), (1, data.len() as u64));
+        let mut problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+        problems.sort();
+        assert_eq!(
+            problems,
+            vec![
+                format!("blob {orphan}: file (15 bytes) with no record (orphan)"),
+                format!("upload file {session} (0 bytes) with no session (orphan)"),
+            ]
+        );
+        assert_eq!(run(false, true).await.repaired, 2);
+        assert!(run(false, false).await.problems.is_empty());
+
+        // The same bytes count, other content: only reading finds it.
+        let hex = digest.hex();
+        let file = bucket_dir.join(format!("blobs/sha256/{}/{hex}", &hex[..2]));
+        let mut damaged = std::fs::read(&file).unwrap();
+        damaged[7] ^= 1;
+        std::fs::write(&file, &damaged).unwrap();
+        assert!(run(false, false).await.problems.is_empty());
+        let report = run(true, false).await;
+        assert!(
+            matches!(&report.problems[..], [Problem::DigestMismatch { digest: d, .. }] if *d == digest.to_string()),
+            "{:?}",
+            report.problems
+        );
+    }
 
     #[test]
     fn names_that_break_the_current_rules() {

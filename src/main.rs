@@ -41,6 +41,11 @@ enum Command {
         /// Metadata on PostgreSQL at this URL [default: the config's database].
         #[arg(long, env = "BERTH_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// With blobs on S3 (the config's storage.kind s3): read every object
+        /// and check its digest, not only its size. Always done on the
+        /// filesystem.
+        #[arg(long)]
+        verify_digests: bool,
     },
     /// Print the CustomResourceDefinitions (YAML), or write one file per CRD to --dir.
     Crds {
@@ -172,6 +177,7 @@ fn main() -> ExitCode {
             config,
             repair,
             database_url,
+            verify_digests,
         } => {
             let config = match config.map(|c| Config::from_file(&c)).transpose() {
                 Ok(c) => c,
@@ -215,13 +221,21 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             let started = std::time::Instant::now();
-            let report = runtime.block_on(berth::fsck::check_with(
-                &data_dir,
-                &database,
-                repair,
-                projects.as_ref(),
-                &|line| eprintln!("fsck: {line}"),
-            ));
+            let on_s3 = effective.storage.kind == berth::config::StorageKind::S3;
+            let report = runtime.block_on(async {
+                let store = berth::server::open_store(&effective)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let options = berth::fsck::Options {
+                    repair,
+                    verify_digests: verify_digests || !on_s3,
+                    projects: projects.as_ref(),
+                };
+                berth::fsck::check_store(&data_dir, &database, store.as_ref(), &options, &|line| {
+                    eprintln!("fsck: {line}")
+                })
+                .await
+            });
             match report {
                 Err(e) => {
                     eprintln!("berth fsck: {e}");
@@ -247,10 +261,15 @@ fn main() -> ExitCode {
                         .filter(|p| !(repair && p.repairable()))
                         .count();
                     println!(
-                        "fsck {}: {} blobs ({} bytes) verified, {} manifests, {} unreferenced blobs, {} warnings, {} problems, {} repaired, in {:.1} s",
+                        "fsck {}: {} blobs ({} bytes) {}, {} manifests, {} unreferenced blobs, {} warnings, {} problems, {} repaired, in {:.1} s",
                         data_dir.display(),
                         r.blobs,
                         r.blob_bytes,
+                        if verify_digests || !on_s3 {
+                            "verified"
+                        } else {
+                            "checked by size (--verify-digests reads them)"
+                        },
                         r.manifests,
                         r.unreferenced_blobs,
                         r.warnings.len(),

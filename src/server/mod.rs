@@ -24,10 +24,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::auth::{Auth, AuthError, AuthSettings};
-use crate::config::{Config, ServerSettings};
+use crate::config::{Config, S3Config, ServerSettings, StorageKind};
 use crate::metadata::{self, DatabaseConfig, MetadataError};
 use crate::registry::{Registry, TransferLimits, router};
+use crate::storage::BlobStore;
 use crate::storage::fs::FsStore;
+use crate::storage::s3::{S3Settings, S3Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -47,6 +49,8 @@ pub enum ServeError {
     },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("cannot use the blob storage: {0}")]
+    Storage(String),
     #[error("cannot reach the Kubernetes API server: {0}")]
     Kube(kube::Error),
     #[error("server failed: {0}")]
@@ -59,6 +63,68 @@ pub fn database_config(config: &Config) -> Result<DatabaseConfig, String> {
     DatabaseConfig::from_settings(&config.database, &config.data_dir)
 }
 
+/// The blob store `config.storage` names: the data directory, or an S3
+/// bucket, checked by listing it (a missing bucket, an unreachable endpoint
+/// or refused credentials stop the start, naming the key to fix).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn BlobStore>, ServeError> {
+    let Some(s3) = config
+        .storage
+        .s3
+        .as_ref()
+        .filter(|_| config.storage.kind == StorageKind::S3)
+    else {
+        let store = FsStore::open(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        return Ok(Arc::new(store));
+    };
+    let settings = s3_settings(s3).map_err(ServeError::Config)?;
+    let store =
+        S3Store::open(&settings).map_err(|e| ServeError::Storage(format!("storage.s3: {e}")))?;
+    store.check().await.map_err(|e| {
+        ServeError::Storage(format!(
+            "storage.s3 ({}): the bucket cannot be listed: {e}; check storage.s3.endpoint, \
+             storage.s3.bucket and the credentials (storage.s3.accessKeyId / \
+             AWS_ACCESS_KEY_ID)",
+            store.description()
+        ))
+    })?;
+    tracing::info!("blobs in {}", store.description());
+    Ok(Arc::new(store))
+}
+
+/// `storage.s3` with the credentials the environment supplies when the
+/// configuration has none.
+pub fn s3_settings(s3: &S3Config) -> Result<S3Settings, String> {
+    let request_timeout = s3
+        .validate()
+        .map_err(|(key, message)| format!("{key}: {message}"))?;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (access_key_id, secret_access_key) = match (&s3.access_key_id, &s3.secret_access_key) {
+        (Some(k), Some(s)) => (Some(k.clone()), Some(s.clone())),
+        _ => (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")),
+    };
+    if s3.insecure_skip_verify {
+        tracing::warn!("storage.s3.insecureSkipVerify: the endpoint's certificate is not checked");
+    }
+    Ok(S3Settings {
+        endpoint: s3.endpoint.clone(),
+        bucket: s3.bucket.clone(),
+        region: s3.region.clone(),
+        access_key_id,
+        secret_access_key,
+        prefix: s3.prefix.clone(),
+        path_style: s3.path_style,
+        ca_file: s3.ca_file.clone(),
+        insecure_skip_verify: s3.insecure_skip_verify,
+        request_timeout,
+        redirect: s3
+            .redirect_expiry()
+            .map_err(|(key, message)| format!("{key}: {message}"))?,
+    })
+}
+
 /// Opens the registry's storage, metadata and authentication for `config`.
 /// Returns the admin token too when this start created it (shown once).
 pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<String>), ServeError> {
@@ -67,7 +133,7 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
         source,
     };
     crate::storage::durable::create_dir_all_synced(&config.data_dir).map_err(data_err)?;
-    let store = FsStore::open(&config.data_dir).map_err(data_err)?;
+    let store = open_store(config).await?;
     let database = database_config(config).map_err(ServeError::Config)?;
     if let DatabaseConfig::Postgres(pg) = &database {
         tracing::info!(
@@ -132,7 +198,7 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
         body_idle_timeout: server.body_idle_timeout,
         max_concurrent_transfers: server.max_concurrent_transfers,
     };
-    let registry = Registry::new(meta, Arc::new(store), auth, limits);
+    let registry = Registry::new(meta, store, auth, limits);
     registry.upload_expiry_ms.store(
         gc.upload_expiry.as_millis() as u64,
         std::sync::atomic::Ordering::Relaxed,
