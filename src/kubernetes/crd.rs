@@ -175,10 +175,24 @@ pub struct S3Storage {
     pub endpoint: String,
     #[schemars(length(min = 3, max = 63))]
     pub bucket: String,
+    /// Default `us-east-1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// A Secret with keys `accessKeyId` and `secretAccessKey`.
+    /// A Secret with keys `accessKeyId` and `secretAccessKey` (reaching the
+    /// pods as `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`).
     pub credentials_secret: LocalRef,
+    /// A key prefix for everything the registry keeps in the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub prefix: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`, what most S3-compatible
+    /// servers need); `false` for virtual-hosted style (AWS).
+    #[serde(default = "yes")]
+    pub path_style: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]

@@ -32,7 +32,7 @@ use sha2::Digest as _;
 
 use crate::config::{
     AuthConfig, Config, DatabaseConfig, DatabaseKind as ServeDatabaseKind, GcConfig,
-    KubernetesConfig, LogConfig,
+    KubernetesConfig, LogConfig, S3Config, StorageConfig, StorageKind as ServeStorageKind,
 };
 use crate::kubernetes::crd::{AccessMode, DatabaseKind, Registry, StorageKind};
 
@@ -47,6 +47,12 @@ pub const DATA_DIR: &str = "/var/lib/berth";
 pub const DATABASE_URL_ENV: &str = "BERTH_DATABASE_URL";
 /// The key of the connection Secret that holds the URL.
 pub const DATABASE_URL_KEY: &str = "url";
+/// The S3 credentials reach the pods as the variables every S3 client reads,
+/// from the keys of `storage.s3.credentialsSecret`.
+pub const S3_ACCESS_KEY_ENV: &str = "AWS_ACCESS_KEY_ID";
+pub const S3_SECRET_KEY_ENV: &str = "AWS_SECRET_ACCESS_KEY";
+pub const S3_ACCESS_KEY_KEY: &str = "accessKeyId";
+pub const S3_SECRET_KEY_KEY: &str = "secretAccessKey";
 /// The uid/gid the registry runs as (distroless "nonroot").
 pub const RUN_AS: i64 = 65532;
 
@@ -160,12 +166,38 @@ pub fn serve_config(reg: &Registry) -> Config {
         cleanup: Default::default(),
         ui: Default::default(),
         server: Default::default(),
-        storage: Default::default(),
+        storage: storage_config(reg),
         database: database_config(reg),
         kubernetes: Some(KubernetesConfig {
             namespace: reg.namespace().unwrap_or_default(),
             registry: reg.name_any(),
         }),
+    }
+}
+
+/// The pods' `storage` configuration: the CRD's settings, without the
+/// credentials (they come from the Secret, as [`S3_ACCESS_KEY_ENV`] and
+/// [`S3_SECRET_KEY_ENV`]).
+fn storage_config(reg: &Registry) -> StorageConfig {
+    let Some(s3) = reg.spec.storage.s3.as_ref() else {
+        return StorageConfig::default();
+    };
+    if reg.spec.storage.kind != StorageKind::S3 {
+        return StorageConfig::default();
+    }
+    StorageConfig {
+        kind: ServeStorageKind::S3,
+        s3: Some(S3Config {
+            endpoint: Some(s3.endpoint.clone()),
+            bucket: s3.bucket.clone(),
+            region: s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            access_key_id: None,
+            secret_access_key: None,
+            prefix: s3.prefix.clone().unwrap_or_default(),
+            path_style: s3.path_style,
+            ..S3Config::default()
+        }),
+        ..StorageConfig::default()
     }
 }
 
@@ -186,11 +218,17 @@ fn database_config(reg: &Registry) -> DatabaseConfig {
     }
 }
 
+/// Whether the pods need a volume that outlives them: for blobs on the
+/// filesystem, or for SQLite's file (blobs on S3, metadata embedded).
+fn needs_claim(reg: &Registry) -> bool {
+    reg.spec.storage.kind == StorageKind::Filesystem
+        || reg.spec.database.kind == DatabaseKind::Sqlite
+}
+
 /// Whether the pods share one ReadWriteOnce volume: then old and new pods
 /// cannot run at once, so they are replaced by `Recreate`.
 fn on_one_node_volume(reg: &Registry) -> bool {
-    reg.spec.storage.kind == StorageKind::Filesystem
-        && reg.spec.storage.filesystem.access_mode == AccessMode::ReadWriteOnce
+    needs_claim(reg) && reg.spec.storage.filesystem.access_mode == AccessMode::ReadWriteOnce
 }
 
 /// The token realm clients are sent to: with an ingress that terminates TLS
@@ -290,8 +328,11 @@ pub fn token_review_binding(reg: &Registry) -> ClusterRoleBinding {
     }
 }
 
+/// The data directory's claim: blobs (filesystem storage) or SQLite's
+/// file (blobs on S3); none with S3 and PostgreSQL, which keep nothing in
+/// the pod that must outlive it.
 pub fn data_claim(reg: &Registry) -> Option<PersistentVolumeClaim> {
-    if reg.spec.storage.kind != StorageKind::Filesystem {
+    if !needs_claim(reg) {
         return None;
     }
     let fs = &reg.spec.storage.filesystem;
@@ -330,7 +371,7 @@ pub fn deployment(reg: &Registry, default_image: &str, database_hash: Option<&st
             .map(String::as_str)
             .unwrap_or(""),
     );
-    let filesystem = reg.spec.storage.kind == StorageKind::Filesystem;
+    let filesystem = needs_claim(reg);
     let http = || IntOrString::String("http".into());
     let probe = |path: &str, period| Probe {
         http_get: Some(HTTPGetAction {
@@ -378,7 +419,7 @@ pub fn deployment(reg: &Registry, default_image: &str, database_hash: Option<&st
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        env: database_env(reg),
+        env: Some(pod_env(reg)).filter(|e| !e.is_empty()),
         // Fails while the database is unreachable: the Service stops sending
         // requests to a pod that cannot answer them.
         readiness_probe: Some(probe("/readyz", 5)),
@@ -499,24 +540,41 @@ fn strategy(reg: &Registry) -> DeploymentStrategy {
     }
 }
 
-/// The PostgreSQL URL from the connection Secret (postgres only).
-fn database_env(reg: &Registry) -> Option<Vec<EnvVar>> {
-    let d = &reg.spec.database;
-    let secret = d.connection_secret.as_ref()?;
-    (d.kind == DatabaseKind::Postgres).then(|| {
-        vec![EnvVar {
-            name: DATABASE_URL_ENV.into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret.name.clone(),
-                    key: DATABASE_URL_KEY.into(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
+/// What the pods read from Secrets, as environment variables (never
+/// through the ConfigMap): the PostgreSQL URL (postgres) and the S3
+/// credentials (s3).
+fn pod_env(reg: &Registry) -> Vec<EnvVar> {
+    let from_secret = |env: &str, secret: &str, key: &str| EnvVar {
+        name: env.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
             }),
             ..Default::default()
-        }]
-    })
+        }),
+        ..Default::default()
+    };
+    let mut env = Vec::new();
+    let d = &reg.spec.database;
+    if d.kind == DatabaseKind::Postgres
+        && let Some(secret) = &d.connection_secret
+    {
+        env.push(from_secret(
+            DATABASE_URL_ENV,
+            &secret.name,
+            DATABASE_URL_KEY,
+        ));
+    }
+    if reg.spec.storage.kind == StorageKind::S3
+        && let Some(s3) = &reg.spec.storage.s3
+    {
+        let secret = &s3.credentials_secret.name;
+        env.push(from_secret(S3_ACCESS_KEY_ENV, secret, S3_ACCESS_KEY_KEY));
+        env.push(from_secret(S3_SECRET_KEY_ENV, secret, S3_SECRET_KEY_KEY));
+    }
+    env
 }
 
 pub fn service(reg: &Registry) -> Service {
@@ -755,6 +813,71 @@ mod tests {
             Some("registry.example.com")
         );
         assert_eq!(endpoint(&r), "registry.example.com");
+    }
+
+    /// Issue 15: the bucket's settings reach the pods through the ConfigMap,
+    /// its credentials from the Secret as environment variables only; blobs
+    /// on S3 with SQLite keep a claim for the database file.
+    #[test]
+    fn s3_settings_in_the_config_credentials_from_the_secret() {
+        let r = registry(serde_json::json!({
+            "replicas": 2,
+            "storage": {"kind": "s3", "s3": {"endpoint": "https://s3.example.com", "bucket": "blobs",
+                        "region": "eu-west-1", "prefix": "reg1", "credentialsSecret": {"name": "s3-creds"}}},
+            "database": {"kind": "postgres", "connectionSecret": {"name": "pg"}},
+        }));
+        let config = serve_config(&r);
+        assert_eq!(config.storage.kind, ServeStorageKind::S3);
+        let s3 = config.storage.s3.as_ref().unwrap();
+        assert_eq!(s3.endpoint.as_deref(), Some("https://s3.example.com"));
+        assert_eq!(
+            (s3.bucket.as_str(), s3.region.as_str()),
+            ("blobs", "eu-west-1")
+        );
+        assert_eq!((s3.prefix.as_str(), s3.path_style), ("reg1", true));
+        assert!(s3.access_key_id.is_none() && s3.secret_access_key.is_none());
+        let yaml = &config_map(&r).data.unwrap()[CONFIG_FILE];
+        assert_eq!(Config::from_yaml(yaml).unwrap(), config);
+        let d = deployment(&r, "img", None).spec.unwrap();
+        let env = d.template.spec.unwrap().containers[0].env.clone().unwrap();
+        let from: Vec<(String, String, String)> = env
+            .iter()
+            .map(|e| {
+                let k = e
+                    .value_from
+                    .as_ref()
+                    .unwrap()
+                    .secret_key_ref
+                    .as_ref()
+                    .unwrap();
+                (e.name.clone(), k.name.clone(), k.key.clone())
+            })
+            .collect();
+        let want = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            from,
+            vec![
+                want(DATABASE_URL_ENV, "pg", "url"),
+                want("AWS_ACCESS_KEY_ID", "s3-creds", "accessKeyId"),
+                want("AWS_SECRET_ACCESS_KEY", "s3-creds", "secretAccessKey"),
+            ]
+        );
+        assert!(data_claim(&r).is_none());
+
+        let embedded = registry(serde_json::json!({
+            "storage": {"kind": "s3", "s3": {"endpoint": "http://s3", "bucket": "b", "credentialsSecret": {"name": "s"}}},
+        }));
+        assert!(
+            data_claim(&embedded).is_some(),
+            "SQLite's file needs a volume"
+        );
+        let d = deployment(&embedded, "img", None).spec.unwrap();
+        assert_eq!(d.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+        assert!(
+            d.template.spec.unwrap().volumes.unwrap()[2]
+                .persistent_volume_claim
+                .is_some()
+        );
     }
 
     /// Issue 14: replicas on PostgreSQL and a shared (ReadWriteMany) volume:

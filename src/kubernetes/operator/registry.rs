@@ -24,7 +24,7 @@ use super::status::{
     DatabaseSeen, RegistryObserved, database_condition, gc_figures, registry_status, same,
 };
 use super::{Context, Error, now};
-use crate::kubernetes::crd::{DatabaseKind, GcFigures, Registry, StorageKind};
+use crate::kubernetes::crd::{DatabaseKind, GcFigures, Registry};
 use crate::registry::api::SweepCounts;
 
 pub const FINALIZER: &str = "berth.dev/cluster-objects";
@@ -42,24 +42,10 @@ pub async fn reconcile(reg: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-/// What the data plane cannot serve yet; such a spec is reported, not deployed.
-fn unsupported(reg: &Registry) -> Option<String> {
-    let mut missing = Vec::new();
-    if reg.spec.storage.kind == StorageKind::S3 {
-        missing.push("storage.kind s3");
-    }
-    (!missing.is_empty()).then(|| {
-        format!(
-            "{} is not supported by this berth version yet; use filesystem storage",
-            missing.join(" and ")
-        )
-    })
-}
-
 async fn apply_registry(reg: &Registry, ctx: &Context) -> Result<Action, Error> {
     let ns = reg.namespace().unwrap_or_default();
     let names = Names::of(reg);
-    let mut problem = unsupported(reg).map(|m| ("NotSupported", m));
+    let mut problem: Option<(&str, String)> = None;
     let (database, database_hash) = check_database(reg, ctx, &ns).await;
     let applied = if problem.is_none() {
         match apply_children(reg, ctx, &ns, database_hash.as_deref()).await {

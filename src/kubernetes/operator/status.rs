@@ -350,16 +350,16 @@ mod tests {
             &RegistryObserved {
                 deployment: None,
                 problem: Some((
-                    "NotSupported",
-                    "storage.kind s3 is not supported yet".into(),
+                    "ReconcileFailed",
+                    "the Deployment could not be applied".into(),
                 )),
                 signing_key_secret: None,
                 database: DatabaseSeen::Embedded,
             },
             &now(),
         );
-        assert_eq!(cond(&s, "Degraded"), ("True", "NotSupported"));
-        assert_eq!(cond(&s, "Ready"), ("False", "NotSupported"));
+        assert_eq!(cond(&s, "Degraded"), ("True", "ReconcileFailed"));
+        assert_eq!(cond(&s, "Ready"), ("False", "ReconcileFailed"));
         let s = registry_status(
             &reg(0),
             &RegistryObserved {
