@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
@@ -89,7 +89,12 @@ pub struct S3Settings {
 }
 
 pub struct S3Store {
+    /// For requests that move little (request timeout applies).
     s3: Arc<AmazonS3>,
+    /// For requests that move whole blobs (no overall time limit).
+    bulk: Arc<AmazonS3>,
+    /// How long a GET body may send nothing before it is cut.
+    stall: Duration,
     prefix: String,
     description: String,
     redirect: Option<Duration>,
@@ -123,6 +128,38 @@ impl UploadObjects {
     }
 }
 
+/// Chunks gathered into parts of exactly [`PART_SIZE`] bytes without
+/// copying them: a part is the chunks themselves (a chunk that straddles two
+/// parts is split, sharing its memory), sent as one multi-buffer payload.
+#[derive(Default)]
+struct PartBuffer {
+    filling: Vec<Bytes>,
+    filled: usize,
+    full: std::collections::VecDeque<(PutPayload, usize)>,
+}
+
+impl PartBuffer {
+    fn push(&mut self, mut chunk: Bytes) {
+        while !chunk.is_empty() {
+            let take = (PART_SIZE - self.filled).min(chunk.len());
+            self.filling.push(chunk.split_to(take));
+            self.filled += take;
+            if self.filled == PART_SIZE {
+                self.finish_part();
+            }
+        }
+    }
+
+    /// Makes what is gathered a part (the last one may be short).
+    fn finish_part(&mut self) {
+        if self.filled > 0 {
+            let part = std::mem::take(&mut self.filling).into_iter().collect();
+            self.full.push_back((part, self.filled));
+            self.filled = 0;
+        }
+    }
+}
+
 fn classify(e: object_store::Error) -> StorageError {
     match e {
         object_store::Error::PermissionDenied { .. }
@@ -141,9 +178,13 @@ fn is_not_found(e: &object_store::Error) -> bool {
 impl S3Store {
     /// Builds the client; [`S3Store::check`] then proves the bucket answers.
     pub fn open(settings: &S3Settings) -> Result<S3Store, String> {
+        let plain_http = settings
+            .endpoint
+            .as_ref()
+            .is_some_and(|e| e.starts_with("http://"));
         let mut options = ClientOptions::new()
+            .with_allow_http(plain_http)
             .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(settings.request_timeout)
             .with_allow_invalid_certificates(settings.insecure_skip_verify);
         if let Some(ca) = &settings.ca_file {
             let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
@@ -159,12 +200,9 @@ impl S3Store {
                 max_retries: 3,
                 retry_timeout: settings.request_timeout,
                 ..RetryConfig::default()
-            })
-            .with_client_options(options);
+            });
         if let Some(endpoint) = &settings.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"));
+            builder = builder.with_endpoint(endpoint);
         }
         if let Some(key) = &settings.access_key_id {
             builder = builder.with_access_key_id(key);
@@ -172,7 +210,20 @@ impl S3Store {
         if let Some(secret) = &settings.secret_access_key {
             builder = builder.with_secret_access_key(secret);
         }
-        let s3 = builder.build().map_err(|e| e.to_string())?;
+        // Requests that move little answer within the request timeout, or
+        // the bucket counts as unavailable. Those that move a whole blob
+        // (GET bodies, server-side copies, completing a multipart upload)
+        // have no overall limit: a GET is cut when its body stalls for the
+        // request timeout instead (`object_stream`).
+        let bulk = builder
+            .clone()
+            .with_client_options(options.clone().with_timeout_disabled())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let s3 = builder
+            .with_client_options(options.with_timeout(settings.request_timeout))
+            .build()
+            .map_err(|e| e.to_string())?;
         let prefix = match settings.prefix.trim_matches('/') {
             "" => String::new(),
             p => format!("{p}/"),
@@ -185,6 +236,8 @@ impl S3Store {
         );
         Ok(S3Store {
             s3: Arc::new(s3),
+            bulk: Arc::new(bulk),
+            stall: settings.request_timeout,
             prefix,
             description,
             redirect: settings.redirect,
@@ -265,17 +318,19 @@ impl S3Store {
     /// Streams `stream` into the object `key` as a multipart upload whose id
     /// is first recorded at `marker` (when given), and completes it; on any
     /// failure the multipart upload is aborted. Returns the bytes written.
-    /// Less than one part goes as a single PUT.
+    /// Less than one part goes as a single PUT. Memory: the chunks of at
+    /// most [`PARTS_IN_FLIGHT`] parts on their way and of the one filling,
+    /// never copied.
     async fn write_object<S>(&self, key: &Path, marker: Option<&Path>, mut stream: S) -> Result<u64>
     where
         S: futures_util::Stream<Item = Result<Bytes>> + Unpin + Send,
     {
-        let mut pending = BytesMut::new();
+        let mut parts = PartBuffer::default();
         // Fill the first part before deciding how to write.
         let mut ended = false;
-        while pending.len() < PART_SIZE {
+        while parts.full.is_empty() {
             match stream.next().await {
-                Some(chunk) => pending.extend_from_slice(&chunk?),
+                Some(chunk) => parts.push(chunk?),
                 None => {
                     ended = true;
                     break;
@@ -283,11 +338,9 @@ impl S3Store {
             }
         }
         if ended {
-            let len = pending.len() as u64;
-            self.s3
-                .put(key, PutPayload::from(pending.freeze()))
-                .await
-                .map_err(classify)?;
+            let len = parts.filled as u64;
+            let data: PutPayload = parts.filling.into_iter().collect();
+            self.s3.put(key, data).await.map_err(classify)?;
             return Ok(len);
         }
         let multipart = self.s3.create_multipart(key).await.map_err(classify)?;
@@ -298,41 +351,36 @@ impl S3Store {
                     .await
                     .map_err(classify)?;
             }
-            let mut parts: Vec<PartId> = Vec::new();
+            let mut done: Vec<PartId> = Vec::new();
             let mut sending = futures_util::stream::FuturesOrdered::new();
             let mut written = 0u64;
             loop {
-                let last = ended;
-                if pending.len() >= PART_SIZE || (last && !pending.is_empty()) {
-                    let take = pending.len().min(PART_SIZE);
-                    let part = pending.split_to(take).freeze();
-                    written += part.len() as u64;
-                    let index = parts.len() + sending.len();
-                    let s3 = self.s3.clone();
-                    let key = key.clone();
-                    let id = multipart.clone();
-                    sending.push_back(async move {
-                        s3.put_part(&key, &id, index, PutPayload::from(part)).await
-                    });
+                while let Some((part, len)) = parts.full.pop_front() {
+                    written += len as u64;
+                    let index = done.len() + sending.len();
+                    let (s3, key, id) = (self.s3.clone(), key.clone(), multipart.clone());
+                    sending.push_back(async move { s3.put_part(&key, &id, index, part).await });
                     while sending.len() >= PARTS_IN_FLIGHT {
-                        let done = sending.next().await.expect("a part is in flight");
-                        parts.push(done.map_err(classify)?);
+                        let sent = sending.next().await.expect("a part is in flight");
+                        done.push(sent.map_err(classify)?);
                     }
-                    continue;
                 }
-                if last {
+                if ended {
                     break;
                 }
                 match stream.next().await {
-                    Some(chunk) => pending.extend_from_slice(&chunk?),
-                    None => ended = true,
+                    Some(chunk) => parts.push(chunk?),
+                    None => {
+                        ended = true;
+                        parts.finish_part();
+                    }
                 }
             }
-            while let Some(done) = sending.next().await {
-                parts.push(done.map_err(classify)?);
+            while let Some(sent) = sending.next().await {
+                done.push(sent.map_err(classify)?);
             }
-            self.s3
-                .complete_multipart(key, &multipart, parts)
+            self.bulk
+                .complete_multipart(key, &multipart, done)
                 .await
                 .map_err(classify)?;
             Ok::<u64, StorageError>(written)
@@ -355,15 +403,43 @@ impl S3Store {
         written
     }
 
+    /// Aborts the multipart uploads the markers record (appends or commits
+    /// a crash cut short); those already completed or aborted are skipped.
+    async fn abort_multiparts(&self, markers: &[Path]) -> Result<()> {
+        for marker in markers {
+            let text = match self.s3.get(marker).await {
+                Ok(body) => body.bytes().await.map_err(classify)?,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(classify(e)),
+            };
+            let text = String::from_utf8_lossy(&text).into_owned();
+            let Some((multipart, key)) = text.split_once('\n') else {
+                tracing::warn!(%marker, "not a multipart marker; deleted with the upload");
+                continue;
+            };
+            match self
+                .s3
+                .abort_multipart(&Path::from(key), &multipart.to_string())
+                .await
+            {
+                Ok(()) => {}
+                // Completed or already aborted.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// The bytes of an upload's segments, in order.
     fn segments_stream(&self, segments: Vec<(u64, Path, u64)>) -> ByteStream {
-        let s3 = self.s3.clone();
+        let (s3, stall) = (self.bulk.clone(), self.stall);
         Box::pin(
             futures_util::stream::iter(segments)
                 .then(move |(_, key, size)| {
                     let s3 = s3.clone();
                     async move {
-                        object_stream(&s3, &key, 0..size).await.map_err(|e| {
+                        object_stream(&s3, &key, 0..size, stall).await.map_err(|e| {
                             io::Error::other(format!("reading {key} from object storage: {e}"))
                         })
                     }
@@ -374,34 +450,47 @@ impl S3Store {
 }
 
 /// Streams `range` of object `key`; a body shorter than the range ends in
-/// an error, never in a short stream that looks complete.
+/// an error, never in a short stream that looks complete. The answer, and
+/// then each piece of the body, must come within `stall`.
 async fn object_stream(
     s3: &AmazonS3,
     key: &Path,
     range: Range<u64>,
+    stall: Duration,
 ) -> std::result::Result<ByteStream, object_store::Error> {
     let want = range.end.saturating_sub(range.start);
     if want == 0 {
         s3.head(key).await?;
         return Ok(Box::pin(futures_util::stream::empty()));
     }
-    let body = s3
-        .get_opts(
-            key,
-            GetOptions {
-                range: Some(GetRange::Bounded(range)),
-                ..GetOptions::default()
-            },
-        )
-        .await?
-        .into_stream();
+    let options = GetOptions {
+        range: Some(GetRange::Bounded(range)),
+        ..GetOptions::default()
+    };
+    let body = match tokio::time::timeout(stall, s3.get_opts(key, options)).await {
+        Ok(got) => got?.into_stream(),
+        Err(_) => {
+            return Err(object_store::Error::Generic {
+                store: "S3",
+                source: format!("GET {key}: no answer within {stall:?}").into(),
+            });
+        }
+    };
     let checked = futures_util::stream::unfold(
         (body, 0u64, false),
         move |(mut body, seen, done)| async move {
             if done {
                 return None;
             }
-            match body.next().await {
+            let next = tokio::time::timeout(stall, body.next())
+                .await
+                .unwrap_or_else(|_| {
+                    Some(Err(object_store::Error::Generic {
+                        store: "S3",
+                        source: format!("the body sent nothing for {stall:?}").into(),
+                    }))
+                });
+            match next {
                 Some(Ok(chunk)) => {
                     let seen = seen + chunk.len() as u64;
                     Some((Ok(chunk), (body, seen, false)))
@@ -438,7 +527,8 @@ impl BlobStore for S3Store {
 
     async fn get(&self, digest: &Digest, range: Range<u64>) -> Result<ByteStream> {
         // One request on the way that matters (the caller knows the size).
-        let e = match object_stream(&self.s3, &self.blob_key(digest), range.clone()).await {
+        let key = self.blob_key(digest);
+        let e = match object_stream(&self.bulk, &key, range.clone(), self.stall).await {
             Ok(stream) => return Ok(stream),
             Err(e) if is_not_found(&e) => return Err(StorageError::BlobNotFound(digest.clone())),
             Err(e) => e,
@@ -546,7 +636,7 @@ impl BlobStore for S3Store {
                         .await
                         .map_err(classify)?;
                 }
-                [(_, from, _)] => self.s3.copy(from, &to).await.map_err(classify)?,
+                [(_, from, _)] => self.bulk.copy(from, &to).await.map_err(classify)?,
                 _ => {
                     // Recorded like an append's, so a crash here leaves
                     // nothing that expiry cannot abort.
@@ -560,33 +650,14 @@ impl BlobStore for S3Store {
                 }
             }
         }
+        // An append a crash cut short may have left a multipart upload.
+        self.abort_multiparts(&found.markers).await?;
         self.delete_keys(found.all).await
     }
 
     async fn abort_upload(&self, id: &UploadId) -> Result<()> {
         let found = self.upload_objects(id).await?;
-        for marker in &found.markers {
-            let text = match self.s3.get(marker).await {
-                Ok(body) => body.bytes().await.map_err(classify)?,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(classify(e)),
-            };
-            let text = String::from_utf8_lossy(&text).into_owned();
-            let Some((multipart, key)) = text.split_once('\n') else {
-                tracing::warn!(%marker, "not a multipart marker; deleted with the upload");
-                continue;
-            };
-            match self
-                .s3
-                .abort_multipart(&Path::from(key), &multipart.to_string())
-                .await
-            {
-                Ok(()) => {}
-                // Completed or already aborted.
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(classify(e)),
-            }
-        }
+        self.abort_multiparts(&found.markers).await?;
         // The started marker last: until it goes the upload still exists.
         let (started, rest): (Vec<Path>, Vec<Path>) = found
             .all
@@ -716,19 +787,13 @@ mod tests {
         assert_eq!(store.upload_size(&id).await.unwrap(), None);
     }
 
-    #[tokio::test]
-    async fn an_interrupted_append_is_aborted_with_its_upload() {
-        let store = s3_store();
-        let id = UploadId::new();
-        store.create_upload(&id).await.unwrap();
-        assert_eq!(append(&store, &id, b"kept", 4).await, 4);
-        // What a replica killed in the middle of an append leaves: a
-        // multipart upload with a part sent, recorded by its marker.
-        let found = store.upload_objects(&id).await.unwrap();
-        let seq = found.next_seq();
-        let key = store.upload_prefix(&id).join(format!("{seq:010}"));
+    /// What a replica killed in the middle of an append leaves: a multipart
+    /// upload with a part sent, recorded by its marker. Returns its key and id.
+    async fn leave_an_interrupted_append(store: &S3Store, id: &UploadId) -> (Path, String) {
+        let seq = store.upload_objects(id).await.unwrap().next_seq();
+        let key = store.upload_prefix(id).join(format!("{seq:010}"));
         let marker = store
-            .upload_prefix(&id)
+            .upload_prefix(id)
             .join(format!("{seq:010}{MULTIPART}"));
         let multipart = store.s3.create_multipart(&key).await.unwrap();
         store
@@ -742,18 +807,50 @@ mod tests {
             .await
             .unwrap();
         // The unfinished append counts for nothing; the next one goes after.
+        assert_eq!(store.upload_objects(id).await.unwrap().next_seq(), seq + 1);
+        (key, multipart)
+    }
+
+    /// Whether the multipart upload is gone from the server: completing it
+    /// fails, and no object appeared.
+    async fn assert_aborted(store: &S3Store, key: &Path, multipart: &String) {
+        let completed = store
+            .s3
+            .complete_multipart(key, multipart, Vec::new())
+            .await;
+        assert!(completed.is_err(), "the multipart upload was not aborted");
+        assert!(store.s3.head(key).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_append_is_aborted_with_its_upload() {
+        let store = s3_store();
+        let id = UploadId::new();
+        store.create_upload(&id).await.unwrap();
+        assert_eq!(append(&store, &id, b"kept", 4).await, 4);
+        let (key, multipart) = leave_an_interrupted_append(&store, &id).await;
         assert_eq!(store.upload_size(&id).await.unwrap(), Some(4));
-        assert_eq!(store.upload_objects(&id).await.unwrap().next_seq(), seq + 1);
 
         store.abort_upload(&id).await.unwrap();
         assert!(store.upload_objects(&id).await.unwrap().all.is_empty());
-        // The multipart upload is gone from the server: completing it fails.
-        let completed = store
-            .s3
-            .complete_multipart(&key, &multipart, Vec::new())
-            .await;
-        assert!(completed.is_err(), "the multipart upload was not aborted");
-        assert!(store.s3.head(&key).await.is_err());
+        assert_aborted(&store, &key, &multipart).await;
+    }
+
+    #[tokio::test]
+    async fn a_resumed_upload_commits_and_aborts_the_interrupted_append() {
+        let store = s3_store();
+        let id = UploadId::new();
+        store.create_upload(&id).await.unwrap();
+        let (key, multipart) = leave_an_interrupted_append(&store, &id).await;
+        assert_eq!(store.upload_size(&id).await.unwrap(), Some(0));
+        // The client resumes from what the store holds, and finishes.
+        let data = pattern(3000);
+        assert_eq!(append(&store, &id, &data, 1000).await, 3000);
+        let digest = Digest::sha256_of(&data);
+        store.commit_upload(&id, &digest).await.unwrap();
+        assert!(collect(store.get(&digest, 0..3000).await.unwrap()).await == data);
+        assert!(store.upload_objects(&id).await.unwrap().all.is_empty());
+        assert_aborted(&store, &key, &multipart).await;
     }
 
     #[tokio::test]
@@ -793,6 +890,40 @@ mod tests {
         assert_ne!(other, url);
         let refused = client.get(&other).send().await.unwrap();
         assert!(refused.status().is_client_error(), "{}", refused.status());
+    }
+
+    /// A blob takes as long to read as its reader takes: the request
+    /// timeout bounds a silent server, not a long transfer.
+    #[tokio::test]
+    async fn a_read_may_outlast_the_request_timeout() {
+        let (endpoint, bucket) = crate::storage::conformance::s3_server::fresh_bucket();
+        let store = S3Store::open(&S3Settings {
+            endpoint: Some(endpoint),
+            bucket,
+            region: "us-east-1".into(),
+            access_key_id: Some(crate::storage::conformance::s3_server::ACCESS_KEY.into()),
+            secret_access_key: Some(crate::storage::conformance::s3_server::SECRET_KEY.into()),
+            prefix: String::new(),
+            path_style: true,
+            ca_file: None,
+            insecure_skip_verify: false,
+            request_timeout: Duration::from_secs(1),
+            redirect: None,
+        })
+        .unwrap();
+        let data = pattern(3 * PART_SIZE);
+        let digest = Digest::sha256_of(&data);
+        let id = UploadId::new();
+        store.create_upload(&id).await.unwrap();
+        append(&store, &id, &data, 1 << 20).await;
+        store.commit_upload(&id, &digest).await.unwrap();
+        let mut stream = store.get(&digest, 0..data.len() as u64).await.unwrap();
+        let mut got = stream.next().await.unwrap().unwrap().to_vec();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        while let Some(chunk) = stream.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(got == data);
     }
 
     #[tokio::test]
