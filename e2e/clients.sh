@@ -474,4 +474,5 @@ if run_refused oras-push-bad python3 "$W/oras_bad.py" "$REG" "$BAD" "$BERTH_USER
 else fail "oras push to $BAD was accepted"; fi
 
 check_replicas_shared
+check_storage_used "$W/registry"
 finish

@@ -110,4 +110,5 @@ else
   fail "OCI conformance ($(head -1 "$E2E_SCRATCH/summary")); details in $RESULTS/report.html"
 fi
 check_replicas_shared
+check_storage_used "$WORK"
 finish

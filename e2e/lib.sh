@@ -19,6 +19,12 @@
 #                  one PostgreSQL database (a server of its own, start_postgres) behind haproxy,
 #                  which sends each request to the next replica in turn (no affinity), as a
 #                  Service with several pods would; BERTH_ADDR is the proxy. Default 1.
+#   E2E_STORAGE    "filesystem" (default) or "s3": berth keeps its blobs in a bucket of an
+#                  S3-compatible server of its own (start_s3: s3s-fs, or versitygw with
+#                  E2E_S3_SERVER=versitygw), configured by a config file
+#                  (storage.kind s3) with the credentials in AWS_ACCESS_KEY_ID/SECRET; more
+#                  top-level keys for that file in BERTH_EXTRA_CONFIG (YAML), one more key of
+#                  storage.s3 in BERTH_S3_EXTRA (e.g. "redirect: true").
 #
 # Provides: start_berth DIR / stop_berth (export BERTH_PID BERTH_ADDR BERTH_URL BERTH_LOG, and
 # with auth BERTH_AUTH_ON=1 BERTH_USER BERTH_PASS BERTH_REALM BERTH_SERVICE BERTH_MANIFEST_DIR),
@@ -100,6 +106,7 @@ e2e_cleanup() {
   local rc=$?
   set +e
   stop_berth
+  stop_s3
   if [ "${E2E_KEEP:-0}" = 1 ]; then
     [ "${#E2E_TMPDIRS[@]}" -gt 0 ] && log "E2E_KEEP=1: kept ${E2E_TMPDIRS[*]}"
   else
@@ -224,6 +231,12 @@ start_berth() {
   fi
   export BERTH_MANIFEST_DIR
   local want_status=200; [ "$BERTH_AUTH_ON" = 1 ] && want_status=401
+  if [ "${E2E_STORAGE:-filesystem}" = s3 ]; then
+    [ "$E2E_REGISTRY" = berth ] || die "E2E_STORAGE=s3 needs E2E_REGISTRY=berth"
+    [ -n "$S3_PID" ] || start_s3
+    s3_config "$dir/berth-s3.yaml"
+    auth_args+=(--config "$dir/berth-s3.yaml")
+  fi
   if [ "${E2E_REPLICAS:-1}" -gt 1 ]; then
     [ "$E2E_REGISTRY" = berth ] || die "E2E_REPLICAS needs E2E_REGISTRY=berth"
     start_replicas "$dir" "$E2E_REPLICAS" "$want_status" "${auth_args[@]}"
@@ -338,6 +351,78 @@ stop_berth() {
   BERTH_PID=""
 }
 
+# ---------------------------------------------------------------- S3-compatible server
+# start_s3: an S3-compatible server of our own on a free 127.0.0.1 port over a temp dir, run as
+# nobody, with bucket $S3_BUCKET, log in $E2E_OUT/s3.log: s3s-fs (crates.io; BERTH_S3S_FS, else
+# the tools cache e2e/test-all.sh installs it into), or with E2E_S3_SERVER=versitygw versitygw's
+# posix backend (Go module proxy, built by setup.sh; it also answers ListMultipartUploads).
+# Exports S3_ENDPOINT, S3_BUCKET, S3_ROOT, S3_PID and the credentials as AWS_ACCESS_KEY_ID /
+# AWS_SECRET_ACCESS_KEY (berth reads them when its config has none). stop_s3 stops it; run_s3
+# starts it again on the same port and directory.
+S3_PID=""
+start_s3() {
+  local dir
+  S3_SERVER="${E2E_S3_SERVER:-s3s-fs}"
+  case "$S3_SERVER" in
+    s3s-fs) S3_BIN="${BERTH_S3S_FS:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/tools/bin/s3s-fs}" ;;
+    versitygw) S3_BIN="${BERTH_VERSITYGW:-${XDG_CACHE_HOME:-$HOME/.cache}/berth-e2e/versitygw-$VERSITYGW_VERSION/bin/versitygw}" ;;
+    *) die "E2E_S3_SERVER must be s3s-fs or versitygw, not '$S3_SERVER'" ;;
+  esac
+  [ -x "$S3_BIN" ] || die "$S3_SERVER not found at $S3_BIN (e2e/test-all.sh and e2e/setup.sh install it)"
+  dir="$(mktemp -d "${E2E_TMPDIR:-${TMPDIR:-/tmp}}/berth-e2e-s3.XXXXXX")"
+  E2E_TMPDIRS+=("$dir")
+  S3_ROOT="$dir/root"; S3_BUCKET="${S3_BUCKET:-berth}"; S3_PORT="$(free_port)"
+  mkdir -p "$S3_ROOT"; chmod 755 "$dir"; chown -R nobody: "$S3_ROOT"
+  # nobody may not reach into root's home (the tools caches): it runs a copy
+  cp "$S3_BIN" "$dir/$S3_SERVER"; chmod 755 "$dir/$S3_SERVER"; S3_BIN="$dir/$S3_SERVER"
+  AWS_ACCESS_KEY_ID=berth-e2e; AWS_SECRET_ACCESS_KEY="e2e-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+  S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+  export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY S3_ENDPOINT S3_BUCKET S3_ROOT
+  run_s3
+  python3 - <<'PY' || die "cannot create bucket $S3_BUCKET on $S3_ENDPOINT"
+import os, boto3
+boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"], region_name="us-east-1").create_bucket(
+    Bucket=os.environ["S3_BUCKET"])
+PY
+  log "$S3_SERVER at $S3_ENDPOINT, bucket $S3_BUCKET (pid $S3_PID)"
+}
+run_s3() {
+  local i args
+  case "$S3_SERVER" in
+    s3s-fs) args=(--host 127.0.0.1 --port "$S3_PORT" --access-key "$AWS_ACCESS_KEY_ID"
+                  --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT") ;;
+    versitygw) args=(--access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY"
+                     --port "127.0.0.1:$S3_PORT" posix "$S3_ROOT") ;;
+  esac
+  setpriv --reuid=nobody --regid=nogroup --clear-groups "$S3_BIN" "${args[@]}" >>"$E2E_OUT/s3.log" 2>&1 &
+  S3_PID=$!
+  for i in $(seq 1 300); do
+    curl -s -o /dev/null --max-time 1 "$S3_ENDPOINT/" && return 0
+    kill -0 "$S3_PID" 2>/dev/null || { tail -20 "$E2E_OUT/s3.log"; die "$S3_SERVER exited at start"; }
+    sleep 0.1
+  done
+  die "$S3_SERVER not listening within 30 s"
+}
+stop_s3() {
+  [ -n "$S3_PID" ] || return 0
+  kill "$S3_PID" 2>/dev/null; wait "$S3_PID" 2>/dev/null; S3_PID=""
+}
+# s3_config FILE: a berth config file keeping blobs in the bucket (credentials from the env).
+s3_config() {
+  cat >"$1" <<YAML
+storage:
+  kind: s3
+  s3:
+    endpoint: $S3_ENDPOINT
+    bucket: $S3_BUCKET
+    region: us-east-1
+    pathStyle: true
+    requestTimeout: 10s
+${BERTH_S3_EXTRA:+    $BERTH_S3_EXTRA}
+${BERTH_EXTRA_CONFIG:-}
+YAML
+}
+
 # ---------------------------------------------------------------- PostgreSQL and replicas
 # start_postgres: a PostgreSQL server of our own (Debian's package) on a free 127.0.0.1 port, run
 # as user postgres, its data in a temp dir, log in $E2E_OUT/postgres.log. Exports PG_URL (database
@@ -442,6 +527,18 @@ start_replicas() {
 # replica_requests: the requests each replica served through the proxy ("r0=N r1=N ...").
 replica_requests() {
   curl -fsS "$HAPROXY_STATS" | awk -F, '$1 == "replicas" && $2 ~ /^r[0-9]+$/ {printf "%s%s=%s", sep, $2, $8; sep=" "}'
+}
+
+# check_storage_used DIR: with E2E_STORAGE=s3, a check that the blobs went to the bucket and
+# none to the data directory DIR/data (no-op otherwise).
+check_storage_used() {
+  [ "${E2E_STORAGE:-filesystem}" = s3 ] || return 0
+  local in_bucket in_dir
+  in_bucket="$( (find "$S3_ROOT/$S3_BUCKET/blobs" -type f 2>/dev/null || true) | wc -l)"
+  in_dir="$( (find "$1/data/blobs" -type f 2>/dev/null || true) | wc -l)"
+  if [ "$in_bucket" -gt 0 ] && [ "$in_dir" -eq 0 ]; then
+    pass "the blobs are in the S3 bucket ($in_bucket objects under blobs/), none in the data directory"
+  else fail "blobs in the bucket: $in_bucket, in the data directory: $in_dir"; fi
 }
 
 # check_replicas_shared: with E2E_REPLICAS, a check that every replica served at least half its

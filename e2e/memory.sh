@@ -2,7 +2,7 @@
 # Streams a 2 GiB random blob through berth and checks the server never buffers it:
 #   1. monolithic upload: POST /v2/<name>/blobs/uploads/ then PUT <Location>?digest= with the
 #      body streamed by curl -T (Content-Length: 2 GiB)
-#   2. chunked upload: POST, then PATCH <Location> per 256 MiB chunk (Content-Range,
+#   2. chunked upload of another 2 GiB blob: POST, then PATCH <Location> per 256 MiB chunk (Content-Range,
 #      Content-Length; every PATCH follows the Location returned by the previous response),
 #      then PUT <Location>?digest= with an empty body
 #   after each: HEAD (Content-Length), GET streamed into sha256sum
@@ -11,9 +11,10 @@
 # e2e/memory and every request carries a bearer token fetched from the token endpoint with the
 # e2e user's credentials just before it (tokens live 300 s; each is checked when its request
 # starts, so one long upload started with a fresh token is fine).
-# Knobs: MEMORY_BLOB_MIB (default 2048), MEMORY_CHUNK_MIB (256), MEMORY_LIMIT_MIB (100).
+# Knobs: MEMORY_BLOB_MIB (default 2048), MEMORY_CHUNK_MIB (256), MEMORY_LIMIT_MIB (100);
+# E2E_STORAGE=s3 (lib.sh) with the blobs in a bucket (e2e/s3.sh runs it so).
 set -euo pipefail
-E2E_NAME=memory
+E2E_NAME="${E2E_NAME:-memory}"
 BERTH_PROJECTS="${BERTH_PROJECTS:-e2e/memory}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -93,6 +94,13 @@ else
 fi
 
 # ---------------------------------------------------------------- 2. chunked
+# Other content, so that the chunked upload is really stored (the same digest
+# would find the blob already there and only be verified).
+step "generate a second ${BLOB_MIB} MiB random blob"
+head -c "${BLOB_MIB}M" /dev/urandom >"$W/blob.bin"
+DIGEST="sha256:$(sha256sum "$W/blob.bin" | cut -d' ' -f1)"
+log "blob $DIGEST"
+
 step "chunked upload: POST + ${CHUNK_MIB} MiB PATCHes + PUT ?digest="
 REPO2="e2e/memory/chunked"
 http_login "repository:$REPO2:pull,push"
@@ -151,4 +159,5 @@ if [ "$mib" -lt "$LIMIT_MIB" ]; then
 else
   fail "peak RSS $mib MiB >= $LIMIT_MIB MiB (VmHWM of pid $BERTH_PID after the uploads/downloads above)"
 fi
+check_storage_used "$W/registry"
 finish

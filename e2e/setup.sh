@@ -44,27 +44,33 @@ else
   say "apt: all of ${APT_PKGS[*]} already installed"
 fi
 
-# ---------------------------------------------------------------- oras (PyPI)
-oras_version() { python3 -c 'import importlib.metadata as m; print(m.version("oras"))' 2>/dev/null || true; }
-have="$(oras_version)"
-if [ "$have" = "$ORAS_PY_VERSION" ]; then
-  skipped+=("pypi:oras==$have")
-  say "pypi: oras $have already installed"
-else
-  say "pypi: installing oras==$ORAS_PY_VERSION (have: ${have:-none})"
+# ---------------------------------------------------------------- oras and boto3 (PyPI)
+# oras: the OCI client SDK clients.sh drives; boto3: lists the bucket's multipart uploads
+# through the S3 API (s3-faults.sh), which no other client here does.
+py_version() { python3 -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
+pip_install() { # pip_install NAME VERSION
+  local name="$1" want="$2" have pip_err
+  have="$(py_version "$name")"
+  if [ "$have" = "$want" ]; then
+    skipped+=("pypi:$name==$have"); say "pypi: $name $have already installed"; return 0
+  fi
+  say "pypi: installing $name==$want (have: ${have:-none})"
   pip_err="$(mktemp)"
-  if ! python3 -m pip install -q --disable-pip-version-check "oras==$ORAS_PY_VERSION" 2>"$pip_err"; then
+  if ! python3 -m pip install -q --disable-pip-version-check "$name==$want" 2>"$pip_err"; then
     if grep -q externally-managed "$pip_err"; then # Debian's system python (PEP 668)
-      python3 -m pip install -q --disable-pip-version-check --break-system-packages "oras==$ORAS_PY_VERSION"
+      python3 -m pip install -q --disable-pip-version-check --break-system-packages "$name==$want"
     else
       cat "$pip_err" >&2; rm -f "$pip_err"; exit 1
     fi
   fi
   rm -f "$pip_err"
-  [ "$(oras_version)" = "$ORAS_PY_VERSION" ] || { say "ERROR: oras not importable after install"; exit 1; }
-  installed+=("pypi:oras==$ORAS_PY_VERSION")
-fi
+  [ "$(py_version "$name")" = "$want" ] || { say "ERROR: $name not importable after install"; exit 1; }
+  installed+=("pypi:$name==$want")
+}
+pip_install oras "$ORAS_PY_VERSION"
+pip_install boto3 "$BOTO3_VERSION"
 python3 -c 'import oras.client, oras.oci' || { say "ERROR: python3 cannot import oras.client"; exit 1; }
+python3 -c 'import boto3' || { say "ERROR: python3 cannot import boto3"; exit 1; }
 
 # ---------------------------------------------------------------- playwright-core (npm)
 UI_DIR="$E2E_DIR/ui"
@@ -115,6 +121,25 @@ else
   (cd "$CACHE_ROOT" && go install "$CONFORMANCE_MODULE@$CONFORMANCE_VERSION")
   [ -x "$CONF_BIN" ] || { say "ERROR: go install produced no $CONF_BIN"; exit 1; }
   installed+=("go:conformance@$CONFORMANCE_VERSION")
+fi
+
+# ---------------------------------------------------------------- versitygw (Go)
+# The S3 server of s3-faults.sh: it answers ListMultipartUploads, which s3s-fs does not.
+VGW_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/berth-e2e/versitygw-$VERSITYGW_VERSION"
+VGW_BIN="$VGW_ROOT/bin/versitygw"
+if [ -x "$VGW_BIN" ]; then
+  skipped+=("go:versitygw@$VERSITYGW_VERSION")
+  say "go: versitygw $VERSITYGW_VERSION already built at $VGW_BIN"
+else
+  command -v go >/dev/null 2>&1 || export PATH="/usr/local/go/bin:$PATH"
+  command -v go >/dev/null 2>&1 || { say "ERROR: no Go toolchain (needed to build versitygw)"; exit 1; }
+  mkdir -p "$VGW_ROOT/bin"
+  say "go: building versitygw $VERSITYGW_VERSION (cold cache: a few minutes on 2 cores)"
+  (cd "$VGW_ROOT" && GOMODCACHE="$VGW_ROOT/gomod" GOCACHE="$VGW_ROOT/gocache" GOBIN="$VGW_ROOT/bin" \
+     GOFLAGS="-modcacherw" GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" \
+     go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION")
+  [ -x "$VGW_BIN" ] || { say "ERROR: go install produced no $VGW_BIN"; exit 1; }
+  installed+=("go:versitygw@$VERSITYGW_VERSION")
 fi
 
 # ---------------------------------------------------------------- sanity

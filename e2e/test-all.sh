@@ -75,6 +75,21 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 ls -d /usr/lib/postgresql/*/bin
 
+# The S3 store's tests and the e2e runs on S3 use a real S3-compatible
+# server, s3s-fs from crates.io (tests/common/s3.rs starts it), built once
+# into the tools cache (about 2 minutes on 2 cores). 0.14.1 is the newest
+# that builds with the pinned toolchain (0.15 needs Rust 1.96).
+step "install s3s-fs"
+S3S_FS_VERSION=0.14.1
+tools="${XDG_CACHE_HOME:-$HOME/.cache}/berth/tools"
+if ! [ -x "$tools/bin/s3s-fs" ] || ! grep -qs "\"s3s-fs $S3S_FS_VERSION " "$tools/.crates.toml"; then
+    CARGO_TARGET_DIR="$tools/target" cargo install --quiet --locked --features binary \
+        --version "$S3S_FS_VERSION" --root "$tools" s3s-fs
+    rm -rf "$tools/target"
+fi
+ls -l "$tools/bin/s3s-fs"
+export BERTH_S3S_FS="$tools/bin/s3s-fs"
+
 # Unit tests, the integration tests (one binary, tests/it) and the examples'
 # build, in the quick-to-build ci-test profile (Cargo.toml); the tests that
 # run the real berth (crash, disk-full, slow clients) run the binary Cargo
