@@ -144,12 +144,9 @@ pub(crate) fn s3_store() -> super::s3::S3Store {
     s3_store_and_bucket().0
 }
 
-/// [`s3_store`], and the directory where s3s-fs keeps the bucket's objects
-/// as files (for tests that damage one behind the store's back).
-pub(crate) fn s3_store_and_bucket() -> (super::s3::S3Store, std::path::PathBuf) {
-    let (endpoint, bucket) = s3_server::fresh_bucket();
-    let dir = s3_server::server().root.join(&bucket);
-    let store = super::s3::S3Store::open(&super::s3::S3Settings {
+/// The settings of a store on `bucket` of the test server at `endpoint`.
+pub(crate) fn s3_settings(endpoint: String, bucket: String) -> super::s3::S3Settings {
+    super::s3::S3Settings {
         endpoint: Some(endpoint),
         bucket,
         region: "us-east-1".into(),
@@ -161,8 +158,15 @@ pub(crate) fn s3_store_and_bucket() -> (super::s3::S3Store, std::path::PathBuf) 
         insecure_skip_verify: false,
         request_timeout: std::time::Duration::from_secs(30),
         redirect: None,
-    })
-    .unwrap();
+    }
+}
+
+/// [`s3_store`], and the directory where s3s-fs keeps the bucket's objects
+/// as files (for tests that damage one behind the store's back).
+pub(crate) fn s3_store_and_bucket() -> (super::s3::S3Store, std::path::PathBuf) {
+    let (endpoint, bucket) = s3_server::fresh_bucket();
+    let dir = s3_server::server().root.join(&bucket);
+    let store = super::s3::S3Store::open(&s3_settings(endpoint, bucket)).unwrap();
     (store, dir)
 }
 

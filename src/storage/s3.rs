@@ -724,7 +724,7 @@ impl BlobStore for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::conformance::s3_store;
+    use crate::storage::conformance::{s3_server, s3_settings, s3_store};
 
     async fn append(store: &S3Store, id: &UploadId, data: &[u8], chunk: usize) -> u64 {
         let (tx, rx) = mpsc::channel(4);
@@ -855,19 +855,11 @@ mod tests {
 
     #[tokio::test]
     async fn presigned_redirects_serve_the_blob_and_nothing_else() {
-        let (endpoint, bucket) = crate::storage::conformance::s3_server::fresh_bucket();
+        let (endpoint, bucket) = s3_server::fresh_bucket();
         let settings = |redirect| S3Settings {
-            endpoint: Some(endpoint.clone()),
-            bucket: bucket.clone(),
-            region: "us-east-1".into(),
-            access_key_id: Some(crate::storage::conformance::s3_server::ACCESS_KEY.into()),
-            secret_access_key: Some(crate::storage::conformance::s3_server::SECRET_KEY.into()),
             prefix: "reg".into(),
-            path_style: true,
-            ca_file: None,
-            insecure_skip_verify: false,
-            request_timeout: Duration::from_secs(10),
             redirect,
+            ..s3_settings(endpoint.clone(), bucket.clone())
         };
         let plain = S3Store::open(&settings(None)).unwrap();
         let redirecting = S3Store::open(&settings(Some(Duration::from_secs(60)))).unwrap();
@@ -896,19 +888,10 @@ mod tests {
     /// timeout bounds a silent server, not a long transfer.
     #[tokio::test]
     async fn a_read_may_outlast_the_request_timeout() {
-        let (endpoint, bucket) = crate::storage::conformance::s3_server::fresh_bucket();
+        let (endpoint, bucket) = s3_server::fresh_bucket();
         let store = S3Store::open(&S3Settings {
-            endpoint: Some(endpoint),
-            bucket,
-            region: "us-east-1".into(),
-            access_key_id: Some(crate::storage::conformance::s3_server::ACCESS_KEY.into()),
-            secret_access_key: Some(crate::storage::conformance::s3_server::SECRET_KEY.into()),
-            prefix: String::new(),
-            path_style: true,
-            ca_file: None,
-            insecure_skip_verify: false,
             request_timeout: Duration::from_secs(1),
-            redirect: None,
+            ..s3_settings(endpoint, bucket)
         })
         .unwrap();
         let data = pattern(3 * PART_SIZE);
@@ -928,19 +911,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_bucket_or_a_silent_endpoint_is_reported() {
-        let (endpoint, _) = crate::storage::conformance::s3_server::fresh_bucket();
+        let (endpoint, _) = s3_server::fresh_bucket();
         let settings = S3Settings {
-            endpoint: Some(endpoint),
-            bucket: "no-such-bucket".into(),
-            region: "us-east-1".into(),
-            access_key_id: Some(crate::storage::conformance::s3_server::ACCESS_KEY.into()),
-            secret_access_key: Some(crate::storage::conformance::s3_server::SECRET_KEY.into()),
-            prefix: String::new(),
-            path_style: true,
-            ca_file: None,
-            insecure_skip_verify: false,
             request_timeout: Duration::from_secs(5),
-            redirect: None,
+            ..s3_settings(endpoint, "no-such-bucket".into())
         };
         let err = S3Store::open(&settings).unwrap().check().await.unwrap_err();
         assert!(
