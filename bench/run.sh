@@ -14,12 +14,19 @@
 # replica and with 3 behind haproxy, beside the reference: request rates, manifest
 # PUT, GC sweep rate) and appends its table to bench/out/results.md.
 #
-# Usage: bench/run.sh [--ref-both] [--quick] [--no-scale] [--help]
+# With --s3 both keep their blobs in S3-compatible object storage instead: one
+# s3s-fs server on 127.0.0.1 (the tests' S3 server), a bucket each; the
+# reference with its `s3` driver, berth with storage.kind s3; both stream blobs
+# through themselves (the reference's redirect is off, as berth's default).
+# Results then go to bench/out/s3/ and the scale phase is skipped.
+#
+# Usage: bench/run.sh [--ref-both] [--quick] [--no-scale] [--s3] [--help]
 #   --ref-both   put a second reference registry in the "berth" column (to test
 #                the script itself when there is no berth binary yet)
 #   --quick      small sizes / short load tests, for checking the script only
 #                (passed on to bench/scale.sh)
 #   --no-scale   do not run bench/scale.sh at the end
+#   --s3         blobs on S3 (s3s-fs) for both registries; implies --no-scale
 #
 # Environment (defaults in brackets):
 #   BERTH_BIN       berth binary [<repo>/target/release/berth]
@@ -47,11 +54,13 @@ LIB=$HERE/benchlib.py
 REF_BOTH=0
 QUICK=0
 SCALE=1
+S3=0
 for a in "$@"; do
   case $a in
     --ref-both) REF_BOTH=1 ;;
     --quick) QUICK=1 ;;
     --no-scale) SCALE=0 ;;
+    --s3) S3=1; SCALE=0; OUT=$HERE/out/s3 ;;
     -h|--help) sed -n '2,/^set -E/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
   esac
@@ -176,11 +185,51 @@ BUSY0=$(stat_busy_ticks); OWN0=$(times_secs); WALL0=$(now)
 
 # --------------------------------------------------------------------------- #
 # Servers.
+# --s3: one s3s-fs for both, run as nobody from a copy (root's home is closed
+# to it), a bucket (directory) per registry.
+S3_ENDPOINT=""
+start_s3() {
+  local bin=${BERTH_S3S_FS:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/tools/bin/s3s-fs} port i
+  if [[ ! -x $bin ]]; then
+    log "installing s3s-fs 0.14.1 (crates.io) into ~/.cache/berth/tools"
+    CARGO_TARGET_DIR=$WORK/s3s-target cargo install --quiet --locked --features binary \
+      --version 0.14.1 --root "${XDG_CACHE_HOME:-$HOME/.cache}/berth/tools" s3s-fs || die "cannot install s3s-fs"
+  fi
+  mkdir -p "$WORK/s3/root/ref" "$WORK/s3/root/berth" "$WORK/s3/root/ref2"
+  cp "$bin" "$WORK/s3/s3s-fs"; chmod 755 "$WORK" "$WORK/s3" "$WORK/s3/s3s-fs"
+  chown -R nobody: "$WORK/s3/root"
+  port=$(python3 "$LIB" freeport)
+  S3_KEY=bench; S3_SECRET=bench-$(openssl rand -hex 8)
+  setpriv --reuid=nobody --regid=nogroup --clear-groups "$WORK/s3/s3s-fs" --host 127.0.0.1 --port "$port" \
+    --access-key "$S3_KEY" --secret-key "$S3_SECRET" "$WORK/s3/root" >"$WORK/s3/log" 2>&1 &
+  PID[s3]=$!; SLOG[s3]=$WORK/s3/log
+  echo "${PID[s3]}" >>"$WORK/.servers"
+  S3_ENDPOINT=http://127.0.0.1:$port
+  for i in $(seq 300); do curl -s -o /dev/null "$S3_ENDPOINT/" && break; sleep 0.1; done
+  log "s3s-fs on $S3_ENDPOINT (pid ${PID[s3]})"
+}
+# The reference's storage section on S3: the s3 driver (path-style requests
+# with regionendpoint), as fast as it goes: 5 MiB chunks, no encryption, http.
+ref_s3_config() { # dir port bucket
+  ref_config "$1" "$2" | python3 -c '
+import sys
+text = sys.stdin.read()
+old = "  filesystem:\n    rootdirectory: %s\n" % sys.argv[1]
+new = ("  s3:\n    accesskey: %s\n    secretkey: %s\n    region: us-east-1\n"
+       "    regionendpoint: %s\n    bucket: %s\n    secure: false\n    v4auth: true\n"
+       "    encrypt: false\n    chunksize: 5242880\n    rootdirectory: /\n") % tuple(sys.argv[2:6])
+assert old in text
+print(text.replace(old, new), end="")' "$1" "$S3_KEY" "$S3_SECRET" "$S3_ENDPOINT" "$3"
+}
 start_ref() { # reg
   local r=$1
   DATA[$r]=$WORK/data-$r
   mkdir -p "${DATA[$r]}"
-  ref_config "${DATA[$r]}" "${PORT[$r]}" >"$WORK/ref-$r.yml"
+  if (( S3 )); then
+    ref_s3_config "${DATA[$r]}" "${PORT[$r]}" "$([[ $r == ref ]] && echo ref || echo ref2)" >"$WORK/ref-$r.yml"
+  else
+    ref_config "${DATA[$r]}" "${PORT[$r]}" >"$WORK/ref-$r.yml"
+  fi
   docker-registry serve "$WORK/ref-$r.yml" >"${SLOG[$r]}" 2>&1 &
   PID[$r]=$!
 }
@@ -218,8 +267,14 @@ start_berth() {
     write_bench_manifests "$WORK/manifests"
     auth=(--manifest-dir "$WORK/manifests")
   fi
+  if (( S3 )); then
+    printf 'storage:\n  kind: s3\n  s3: {endpoint: %s, bucket: berth, region: us-east-1, pathStyle: true}\n' \
+      "$S3_ENDPOINT" >"$WORK/berth-s3.yaml"
+    auth+=(--config "$WORK/berth-s3.yaml")
+  fi
   # Quiet logs like the reference's "level: warn" (if berth reads RUST_LOG).
-  RUST_LOG=${RUST_LOG:-warn} "$BERTH_BIN" serve --listen "127.0.0.1:${PORT[berth]}" \
+  RUST_LOG=${RUST_LOG:-warn} AWS_ACCESS_KEY_ID=${S3_KEY:-} AWS_SECRET_ACCESS_KEY=${S3_SECRET:-} \
+    "$BERTH_BIN" serve --listen "127.0.0.1:${PORT[berth]}" \
     --data-dir "${DATA[berth]}" "${auth[@]}" >"${SLOG[berth]}" 2>&1 &
   PID[berth]=$!
 }
@@ -288,6 +343,12 @@ else
   rec_i berth_version - "$("$WORK/berth" --version 2>/dev/null | head -1) $BERTH_BIN built $(date -u -r "$BERTH_BIN" '+%Y-%m-%d %H:%M UTC'), sha256 $(openssl dgst -sha256 -r "$WORK/berth" | cut -c1-12), repo $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo no-commit)"
   BERTH_BIN=$WORK/berth
   rec_i berth_label - "berth"
+fi
+if (( S3 )); then
+  start_s3
+  rec_i storage - "S3: s3s-fs 0.14.1 on 127.0.0.1 (one server, a bucket each; the reference's s3 driver with 5 MiB chunks, its redirect off; berth storage.kind s3, redirect off)"
+else
+  rec_i storage - "filesystem"
 fi
 for r in "${REGS[@]}"; do start_reg "$r"; done
 
