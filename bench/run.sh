@@ -15,7 +15,7 @@
 # PUT, GC sweep rate) and appends its table to bench/out/results.md.
 #
 # With --s3 both keep their blobs in S3-compatible object storage instead: one
-# s3s-fs server on 127.0.0.1 (the tests' S3 server), a bucket each; the
+# versitygw server on 127.0.0.1 (built by e2e/setup.sh), a bucket each; the
 # reference with its `s3` driver, berth with storage.kind s3; both stream blobs
 # through themselves (the reference's redirect is off, as berth's default).
 # Results then go to bench/out/s3/ and the scale phase is skipped.
@@ -26,7 +26,7 @@
 #   --quick      small sizes / short load tests, for checking the script only
 #                (passed on to bench/scale.sh)
 #   --no-scale   do not run bench/scale.sh at the end
-#   --s3         blobs on S3 (s3s-fs) for both registries; implies --no-scale
+#   --s3         blobs on S3 (versitygw) for both registries; implies --no-scale
 #
 # Environment (defaults in brackets):
 #   BERTH_BIN       berth binary [<repo>/target/release/berth]
@@ -185,28 +185,33 @@ BUSY0=$(stat_busy_ticks); OWN0=$(times_secs); WALL0=$(now)
 
 # --------------------------------------------------------------------------- #
 # Servers.
-# --s3: one s3s-fs for both, run as nobody from a copy (root's home is closed
-# to it), a bucket (directory) per registry.
+# --s3: one versitygw (posix backend) for both, run as nobody from a copy
+# (root's home is closed to it), a bucket per registry. versitygw rather than
+# s3s-fs: the reference's s3 driver resumes an upload by listing multipart
+# uploads (ListMultipartUploads), which s3s-fs does not answer.
 S3_ENDPOINT=""
 start_s3() {
-  local bin=${BERTH_S3S_FS:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/tools/bin/s3s-fs} port i
-  if [[ ! -x $bin ]]; then
-    log "installing s3s-fs 0.14.1 (crates.io) into ~/.cache/berth/tools"
-    CARGO_TARGET_DIR=$WORK/s3s-target cargo install --quiet --locked --features binary \
-      --version 0.14.1 --root "${XDG_CACHE_HOME:-$HOME/.cache}/berth/tools" s3s-fs || die "cannot install s3s-fs"
-  fi
-  mkdir -p "$WORK/s3/root/ref" "$WORK/s3/root/berth" "$WORK/s3/root/ref2"
-  cp "$bin" "$WORK/s3/s3s-fs"; chmod 755 "$WORK" "$WORK/s3" "$WORK/s3/s3s-fs"
+  local bin=${BERTH_VERSITYGW:-${XDG_CACHE_HOME:-$HOME/.cache}/berth-e2e/versitygw-v1.8.0/bin/versitygw} port i b
+  [[ -x $bin ]] || die "no versitygw at $bin: e2e/setup.sh builds it (Go module proxy)"
+  python3 -c 'import boto3' 2>/dev/null || die "python3 cannot import boto3: e2e/setup.sh installs it"
+  mkdir -p "$WORK/s3/root"
+  cp "$bin" "$WORK/s3/versitygw"; chmod 755 "$WORK" "$WORK/s3" "$WORK/s3/versitygw"
   chown -R nobody: "$WORK/s3/root"
   port=$(python3 "$LIB" freeport)
   S3_KEY=bench; S3_SECRET=bench-$(openssl rand -hex 8)
-  setpriv --reuid=nobody --regid=nogroup --clear-groups "$WORK/s3/s3s-fs" --host 127.0.0.1 --port "$port" \
-    --access-key "$S3_KEY" --secret-key "$S3_SECRET" "$WORK/s3/root" >"$WORK/s3/log" 2>&1 &
+  setpriv --reuid=nobody --regid=nogroup --clear-groups "$WORK/s3/versitygw" --access "$S3_KEY" \
+    --secret "$S3_SECRET" --port "127.0.0.1:$port" posix "$WORK/s3/root" >"$WORK/s3/log" 2>&1 &
   PID[s3]=$!; SLOG[s3]=$WORK/s3/log
   echo "${PID[s3]}" >>"$WORK/.servers"
   S3_ENDPOINT=http://127.0.0.1:$port
   for i in $(seq 300); do curl -s -o /dev/null "$S3_ENDPOINT/" && break; sleep 0.1; done
-  log "s3s-fs on $S3_ENDPOINT (pid ${PID[s3]})"
+  for b in ref ref2 berth; do
+    AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET python3 -c '
+import sys, boto3
+boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1").create_bucket(Bucket=sys.argv[2])' \
+      "$S3_ENDPOINT" "$b" || die "cannot create bucket $b on $S3_ENDPOINT"
+  done
+  log "versitygw on $S3_ENDPOINT (pid ${PID[s3]})"
 }
 # The reference's storage section on S3: the s3 driver (path-style requests
 # with regionendpoint), as fast as it goes: 5 MiB chunks, no encryption, http.
@@ -230,7 +235,8 @@ start_ref() { # reg
   else
     ref_config "${DATA[$r]}" "${PORT[$r]}" >"$WORK/ref-$r.yml"
   fi
-  docker-registry serve "$WORK/ref-$r.yml" >"${SLOG[$r]}" 2>&1 &
+  # AWS_CA_BUNDLE (set on some machines for a proxy) makes its S3 client refuse to start.
+  env -u AWS_CA_BUNDLE docker-registry serve "$WORK/ref-$r.yml" >"${SLOG[$r]}" 2>&1 &
   PID[$r]=$!
 }
 # berth runs with --no-auth like the reference (which has no authentication), except in the
@@ -346,7 +352,7 @@ else
 fi
 if (( S3 )); then
   start_s3
-  rec_i storage - "S3: s3s-fs 0.14.1 on 127.0.0.1 (one server, a bucket each; the reference's s3 driver with 5 MiB chunks, its redirect off; berth storage.kind s3, redirect off)"
+  rec_i storage - "S3: versitygw v1.8.0 (posix backend, $(df -T "$WORK" | awk 'NR==2{print $2}')) on 127.0.0.1, one server, a bucket each; the reference's s3 driver with 5 MiB chunks, its redirect off; berth storage.kind s3, redirect off"
 else
   rec_i storage - "filesystem"
 fi
