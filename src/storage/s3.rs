@@ -58,6 +58,8 @@ pub const PART_SIZE: usize = 8 << 20;
 /// Parts sent at once by one append or commit: what it holds in memory is
 /// at most this many parts plus the one being filled.
 const PARTS_IN_FLIGHT: usize = 2;
+/// The largest object S3's CopyObject copies (5 GiB).
+const MAX_COPY: u64 = 5 << 30;
 /// The marker that says an upload exists.
 const STARTED: &str = "started";
 /// The suffix of the key holding an append's multipart id.
@@ -636,7 +638,11 @@ impl BlobStore for S3Store {
                         .await
                         .map_err(classify)?;
                 }
-                [(_, from, _)] => self.bulk.copy(from, &to).await.map_err(classify)?,
+                // CopyObject takes up to 5 GiB on AWS; larger goes the
+                // long way below.
+                [(_, from, size)] if *size <= MAX_COPY => {
+                    self.bulk.copy(from, &to).await.map_err(classify)?
+                }
                 _ => {
                     // Recorded like an append's, so a crash here leaves
                     // nothing that expiry cannot abort.
