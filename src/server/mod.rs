@@ -67,18 +67,17 @@ pub fn database_config(config: &Config) -> Result<DatabaseConfig, String> {
 /// bucket, checked by listing it (a missing bucket, an unreachable endpoint
 /// or refused credentials stop the start, naming the key to fix).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn BlobStore>, ServeError> {
-    let Some(s3) = config
-        .storage
-        .s3
-        .as_ref()
-        .filter(|_| config.storage.kind == StorageKind::S3)
-    else {
+    if config.storage.kind == StorageKind::Filesystem {
         let store = FsStore::open(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
         return Ok(Arc::new(store));
-    };
+    }
+    // Never the data directory in place of a bucket that is not configured.
+    let s3 = config.storage.s3.as_ref().ok_or_else(|| {
+        ServeError::Config("storage.s3: is required when storage.kind is s3".into())
+    })?;
     let settings = s3_settings(s3).map_err(ServeError::Config)?;
     let store =
         S3Store::open(&settings).map_err(|e| ServeError::Storage(format!("storage.s3: {e}")))?;
