@@ -474,21 +474,25 @@ async fn receive(
             cut = Some(Cut::Refused(e));
             break; // what is pending is not stored: the upload goes
         }
-        let flush = match &next {
-            Some(Ok(data)) => {
-                pending.extend_from_slice(data);
-                pending.len() >= CHUNK
-            }
-            Some(Err(_)) | None => !pending.is_empty(),
+        let mut chunks = match &next {
+            Some(Ok(data)) => gather(&mut pending, data),
+            Some(Err(_)) | None => Vec::new(),
         };
-        if flush {
-            let chunk = pending.split().freeze();
+        if !matches!(next, Some(Ok(_))) && !pending.is_empty() {
+            chunks.push(pending.split().freeze());
+        }
+        let mut writer_failed = false;
+        for chunk in chunks {
             if let Some(tx) = &hash_tx {
                 hashed_all &= tx.send(chunk.clone()).await.is_ok();
             }
             if store_tx.send(chunk).await.is_err() {
-                break; // the writer failed; its error is reported below
+                writer_failed = true;
+                break;
             }
+        }
+        if writer_failed {
+            break; // the writer failed; its error is reported below
         }
         match next {
             Some(Ok(_)) => {}
@@ -511,6 +515,26 @@ async fn receive(
     };
     let hasher = hasher.filter(|_| hashed_all);
     Ok((Received { size, hasher }, cut))
+}
+
+/// Appends `data` to `pending` and takes out every chunk it completes: each
+/// exactly [`CHUNK`] bytes in an allocation of its own of that size (not one
+/// grown by doubling and shared with the next), so what waits in the channels
+/// and the store's buffers is the bytes themselves.
+fn gather(pending: &mut BytesMut, mut data: &[u8]) -> Vec<Bytes> {
+    let mut chunks = Vec::new();
+    while !data.is_empty() {
+        if pending.capacity() == 0 {
+            *pending = BytesMut::with_capacity(CHUNK);
+        }
+        let take = (CHUNK - pending.len()).min(data.len());
+        pending.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        if pending.len() == CHUNK {
+            chunks.push(std::mem::take(pending).freeze());
+        }
+    }
+    chunks
 }
 
 /// Hashes the chunks received on `rx`. Waiting for a chunk is an await; each
@@ -607,6 +631,40 @@ fn blob_created(name: &str, digest: &Digest) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_gathered_into_whole_chunks() {
+        // (frame sizes, chunks taken out after each frame, bytes left pending)
+        let k = 1 << 10;
+        let cases: [(&[usize], &[usize], usize); 5] = [
+            (&[k], &[0], k),
+            (&[CHUNK], &[1], 0),
+            (&[CHUNK - 1, 2], &[0, 1], 1),
+            (&[400 * k, 400 * k, 400 * k], &[0, 0, 1], 1200 * k - CHUNK),
+            (&[3 * CHUNK + 5], &[3], 5),
+        ];
+        for (frames, taken, left) in cases {
+            let mut pending = BytesMut::new();
+            let mut all = Vec::new();
+            let mut sent = 0u8;
+            for (&frame, &want) in frames.iter().zip(taken) {
+                let data: Vec<u8> = (0..frame).map(|i| sent.wrapping_add(i as u8)).collect();
+                sent = sent.wrapping_add(frame as u8);
+                all.extend_from_slice(&data);
+                let chunks = gather(&mut pending, &data);
+                assert_eq!(chunks.len(), want, "{frames:?}");
+                for chunk in chunks {
+                    assert_eq!(chunk.len(), CHUNK, "{frames:?}");
+                    assert_eq!(&chunk[..], &all[..CHUNK], "{frames:?}: bytes in order");
+                    all.drain(..CHUNK);
+                }
+            }
+            assert_eq!(pending.len(), left, "{frames:?}");
+            assert_eq!(&pending[..], &all[..], "{frames:?}");
+            // The next chunk fills the same allocation instead of a larger one.
+            assert!(pending.capacity() <= CHUNK, "{frames:?}");
+        }
+    }
 
     #[test]
     fn size_limit() {
