@@ -18,7 +18,7 @@
 //! it back to re-hash it, or commit it (appends to one session are
 //! serialized across replicas by the metadata layer's upload lease). Each
 //! append streams into its own object as an S3 multipart upload of
-//! [`PART_SIZE`] parts, so memory stays bounded whatever the blob's size and
+//! [`part_size`] parts, so memory stays bounded whatever the blob's size and
 //! however small the client's chunks; a client's PATCH below S3's 5 MiB part
 //! minimum is simply a small segment. Before the first part is sent the
 //! multipart id is written beside it, so an append cut short by a crash can
@@ -52,12 +52,27 @@ use tokio::sync::mpsc;
 use super::{BlobStore, ByteStream, Result, StorageError, UploadId};
 use crate::oci::Digest;
 
-/// Size of every part of a multipart upload but the last: above S3's 5 MiB
-/// minimum. With S3's 10,000 parts, one append or blob may reach 80 GiB.
-pub const PART_SIZE: usize = 8 << 20;
-/// Parts sent at once by one append or commit: what it holds in memory is
-/// at most this many parts plus the one being filled.
-const PARTS_IN_FLIGHT: usize = 2;
+/// S3's smallest part (all but the last part of a multipart upload).
+const MIN_PART: usize = 5 << 20;
+/// Parts of one size before the part size doubles.
+const PARTS_PER_SIZE: usize = 2_000;
+/// Doublings at most: parts never grow past 80 MiB.
+const MAX_DOUBLINGS: usize = 4;
+
+/// The size of part `index` (from 0) of a multipart upload, the last one
+/// excepted: 5 MiB, doubling every 2,000 parts up to 80 MiB. Objects up to
+/// 9.8 GiB go in S3's smallest parts (memory: the parts held, see
+/// [`PARTS_IN_FLIGHT`]), and the 10,000 parts S3 allows still reach 303 GiB.
+pub fn part_size(index: usize) -> usize {
+    MIN_PART << (index / PARTS_PER_SIZE).min(MAX_DOUBLINGS)
+}
+
+/// Parts sent at once by one append or commit while the next one fills:
+/// what it holds in memory is this many parts plus the one being filled.
+/// One keeps the client's stream and S3's requests overlapping; two made a
+/// 512 MiB push to a local S3 server at most ~15% faster (noise of the same
+/// order) for 5 MiB more memory per upload.
+const PARTS_IN_FLIGHT: usize = 1;
 /// The largest object S3's CopyObject copies (5 GiB).
 const MAX_COPY: u64 = 5 << 30;
 /// The marker that says an upload exists.
@@ -130,23 +145,26 @@ impl UploadObjects {
     }
 }
 
-/// Chunks gathered into parts of exactly [`PART_SIZE`] bytes without
+/// Chunks gathered into parts of exactly [`part_size`] bytes without
 /// copying them: a part is the chunks themselves (a chunk that straddles two
 /// parts is split, sharing its memory), sent as one multi-buffer payload.
 #[derive(Default)]
 struct PartBuffer {
     filling: Vec<Bytes>,
     filled: usize,
+    /// Parts made so far: the index of the one filling.
+    made: usize,
     full: std::collections::VecDeque<(PutPayload, usize)>,
 }
 
 impl PartBuffer {
     fn push(&mut self, mut chunk: Bytes) {
         while !chunk.is_empty() {
-            let take = (PART_SIZE - self.filled).min(chunk.len());
+            let size = part_size(self.made);
+            let take = (size - self.filled).min(chunk.len());
             self.filling.push(chunk.split_to(take));
             self.filled += take;
-            if self.filled == PART_SIZE {
+            if self.filled == size {
                 self.finish_part();
             }
         }
@@ -158,8 +176,21 @@ impl PartBuffer {
             let part = std::mem::take(&mut self.filling).into_iter().collect();
             self.full.push_back((part, self.filled));
             self.filled = 0;
+            self.made += 1;
         }
     }
+}
+
+/// The outcome of a part's task, as its index and id.
+fn part_sent(
+    joined: Option<
+        std::result::Result<(usize, object_store::Result<PartId>), tokio::task::JoinError>,
+    >,
+) -> Result<(usize, PartId)> {
+    let (index, sent) = joined
+        .expect("a part is in flight")
+        .map_err(|e| StorageError::Io(io::Error::other(format!("sending a part failed: {e}"))))?;
+    Ok((index, sent.map_err(classify)?))
 }
 
 fn classify(e: object_store::Error) -> StorageError {
@@ -353,19 +384,22 @@ impl S3Store {
                     .await
                     .map_err(classify)?;
             }
-            let mut done: Vec<PartId> = Vec::new();
-            let mut sending = futures_util::stream::FuturesOrdered::new();
+            // Parts are sent by tasks of their own, so they go on while the
+            // next part is read; dropping the set (on an error) stops them.
+            let mut sending = tokio::task::JoinSet::new();
+            let mut done: Vec<(usize, PartId)> = Vec::new();
             let mut written = 0u64;
+            let mut index = 0;
             loop {
                 while let Some((part, len)) = parts.full.pop_front() {
-                    written += len as u64;
-                    let index = done.len() + sending.len();
-                    let (s3, key, id) = (self.s3.clone(), key.clone(), multipart.clone());
-                    sending.push_back(async move { s3.put_part(&key, &id, index, part).await });
                     while sending.len() >= PARTS_IN_FLIGHT {
-                        let sent = sending.next().await.expect("a part is in flight");
-                        done.push(sent.map_err(classify)?);
+                        done.push(part_sent(sending.join_next().await)?);
                     }
+                    written += len as u64;
+                    let (s3, key, id) = (self.s3.clone(), key.clone(), multipart.clone());
+                    sending
+                        .spawn(async move { (index, s3.put_part(&key, &id, index, part).await) });
+                    index += 1;
                 }
                 if ended {
                     break;
@@ -378,9 +412,11 @@ impl S3Store {
                     }
                 }
             }
-            while let Some(sent) = sending.next().await {
-                done.push(sent.map_err(classify)?);
+            while !sending.is_empty() {
+                done.push(part_sent(sending.join_next().await)?);
             }
+            done.sort_unstable_by_key(|(index, _)| *index);
+            let done = done.into_iter().map(|(_, part)| part).collect();
             self.bulk
                 .complete_multipart(key, &multipart, done)
                 .await
@@ -732,6 +768,39 @@ mod tests {
     use super::*;
     use crate::storage::conformance::{s3_server, s3_settings, s3_store};
 
+    #[test]
+    fn parts_are_the_smallest_s3_allows_until_they_must_grow() {
+        let mib = 1 << 20;
+        let cases = [
+            (0, 5 * mib),
+            (1_999, 5 * mib),
+            (2_000, 10 * mib),
+            (4_000, 20 * mib),
+            (8_000, 80 * mib),
+            (9_999, 80 * mib),
+            (100_000, 80 * mib),
+        ];
+        for (index, want) in cases {
+            assert_eq!(part_size(index), want, "part {index}");
+        }
+        // S3's 10,000 parts hold 300 GiB; the first 9.7 GiB in 5 MiB parts.
+        let most: usize = (0..10_000).map(part_size).sum();
+        assert!(most >= 300 << 30, "{most}");
+    }
+
+    #[test]
+    fn parts_follow_the_sizes_whatever_the_chunks() {
+        let mut parts = PartBuffer::default();
+        let chunk = Bytes::from(vec![7u8; 3 << 20]);
+        for _ in 0..4 {
+            parts.push(chunk.clone());
+        }
+        parts.finish_part();
+        let sizes: Vec<usize> = parts.full.iter().map(|(_, len)| *len).collect();
+        assert_eq!(sizes, [MIN_PART, MIN_PART, (12 << 20) - 2 * MIN_PART]);
+        assert!(parts.full.iter().all(|(p, len)| p.content_length() == *len));
+    }
+
     async fn append(store: &S3Store, id: &UploadId, data: &[u8], chunk: usize) -> u64 {
         let (tx, rx) = mpsc::channel(4);
         let chunks: Vec<Bytes> = data.chunks(chunk).map(Bytes::copy_from_slice).collect();
@@ -758,8 +827,8 @@ mod tests {
         let store = s3_store();
         // Two appends of several parts each (odd chunk sizes, so parts are
         // cut across chunks), then one smaller than S3's minimum part.
-        let data = pattern(2 * PART_SIZE + 3 * PART_SIZE / 2 + 12_345);
-        let (a, rest) = data.split_at(2 * PART_SIZE + 100);
+        let data = pattern(2 * MIN_PART + 3 * MIN_PART / 2 + 12_345);
+        let (a, rest) = data.split_at(2 * MIN_PART + 100);
         let (b, c) = rest.split_at(rest.len() - 12_345);
         let id = UploadId::new();
         store.create_upload(&id).await.unwrap();
@@ -784,7 +853,7 @@ mod tests {
         let digest = Digest::sha256_of(&data);
         store.commit_upload(&id, &digest).await.unwrap();
         assert_eq!(store.stat(&digest).await.unwrap(), Some(data.len() as u64));
-        let range = PART_SIZE as u64 - 10..PART_SIZE as u64 * 3 + 10;
+        let range = MIN_PART as u64 - 10..MIN_PART as u64 * 3 + 10;
         let got = collect(store.get(&digest, range.clone()).await.unwrap()).await;
         assert!(got == data[range.start as usize..range.end as usize]);
         assert!(collect(store.get(&digest, 0..data.len() as u64).await.unwrap()).await == data);
@@ -809,7 +878,7 @@ mod tests {
             .unwrap();
         store
             .s3
-            .put_part(&key, &multipart, 0, PutPayload::from(vec![1u8; PART_SIZE]))
+            .put_part(&key, &multipart, 0, PutPayload::from(vec![1u8; MIN_PART]))
             .await
             .unwrap();
         // The unfinished append counts for nothing; the next one goes after.
@@ -900,7 +969,7 @@ mod tests {
             ..s3_settings(endpoint, bucket)
         })
         .unwrap();
-        let data = pattern(3 * PART_SIZE);
+        let data = pattern(3 * MIN_PART);
         let digest = Digest::sha256_of(&data);
         let id = UploadId::new();
         store.create_upload(&id).await.unwrap();
