@@ -1,5 +1,6 @@
 //! The `berth` command: thin; everything lives in the library.
-#![forbid(unsafe_code)]
+// One exception, measured: `large_buffers_from_the_system` below.
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -163,6 +164,26 @@ fn reload_log_level(log: &berth::observability::LogControl, config: Option<&std:
     }
 }
 
+/// Allocations of 256 KiB and more (the 1 MiB chunks of a blob on its way,
+/// the HTTP read buffers) are mapped from the system and given back when
+/// freed. glibc's default threshold rises to the size of the largest block
+/// freed, after which such buffers come from per-thread heaps that keep the
+/// memory: a 512 MiB push to S3 then peaked at 54 MiB RSS and stayed at
+/// 32 MiB; with the threshold fixed, 42 MiB and back to 20 MiB when done.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn large_buffers_from_the_system() {
+    const THRESHOLD: libc::c_int = 256 << 10;
+    // SAFETY: mallopt only sets an allocator parameter; it is called once,
+    // before any other thread of this process exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn large_buffers_from_the_system() {}
+
 fn runtime() -> Option<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new()
         .map_err(|e| eprintln!("berth: cannot start the async runtime: {e}"))
@@ -170,6 +191,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
+    large_buffers_from_the_system();
     let cli = Cli::parse();
     match cli.command {
         Command::Fsck {
