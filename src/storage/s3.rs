@@ -181,6 +181,26 @@ impl PartBuffer {
     }
 }
 
+/// How an upload's segments become the blob's object.
+#[derive(Debug, PartialEq, Eq)]
+enum CommitPlan {
+    /// Nothing was uploaded: an empty object.
+    Empty,
+    /// One segment S3 copies server-side (CopyObject takes up to 5 GiB).
+    Copy,
+    /// The segments streamed through berth into one multipart upload.
+    Stream,
+}
+
+/// The plan for an upload whose segments have these sizes, in order.
+fn commit_plan(sizes: &[u64]) -> CommitPlan {
+    match sizes {
+        [] => CommitPlan::Empty,
+        [size] if *size <= MAX_COPY => CommitPlan::Copy,
+        _ => CommitPlan::Stream,
+    }
+}
+
 /// The outcome of a part's task, as its index and id.
 fn part_sent(
     joined: Option<
@@ -667,19 +687,19 @@ impl BlobStore for S3Store {
         let found = self.existing_upload(id).await?;
         let to = self.blob_key(digest);
         if self.stat(digest).await?.is_none() {
-            match found.segments.as_slice() {
-                [] => {
+            let sizes: Vec<u64> = found.segments.iter().map(|(_, _, size)| *size).collect();
+            match commit_plan(&sizes) {
+                CommitPlan::Empty => {
                     self.s3
                         .put(&to, PutPayload::default())
                         .await
                         .map_err(classify)?;
                 }
-                // CopyObject takes up to 5 GiB on AWS; larger goes the
-                // long way below.
-                [(_, from, size)] if *size <= MAX_COPY => {
+                CommitPlan::Copy => {
+                    let (_, from, _) = &found.segments[0];
                     self.bulk.copy(from, &to).await.map_err(classify)?
                 }
-                _ => {
+                CommitPlan::Stream => {
                     // Recorded like an append's, so a crash here leaves
                     // nothing that expiry cannot abort.
                     let marker = self
@@ -767,6 +787,22 @@ impl BlobStore for S3Store {
 mod tests {
     use super::*;
     use crate::storage::conformance::{s3_server, s3_settings, s3_store};
+
+    #[test]
+    fn commit_copies_one_segment_up_to_5_gib_and_streams_the_rest() {
+        let gib = 1u64 << 30;
+        let cases: [(&[u64], CommitPlan); 6] = [
+            (&[], CommitPlan::Empty),
+            (&[1], CommitPlan::Copy),
+            (&[5 * gib], CommitPlan::Copy),
+            (&[5 * gib + 1], CommitPlan::Stream),
+            (&[1, 1], CommitPlan::Stream),
+            (&[gib, 5 * gib], CommitPlan::Stream),
+        ];
+        for (sizes, want) in cases {
+            assert_eq!(commit_plan(sizes), want, "{sizes:?}");
+        }
+    }
 
     #[test]
     fn parts_are_the_smallest_s3_allows_until_they_must_grow() {
