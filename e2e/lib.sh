@@ -358,7 +358,8 @@ stop_berth() {
 # posix backend (Go module proxy, built by setup.sh; it also answers ListMultipartUploads).
 # Exports S3_ENDPOINT, S3_BUCKET, S3_ROOT, S3_PID and the credentials as AWS_ACCESS_KEY_ID /
 # AWS_SECRET_ACCESS_KEY (berth reads them when its config has none). stop_s3 stops it; run_s3
-# starts it again on the same port and directory.
+# starts it again on the same port and directory (versitygw over TLS when S3_TLS_CERT,
+# S3_TLS_KEY and S3_TLS_CA, the CA that signed the certificate, are set; S3_ENDPOINT https then).
 S3_PID=""
 start_s3() {
   local dir
@@ -392,12 +393,13 @@ run_s3() {
     s3s-fs) args=(--host 127.0.0.1 --port "$S3_PORT" --access-key "$AWS_ACCESS_KEY_ID"
                   --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT") ;;
     versitygw) args=(--access "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY"
-                     --port "127.0.0.1:$S3_PORT" posix "$S3_ROOT") ;;
+                     --port "127.0.0.1:$S3_PORT" ${S3_TLS_CERT:+--cert "$S3_TLS_CERT" --key "$S3_TLS_KEY"}
+                     posix "$S3_ROOT") ;;
   esac
   setpriv --reuid=nobody --regid=nogroup --clear-groups "$S3_BIN" "${args[@]}" >>"$E2E_OUT/s3.log" 2>&1 &
   S3_PID=$!
   for i in $(seq 1 300); do
-    curl -s -o /dev/null --max-time 1 "$S3_ENDPOINT/" && return 0
+    curl -s -o /dev/null --max-time 1 ${S3_TLS_CA:+--cacert "$S3_TLS_CA"} "$S3_ENDPOINT/" && return 0
     kill -0 "$S3_PID" 2>/dev/null || { tail -20 "$E2E_OUT/s3.log"; die "$S3_SERVER exited at start"; }
     sleep 0.1
   done

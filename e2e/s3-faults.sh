@@ -13,6 +13,9 @@
 #      is back; every acknowledged blob pulls back with its digest.
 #   3. storage.s3.redirect: a blob GET answers 307 to a presigned URL that gives the blob; a
 #      ranged GET is served by berth. Then fsck --verify-digests of the bucket is clean.
+#   4. The S3 server over TLS (a CA and certificate made here): berth without storage.s3.caFile
+#      refuses to start, naming storage.s3 and the certificate; with caFile it serves the blobs
+#      stored before and takes a new push; insecureSkipVerify also connects.
 set -euo pipefail
 E2E_STORAGE=s3 BERTH_AUTH=off E2E_S3_SERVER=versitygw
 export E2E_STORAGE BERTH_AUTH E2E_S3_SERVER
@@ -196,4 +199,54 @@ if "$BERTH_BIN" fsck --config "$W/registry/berth-s3.yaml" --data-dir "$W/registr
 else
   fail "fsck found problems: $(tail -5 "$E2E_OUT/fsck.log")"
 fi
+
+step "S3 endpoint over TLS (storage.s3.caFile, insecureSkipVerify)"
+# Beside the S3 server's root: nobody (it runs the server) can read there, not in $W.
+T="$(dirname "$S3_ROOT")/tls"; mkdir -p "$T"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=berth e2e CA" \
+  -keyout "$T/ca.key" -out "$T/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$T/s3.key" -out "$T/s3.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$T/ext"
+openssl x509 -req -in "$T/s3.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial -days 1 \
+  -extfile "$T/ext" -out "$T/s3.pem" 2>/dev/null
+chmod 755 "$T"; chmod 644 "$T"/*
+stop_s3
+S3_TLS_CERT="$T/s3.pem" S3_TLS_KEY="$T/s3.key" S3_TLS_CA="$T/ca.pem"
+S3_ENDPOINT="https://${S3_ENDPOINT#http://}"
+export S3_ENDPOINT
+run_s3
+# Without the CA: berth stops at start and says why.
+s3_config "$W/no-ca.yaml"
+set +e
+timeout 60 "$BERTH_BIN" serve --listen "127.0.0.1:$(free_port)" --data-dir "$W/registry/data" --no-auth \
+  --config "$W/no-ca.yaml" >"$E2E_OUT/no-ca.log" 2>&1
+st=$?
+set -e
+if [ "$st" -ne 0 ] && [ "$st" -ne 124 ] && grep -q 'storage.s3' "$E2E_OUT/no-ca.log" \
+   && grep -qiE 'certificate|UnknownIssuer' "$E2E_OUT/no-ca.log"; then
+  pass "without storage.s3.caFile berth stops at start (status $st): $(grep -m1 'storage.s3' "$E2E_OUT/no-ca.log" | cut -c1-240)"
+else
+  fail "an S3 endpoint with an unknown CA (status $st): $(tail -3 "$E2E_OUT/no-ca.log")"
+fi
+d="$(awk '$3 == 201 {print $4; exit}' "$W/pushes")"
+BERTH_S3_EXTRA="caFile: $T/ca.pem" start_berth "$W/registry"
+curl -sS -o "$W/g" "$BERTH_URL/v2/$REPO/blobs/$d" && [ "$(sha "$W/g")" = "$d" ] \
+  && pass "with caFile: a blob stored before pulls back over TLS ($d)" || fail "with caFile: $d does not pull back"
+head -c $((7 << 20)) /dev/urandom >"$W/tls-blob"
+td="$(sha "$W/tls-blob")"
+if http 202 POST "$BERTH_URL/v2/$REPO/blobs/uploads/" \
+   && http 201 PUT "$(abs_url "$(header Location)")$( [[ "$(header Location)" == *\?* ]] && echo '&' || echo '?')digest=$td" \
+        -H "Content-Type: application/octet-stream" --data-binary @"$W/tls-blob" \
+   && curl -sS -o "$W/g" "$BERTH_URL/v2/$REPO/blobs/$td" && [ "$(sha "$W/g")" = "$td" ]; then
+  pass "with caFile: a 7 MiB push (two multipart parts) over TLS pulls back"
+else
+  fail "with caFile: a push over TLS ($td) failed"
+fi
+[ -n "$(AWS_CA_BUNDLE="$T/ca.pem" objects "blobs/sha256/${td:7:2}/${td:7}")" ] \
+  && pass "the blob pushed over TLS is in the bucket" || fail "the blob pushed over TLS is not in the bucket"
+stop_berth
+BERTH_S3_EXTRA="insecureSkipVerify: true" start_berth "$W/registry"
+curl -sS -o "$W/g" "$BERTH_URL/v2/$REPO/blobs/$td" && [ "$(sha "$W/g")" = "$td" ] \
+  && pass "insecureSkipVerify: connects without the CA and serves the blob" || fail "insecureSkipVerify: no blob"
+stop_berth
 finish

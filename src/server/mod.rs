@@ -82,10 +82,15 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn BlobStore>, ServeErro
     let store =
         S3Store::open(&settings).map_err(|e| ServeError::Storage(format!("storage.s3: {e}")))?;
     store.check().await.map_err(|e| {
+        let check = if e.to_lowercase().contains("certificate") {
+            "check storage.s3.caFile (the CA that signed the endpoint's certificate) or \
+             storage.s3.insecureSkipVerify"
+        } else {
+            "check storage.s3.endpoint, storage.s3.bucket and the credentials \
+             (storage.s3.accessKeyId / AWS_ACCESS_KEY_ID)"
+        };
         ServeError::Storage(format!(
-            "storage.s3 ({}): the bucket cannot be listed: {e}; check storage.s3.endpoint, \
-             storage.s3.bucket and the credentials (storage.s3.accessKeyId / \
-             AWS_ACCESS_KEY_ID)",
+            "storage.s3 ({}): the bucket cannot be listed: {e}; {check}",
             store.description()
         ))
     })?;

@@ -213,6 +213,22 @@ fn part_sent(
     Ok((index, sent.map_err(classify)?))
 }
 
+/// An error with the causes its message leaves out ("error sending
+/// request" says nothing of the certificate refused underneath), each once.
+fn described(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn classify(e: object_store::Error) -> StorageError {
     match e {
         object_store::Error::PermissionDenied { .. }
@@ -220,7 +236,7 @@ fn classify(e: object_store::Error) -> StorageError {
             io::ErrorKind::PermissionDenied,
             e.to_string(),
         )),
-        other => StorageError::Unavailable(other.to_string()),
+        other => StorageError::Unavailable(described(&other)),
     }
 }
 
@@ -308,7 +324,7 @@ impl S3Store {
         let mut keys = self.s3.list(Some(&self.key("blobs")));
         match keys.next().await {
             None | Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(e.to_string()),
+            Some(Err(e)) => Err(described(&e)),
         }
     }
 
@@ -787,6 +803,37 @@ impl BlobStore for S3Store {
 mod tests {
     use super::*;
     use crate::storage::conformance::{s3_server, s3_settings, s3_store};
+
+    #[test]
+    fn an_error_says_its_causes_once() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|l| l as _)
+            }
+        }
+        let tls = Layer("invalid peer certificate: UnknownIssuer", None);
+        let cases = [
+            (
+                Layer("error sending request", Some(Box::new(tls))),
+                "error sending request: invalid peer certificate: UnknownIssuer",
+            ),
+            (
+                Layer("connect: refused", Some(Box::new(Layer("refused", None)))),
+                "connect: refused",
+            ),
+            (Layer("alone", None), "alone"),
+        ];
+        for (error, want) in cases {
+            assert_eq!(described(&error), want);
+        }
+    }
 
     #[test]
     fn commit_copies_one_segment_up_to_5_gib_and_streams_the_rest() {
