@@ -407,7 +407,7 @@ run_s3() {
 }
 stop_s3() {
   [ -n "$S3_PID" ] || return 0
-  kill "$S3_PID" 2>/dev/null; wait "$S3_PID" 2>/dev/null; S3_PID=""
+  kill "$S3_PID" 2>/dev/null; wait "$S3_PID" 2>/dev/null || true; S3_PID=""
 }
 # s3_config FILE: a berth config file keeping blobs in the bucket (credentials from the env).
 s3_config() {

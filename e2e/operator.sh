@@ -27,7 +27,11 @@
 #      ConfigMap), RollingUpdate with maxUnavailable 0, a PodDisruptionBudget; its 3 pods run
 #      behind haproxy (the Service), push and pull spread over them; a spec change rolls the
 #      pods while a push loop runs: no push or pull fails; PostgreSQL stopped: DatabaseReady False, the
-#      pods unready, 503 UNAVAILABLE; started again: all recover without a restart.
+#      pods unready, 503 UNAVAILABLE; started again: all recover without a restart;
+#   9. a Registry of 2 replicas with blobs on S3 (an S3 server the script starts) and metadata
+#      on PostgreSQL: no claim at all, the S3 credentials from a Secret as AWS_ACCESS_KEY_ID /
+#      AWS_SECRET_ACCESS_KEY (never in the ConfigMap); its pods run behind haproxy, an image
+#      pushed through it pulls back and its blobs are objects of the bucket.
 # Prints the control-plane start time and the time to Ready.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -597,17 +601,21 @@ check "the password is in no Registry status or Event" bash -c \
 # whose /readyz answers.
 declare -A POD_PID POD_SLOT
 MULTI_CLAIMS="$W/multi-claims"; mkdir -p "$MULTI_CLAIMS"; chmod 755 "$MULTI_CLAIMS"
-{
-  printf 'global\n  maxconn 2000\n'
-  printf 'defaults\n  mode http\n  timeout connect 2s\n  timeout client 5m\n  timeout server 5m\n'
-  printf '  option http-server-close\n  retries 3\n  option redispatch\n  retry-on conn-failure empty-response\n'
-  printf 'frontend registry\n  bind 127.0.0.1:%s\n  default_backend pods\n' "$FRONT_PORT"
-  printf 'backend pods\n  balance roundrobin\n  option httpchk GET /readyz\n'
-  for i in "${!SLOTS[@]}"; do printf '  server s%s 127.0.0.1:%s check inter 500ms fall 1 rise 1\n' "$i" "${SLOTS[$i]}"; done
-  printf 'listen stats\n  bind 127.0.0.1:%s\n  stats enable\n  stats uri /stats\n' "$HA_STATS_PORT"
-} >"$W/haproxy.cfg"
-haproxy -db -f "$W/haproxy.cfg" >"$E2E_OUT/haproxy.log" 2>&1 &
-HAPROXY_PID=$!
+start_haproxy() { # the "Service": 127.0.0.1:$FRONT_PORT round robin over the $SLOTS answering /readyz
+  local i
+  {
+    printf 'global\n  maxconn 2000\n'
+    printf 'defaults\n  mode http\n  timeout connect 2s\n  timeout client 5m\n  timeout server 5m\n'
+    printf '  option http-server-close\n  retries 3\n  option redispatch\n  retry-on conn-failure empty-response\n'
+    printf 'frontend registry\n  bind 127.0.0.1:%s\n  default_backend pods\n' "$FRONT_PORT"
+    printf 'backend pods\n  balance roundrobin\n  option httpchk GET /readyz\n'
+    for i in "${!SLOTS[@]}"; do printf '  server s%s 127.0.0.1:%s check inter 500ms fall 1 rise 1\n' "$i" "${SLOTS[$i]}"; done
+    printf 'listen stats\n  bind 127.0.0.1:%s\n  stats enable\n  stats uri /stats\n' "$HA_STATS_PORT"
+  } >"$W/haproxy.cfg"
+  haproxy -db -f "$W/haproxy.cfg" >>"$E2E_OUT/haproxy.log" 2>&1 &
+  HAPROXY_PID=$!
+}
+start_haproxy
 free_slot() {
   local i p used
   for i in "${!SLOTS[@]}"; do
@@ -635,9 +643,10 @@ stop_pod_process() { # stop_pod_process POD WHY: SIGTERM, wait for it to drain a
   wait "${POD_PID[$1]}" 2>/dev/null || true
   unset "POD_PID[$1]" "POD_SLOT[$1]"
 }
-kubelet_pass() { # one pass over the Pods of Registry multi
+KUBELET_INSTANCE=multi  # the Registry whose Pods kubelet_pass runs
+kubelet_pass() { # one pass over the Pods of Registry $KUBELET_INSTANCE
   local pods name deleting slot root port i
-  pods="$(k get pods -n demo -l app.kubernetes.io/instance=multi -o json)" || return 0
+  pods="$(k get pods -n demo -l "app.kubernetes.io/instance=$KUBELET_INSTANCE" -o json)" || return 0
   for name in "${!POD_PID[@]}"; do
     jq -e --arg n "$name" 'any(.items[]; .metadata.name == $n)' <<<"$pods" >/dev/null ||
       stop_pod_process "$name" "is gone"
@@ -695,9 +704,9 @@ check "push through the proxy (requests spread over the 3 pods) with the push to
   skopeo copy --dest-tls-verify=false --authfile "$W/shared-push.json" "oci:$SRC:v1" "docker://$MIMG:v1"
 check "pull it back anonymously (public project), whole" run_logged multi-pull \
   skopeo copy --src-tls-verify=false --src-no-creds "docker://$MIMG:v1" "oci:$W/multi-pulled:v1"
-served_by_all() {
+served_by_all() { # served_by_all [N]: N pods (3) up behind haproxy, each sent requests
   curl -fsS "http://127.0.0.1:$HA_STATS_PORT/stats;csv" |
-    awk -F, '$1 == "pods" && $2 ~ /^s[0-9]+$/ && $18 == "UP" {up++; if ($8 > 0) used++} END {exit !(up == 3 && used == 3)}'
+    awk -F, -v n="${1:-3}" '$1 == "pods" && $2 ~ /^s[0-9]+$/ && $18 == "UP" {up++; if ($8 > 0) used++} END {exit !(up == n && used == n)}'
 }
 check "haproxy sent requests to each of the 3 pods" served_by_all
 
@@ -791,10 +800,103 @@ check "the pods kept running through the outage (same processes)" bash -c \
 
 step "delete Registry multi"
 for name in "${!POD_PID[@]}"; do kill -TERM "${POD_PID[$name]}" 2>/dev/null; done
-for name in "${!POD_PID[@]}"; do wait "${POD_PID[$name]}" 2>/dev/null || true; unset "POD_PID[$name]"; done
+for name in "${!POD_PID[@]}"; do wait "${POD_PID[$name]}" 2>/dev/null || true; unset "POD_PID[$name]" "POD_SLOT[$name]"; done
 kill "$HAPROXY_PID" 2>/dev/null; wait "$HAPROXY_PID" 2>/dev/null || true; HAPROXY_PID=""
 k delete project shared -n demo --timeout=60s >/dev/null 2>&1 || true
 k delete registry multi -n demo --timeout=60s >/dev/null && pass "Registry multi deleted" || fail "Registry multi not deleted"
+
+# ===================================================================== blobs on S3, no volume
+# A Registry of 2 replicas with blobs on S3 (an S3 server of its own, lib.sh's start_s3) and
+# metadata on PostgreSQL (a database of its own on the server above): the operator makes no
+# claim at all, and the S3 credentials reach the pods from a Secret as AWS_ACCESS_KEY_ID /
+# AWS_SECRET_ACCESS_KEY, never through the ConfigMap. Its pods run by hand as above, behind a
+# haproxy of their own; an image pushed through it (requests spread over both pods) pulls back,
+# and its blobs are in the bucket.
+step "a Registry of 2 replicas on PostgreSQL with blobs on S3 (no volume)"
+start_s3
+"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres objects || fail "createdb objects"
+k create secret generic objects-s3 -n demo --from-literal=accessKeyId="$AWS_ACCESS_KEY_ID" \
+  --from-literal=secretAccessKey="$AWS_SECRET_ACCESS_KEY" >/dev/null
+k create secret generic objects-db -n demo \
+  --from-literal=url="postgres://postgres@127.0.0.1:$PG_PORT/objects" >/dev/null
+OBJ_PORT=$(free_port); FRONT_PORT=$(free_port); HA_STATS_PORT=$(free_port)
+SLOTS=(); for _ in 1 2 3 4; do SLOTS+=("$(free_port)"); done
+k apply -f - >/dev/null <<YAML
+apiVersion: berth.dev/v1alpha1
+kind: Registry
+metadata: {name: objects, namespace: demo}
+spec:
+  replicas: 2
+  publicHost: "127.0.0.1:$FRONT_PORT"
+  service: {port: $OBJ_PORT}
+  storage:
+    kind: s3
+    s3: {endpoint: "$S3_ENDPOINT", bucket: "$S3_BUCKET", pathStyle: true, credentialsSecret: {name: objects-s3}}
+  database: {kind: postgres, connectionSecret: {name: objects-db}, maxConnections: 8}
+---
+apiVersion: berth.dev/v1alpha1
+kind: Project
+metadata: {name: stored, namespace: demo}
+spec:
+  registryRef: {name: objects}
+  visibility: public
+  accessTokens:
+    - {name: push, role: Developer, scopes: [read_registry, write_registry]}
+YAML
+check "Deployment objects: 2 replicas" wait_until 60 bash -c \
+  "$(declare -f k); [ \"\$(k get deployment objects -n demo -o jsonpath='{.spec.replicas}')\" = 2 ]"
+check "no PersistentVolumeClaim for Registry objects, and no claim volume in its pods" bash -c \
+  "$(declare -f k); [ -z \"\$(k get pvc -n demo -l app.kubernetes.io/instance=objects -o name)\" ] && ! k get pvc objects-data -n demo >/dev/null 2>&1 &&
+   k get deployment objects -n demo -o json | jq -e '[.spec.template.spec.volumes[]? | select(.persistentVolumeClaim)] | length == 0' >/dev/null"
+env_from_secret() { # env_from_secret VAR: "secret/key" the pods' VAR comes from
+  k get deployment objects -n demo -o json |
+    jq -r --arg v "$1" '.spec.template.spec.containers[0].env[] | select(.name == $v) | "\(.valueFrom.secretKeyRef.name)/\(.valueFrom.secretKeyRef.key)"'
+}
+check "the pods get AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from Secret objects-s3" bash -c \
+  "$(declare -f k env_from_secret); [ \"\$(env_from_secret AWS_ACCESS_KEY_ID)\" = objects-s3/accessKeyId ] && [ \"\$(env_from_secret AWS_SECRET_ACCESS_KEY)\" = objects-s3/secretAccessKey ]"
+check "the ConfigMap says storage kind s3 with the bucket, and holds no credential" bash -c \
+  "$(declare -f k); c=\"\$(k get configmap objects-config -n demo -o jsonpath='{.data.berth\.yaml}')\"; grep -q 'kind: s3' <<<\"\$c\" && grep -q '$S3_BUCKET' <<<\"\$c\" && ! grep -q -e '$AWS_SECRET_ACCESS_KEY' -e '$AWS_ACCESS_KEY_ID' <<<\"\$c\""
+start_haproxy
+KUBELET_INSTANCE=objects
+objects_settled() {
+  k get deployment objects -n demo -o json | jq -e '.status.readyReplicas == 2 and .status.replicas == 2' >/dev/null &&
+    [ "${#POD_PID[@]}" -eq 2 ]
+}
+run_objects_kubelet() { local i; for i in $(seq 1 240); do kubelet_pass; objects_settled && return 0; sleep 0.5; done; return 1; }
+check "the controller-manager made 2 Pods and both run, ready, with no volume but their config" run_objects_kubelet
+check "Registry objects is Ready" k wait --for=condition=Ready --timeout=60s registry/objects -n demo
+check "Project stored is Ready" k wait --for=condition=Ready --timeout=60s project/stored -n demo
+OIMG="127.0.0.1:$FRONT_PORT/demo/stored/app"
+secret_authfile stored-push
+check "push through the proxy (requests spread over the 2 pods) with the push token Secret" run_logged objects-push \
+  skopeo copy --dest-tls-verify=false --authfile "$W/stored-push.json" "oci:$SRC:v1" "docker://$OIMG:v1"
+check "pull it back anonymously, whole" run_logged objects-pull \
+  skopeo copy --src-tls-verify=false --src-no-creds "docker://$OIMG:v1" "oci:$W/objects-pulled:v1"
+check "haproxy sent requests to both pods" served_by_all 2
+bucket_has_the_layers() { # the config and every layer of the pushed image are objects of the bucket
+  local d keys m
+  keys="$(python3 - <<'PY'
+import os, boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"], region_name="us-east-1")
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=os.environ["S3_BUCKET"], Prefix="blobs/"):
+    for o in page.get("Contents", []):
+        print(o["Key"])
+PY
+)"
+  m="$(jq -r '.manifests[0].digest' "$W/objects-pulled/index.json")"
+  for d in $(jq -r '.config.digest, .layers[].digest' "$W/objects-pulled/blobs/sha256/${m#sha256:}"); do
+    d="${d#sha256:}"
+    grep -qx "blobs/sha256/${d:0:2}/$d" <<<"$keys" || { log "blob $d is not in the bucket"; return 1; }
+  done
+  log "the bucket holds $(wc -l <<<"$keys") blobs, the image's $(jq '.layers | length' "$W/objects-pulled/blobs/sha256/${m#sha256:}") layers and config among them"
+}
+check "the image's blobs are objects of the bucket" bucket_has_the_layers
+for name in "${!POD_PID[@]}"; do kill -TERM "${POD_PID[$name]}" 2>/dev/null; done
+for name in "${!POD_PID[@]}"; do wait "${POD_PID[$name]}" 2>/dev/null || true; unset "POD_PID[$name]" "POD_SLOT[$name]"; done
+kill "$HAPROXY_PID" 2>/dev/null; wait "$HAPROXY_PID" 2>/dev/null || true; HAPROXY_PID=""
+k delete project stored -n demo --timeout=60s >/dev/null 2>&1 || true
+k delete registry objects -n demo --timeout=60s >/dev/null && pass "Registry objects deleted" || fail "Registry objects not deleted"
+stop_s3
 stop_postgres
 
 log "TIMING control plane ready in ${CP_SECONDS} s; Registry Ready ${READY_SECONDS} s after creation"
