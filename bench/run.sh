@@ -232,6 +232,10 @@ start_ref() { # reg
   mkdir -p "${DATA[$r]}"
   if (( S3 )); then
     ref_s3_config "${DATA[$r]}" "${PORT[$r]}" "$([[ $r == ref ]] && echo ref || echo ref2)" >"$WORK/ref-$r.yml"
+    if (( REDIRECT )); then  # its default: blob GETs answered with a presigned URL
+      python3 -c 'import sys; p = sys.argv[1]; t = open(p).read(); o = "  redirect:\n    disable: true\n"
+assert o in t; open(p, "w").write(t.replace(o, ""))' "$WORK/ref-$r.yml"
+    fi
   else
     ref_config "${DATA[$r]}" "${PORT[$r]}" >"$WORK/ref-$r.yml"
   fi
@@ -243,6 +247,8 @@ start_ref() { # reg
 # "auth overhead" phase at the end, where it is restarted on the same data dir with token
 # authentication (BERTH_AUTH_MODE=1) and a manifest directory declaring the project "bench".
 BERTH_AUTH_MODE=0
+# --s3: 1 while both registries answer blob GETs with a redirect to a presigned URL.
+REDIRECT=0
 AUTH_USER=bench-owner
 AUTH_PASS=bench-$(openssl rand -hex 12)
 write_bench_manifests() { # dir
@@ -274,8 +280,8 @@ start_berth() {
     auth=(--manifest-dir "$WORK/manifests")
   fi
   if (( S3 )); then
-    printf 'storage:\n  kind: s3\n  s3: {endpoint: %s, bucket: berth, region: us-east-1, pathStyle: true}\n' \
-      "$S3_ENDPOINT" >"$WORK/berth-s3.yaml"
+    printf 'storage:\n  kind: s3\n  s3: {endpoint: %s, bucket: berth, region: us-east-1, pathStyle: true, redirect: %s}\n' \
+      "$S3_ENDPOINT" "$( (( REDIRECT )) && echo true || echo false)" >"$WORK/berth-s3.yaml"
     auth+=(--config "$WORK/berth-s3.yaml")
   fi
   # Quiet logs like the reference's "level: warn" (if berth reads RUST_LOG).
@@ -352,7 +358,7 @@ else
 fi
 if (( S3 )); then
   start_s3
-  rec_i storage - "S3: versitygw v1.8.0 (posix backend, $(df -T "$WORK" | awk 'NR==2{print $2}')) on 127.0.0.1, one server, a bucket each; the reference's s3 driver with 5 MiB chunks, its redirect off; berth storage.kind s3, redirect off"
+  rec_i storage - "S3: versitygw v1.8.0 (posix backend, $(df -T "$WORK" | awk 'NR==2{print $2}')) on 127.0.0.1, one server, a bucket each; the reference's s3 driver with 5 MiB chunks, its redirect off; berth storage.kind s3, redirect off (both redirecting for the one row that says so)"
 else
   rec_i storage - "filesystem"
 fi
@@ -453,6 +459,45 @@ for run in $(seq "$RUNS"); do
   rm -rf "$bm" "$bc" "$cdir"
 done
 check_alive "blob upload/download"
+
+# --s3: downloads through a presigned redirect (GET -> 307 -> the S3 server,
+# curl -L), both registries restarted with redirects on (the reference's
+# default), then back to serving blobs themselves for the rest of the run.
+download_redirect() { # reg digest size -> prints MB/s or ERR
+  local r=$1 d=$2 size=$3 out code got t hops
+  out=$(curl -sS -L -o /dev/null -w '%{http_code} %{size_download} %{time_total} %{num_redirects}' \
+        "${BASE[$r]}/v2/$BLOB_REPO/blobs/$d" 2>&1) || true
+  read -r code got t hops <<<"$out"
+  if [[ $code != 200 || $got != "$size" || $hops != 1 ]]; then
+    fail "$r" "GET /v2/$BLOB_REPO/blobs/$d following redirects -> '$out' (want 200, $size bytes, 1 redirect)"; echo ERR; return
+  fi
+  mbps "$size" "$t"
+}
+restart_all() { # keeps each process's peak RSS before stopping it
+  local r
+  check_alive "before a restart"
+  for r in "${REGS[@]}"; do
+    stop_pid "${PID[$r]}"; wait "${PID[$r]}" 2>/dev/null
+    start_reg "$r" restart
+  done
+}
+if (( S3 )); then
+  log "blob download through presigned redirects: $RUNS runs × ${BLOB_MIB} MiB"
+  bm=$WORK/blob-mono; dm=$(make_blob "$bm")
+  for r in "${REGS[@]}"; do
+    sync; v=$(upload_mono "$r" "$bm" "$dm"); [[ $v == ERR ]] && fail "$r" "upload for the redirect phase"
+  done
+  rm -f "$bm"
+  REDIRECT=1; restart_all
+  for run in $(seq "$RUNS"); do
+    for r in $(order_for "$run"); do
+      sync; v=$(download_redirect "$r" "$dm" "$((BLOB_MIB << 20))"); rec_s download_redirect "$r" "$v"
+      log "run $run $(label "$r"): download through a redirect $v MB/s"
+    done
+  done
+  check_alive "blob download through redirects"
+  REDIRECT=0; restart_all
+fi
 
 # --------------------------------------------------------------------------- #
 # skopeo push/pull of OCI layouts (gzip level-0 layers: valid tar+gzip, so
