@@ -388,7 +388,7 @@ PY
   log "$S3_SERVER at $S3_ENDPOINT, bucket $S3_BUCKET (pid $S3_PID)"
 }
 run_s3() {
-  local i args
+  local args
   case "$S3_SERVER" in
     s3s-fs) args=(--host 127.0.0.1 --port "$S3_PORT" --access-key "$AWS_ACCESS_KEY_ID"
                   --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT") ;;
@@ -398,12 +398,19 @@ run_s3() {
   esac
   setpriv --reuid=nobody --regid=nogroup --clear-groups "$S3_BIN" "${args[@]}" >>"$E2E_OUT/s3.log" 2>&1 &
   S3_PID=$!
+  wait_serving "$S3_SERVER" "$S3_PID" "$E2E_OUT/s3.log" \
+    curl -s -o /dev/null --max-time 1 ${S3_TLS_CA:+--cacert "$S3_TLS_CA"} "$S3_ENDPOINT/"
+}
+# wait_serving NAME PID LOG CHECK...: waits up to 30 s for CHECK to succeed; dies with the end of
+# LOG if the server PID exits first, or when the time is up.
+wait_serving() {
+  local name="$1" pid="$2" log="$3" i; shift 3
   for i in $(seq 1 300); do
-    curl -s -o /dev/null --max-time 1 ${S3_TLS_CA:+--cacert "$S3_TLS_CA"} "$S3_ENDPOINT/" && return 0
-    kill -0 "$S3_PID" 2>/dev/null || { tail -20 "$E2E_OUT/s3.log"; die "$S3_SERVER exited at start"; }
+    "$@" && return 0
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$log"; die "$name exited at start"; }
     sleep 0.1
   done
-  die "$S3_SERVER not listening within 30 s"
+  die "$name not ready within 30 s"
 }
 stop_s3() {
   [ -n "$S3_PID" ] || return 0
@@ -449,17 +456,12 @@ start_postgres() {
 }
 # run_postgres: (re)starts the server start_postgres made, on its port and data directory.
 run_postgres() {
-  local i
   setpriv --reuid=postgres --regid=postgres --init-groups "$PG_BIN/postgres" -D "$PG_DIR/data" -k "$PG_DIR" \
     -p "$PG_PORT" -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off \
     -c synchronous_commit=off >>"$E2E_OUT/postgres.log" 2>&1 &
   PG_PID=$!
-  for i in $(seq 1 300); do
-    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres && return 0
-    kill -0 "$PG_PID" 2>/dev/null || { tail -20 "$E2E_OUT/postgres.log"; die "PostgreSQL exited at start"; }
-    sleep 0.1
-  done
-  die "PostgreSQL not ready within 30 s"
+  wait_serving PostgreSQL "$PG_PID" "$E2E_OUT/postgres.log" \
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres
 }
 stop_postgres() {
   [ -n "$PG_PID" ] || return 0
