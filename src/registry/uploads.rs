@@ -443,7 +443,7 @@ async fn receive(
     let mut hashed_all = true;
     let mut received = 0u64;
     let mut next_space_check = SPACE_CHECK_EVERY;
-    loop {
+    'frames: loop {
         let next = match tokio::time::timeout(idle, frames.next()).await {
             Ok(next) => next,
             Err(_) => {
@@ -481,18 +481,13 @@ async fn receive(
         if !matches!(next, Some(Ok(_))) && !pending.is_empty() {
             chunks.push(pending.split().freeze());
         }
-        let mut writer_failed = false;
         for chunk in chunks {
             if let Some(tx) = &hash_tx {
                 hashed_all &= tx.send(chunk.clone()).await.is_ok();
             }
             if store_tx.send(chunk).await.is_err() {
-                writer_failed = true;
-                break;
+                break 'frames; // the writer failed; its error is reported below
             }
-        }
-        if writer_failed {
-            break; // the writer failed; its error is reported below
         }
         match next {
             Some(Ok(_)) => {}
