@@ -22,10 +22,50 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub database: DatabaseConfig,
+    pub tls: TlsConfig,
+    pub metrics: MetricsConfig,
     /// In-cluster mode: Projects and token Secrets come from the API server
     /// (the Registry's namespace), not from a manifest directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesConfig>,
+}
+
+/// HTTPS: a PEM certificate chain and its private key. Both files are
+/// watched: a replaced pair (cert-manager renewing a Secret) is served to new
+/// connections within seconds, without a restart. Absent: plain HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (`tls.crt` of a Kubernetes TLS Secret).
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1 PEM; `tls.key`).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether HTTPS is configured.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+
+    /// Both files or neither; on failure (key path, message).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Err(("tls.keyFile".into(), "is required with tls.certFile".into())),
+            (None, Some(_)) => Err(("tls.certFile".into(), "is required with tls.keyFile".into())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Prometheus metrics (`/metrics`, text format) on a listener of their own,
+/// so a scrape never competes with the registry's connection limit and the
+/// registry's port need not expose them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct MetricsConfig {
+    /// Address of the metrics listener (such as `0.0.0.0:9090`); absent: off.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Online garbage collection: durations such as `24h`, `30m`, `0s`.
@@ -644,6 +684,8 @@ impl Default for Config {
             server: ServerConfig::default(),
             storage: StorageConfig::default(),
             database: DatabaseConfig::default(),
+            tls: TlsConfig::default(),
+            metrics: MetricsConfig::default(),
             kubernetes: None,
         }
     }
@@ -723,6 +765,7 @@ impl Config {
         self.server.settings()?;
         self.database.validate()?;
         self.storage.validate()?;
+        self.tls.validate()?;
         if let Some(k) = &self.kubernetes
             && self.auth.manifest_dir.is_some()
         {
@@ -863,6 +906,10 @@ mod tests {
                 "server.maxConcurrentTransfers",
             ),
             ("storage:\n  maxBlobSize: 0\n", "storage.maxBlobSize"),
+            ("tls:\n  certFile: /c.pem\n", "tls.keyFile"),
+            ("tls:\n  keyFile: /k.pem\n", "tls.certFile"),
+            ("tls:\n  cert: /c.pem\n", "tls.cert"),
+            ("metrics:\n  listen: everywhere\n", "metrics.listen"),
             ("storage:\n  minFreeBytes: lots\n", "storage.minFreeBytes"),
             ("storage:\n  kind: s3\n", "storage.s3"),
             ("storage:\n  kind: tape\n", "storage.kind"),

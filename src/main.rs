@@ -79,6 +79,15 @@ struct ServeArgs {
     /// Metadata on PostgreSQL at this URL (sets database.kind postgres).
     #[arg(long, env = "BERTH_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (tls.certFile; watched and reloaded).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key (tls.keyFile).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve Prometheus /metrics on this address (metrics.listen) [default: off].
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -137,6 +146,13 @@ impl ServeArgs {
         if let Some(url) = self.database_url {
             config.database.url = Some(url);
             config.database.kind = berth::config::DatabaseKind::Postgres;
+        }
+        if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
+            config.tls.cert_file = Some(cert);
+            config.tls.key_file = Some(key);
+        }
+        if let Some(addr) = self.metrics_listen {
+            config.metrics.listen = Some(addr);
         }
         config
             .validate()

@@ -387,6 +387,9 @@ pub struct AuthSettings {
     pub realm: Option<String>,
     /// Honour `X-Forwarded-Proto`/`-Host` (`auth.trustForwardedHeaders`).
     pub trust_forwarded: bool,
+    /// `berth serve` speaks HTTPS itself (`tls.certFile`): the default realm
+    /// is https.
+    pub https: bool,
     /// Create an admin token on a first run with no identities (standalone).
     pub first_run_admin: bool,
 }
@@ -410,6 +413,8 @@ pub struct Auth {
     pub realm: Option<String>,
     /// Honour `X-Forwarded-Proto`/`-Host` (`auth.trustForwardedHeaders`).
     pub trust_forwarded: bool,
+    /// Served over HTTPS by berth itself.
+    pub https: bool,
     model: RwLock<Arc<AccessModel>>,
     admin: Option<SecretHash>,
     manifest_dir: Option<PathBuf>,
@@ -457,6 +462,7 @@ impl Auth {
                 tokens,
                 realm: settings.realm.clone(),
                 trust_forwarded: settings.trust_forwarded,
+                https: settings.https,
                 model: RwLock::new(Arc::new(AccessModel::new(declared, admin))),
                 admin,
                 manifest_dir: settings.manifest_dir.clone(),

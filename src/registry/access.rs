@@ -112,7 +112,7 @@ fn challenge(
     error: Option<&str>,
 ) -> String {
     let realm = auth.realm.clone().unwrap_or_else(|| {
-        let (scheme, host) = origin(headers, None, auth.trust_forwarded);
+        let (scheme, host) = origin(headers, auth.https.then_some("https"), auth.trust_forwarded);
         format!("{scheme}://{host}/jwt/auth")
     });
     let mut value = format!(

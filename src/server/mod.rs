@@ -4,6 +4,7 @@
 //! cap); what a request may do is the registry's business.
 
 pub mod scheduler;
+pub mod tls;
 
 use std::io;
 use std::pin::Pin;
@@ -17,10 +18,11 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::auth::{Auth, AuthError, AuthSettings};
@@ -158,6 +160,7 @@ pub async fn open_registry(config: &Config) -> Result<(Arc<Registry>, Option<Str
             token_ttl: std::time::Duration::from_secs(a.token_ttl_seconds),
             realm: a.realm.clone(),
             trust_forwarded: a.trust_forwarded_headers,
+            https: config.tls.enabled(),
             first_run_admin: config.kubernetes.is_none(),
         })?;
         let auth = Arc::new(auth);
@@ -232,6 +235,20 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .server
         .settings()
         .map_err(|(key, message)| ServeError::Config(format!("{key}: {message}")))?;
+    let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let certs = tls::Certificates::open(cert, key).map_err(ServeError::Config)?;
+            let acceptor = certs.acceptor().map_err(ServeError::Config)?;
+            tracing::info!(
+                cert = %cert.display(),
+                sha256 = %tls::fingerprint(&certs.current()),
+                "tls: serving HTTPS (h2, http/1.1); the files are watched"
+            );
+            certs.watch(tls::RELOAD_EVERY);
+            Some(acceptor)
+        }
+        _ => None,
+    };
     let (registry, admin_token) = open_registry(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -240,19 +257,27 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
-        "berth registry listening on http://{addr}/v2/ (data directory {})",
+        "berth registry listening on {scheme}://{addr}/v2/ (data directory {})",
         config.data_dir.display()
     );
-    tracing::info!("web UI: http://{addr}/ui/");
+    tracing::info!("web UI: {scheme}://{addr}/ui/");
     match (&registry.auth, admin_token) {
         (None, _) => tracing::warn!("authentication is off: anyone can push, pull and delete"),
-        (Some(_), Some(token)) => tracing::warn!(
-            "created the admin token (shown only this once; only its hash is kept):\n\n    {token}\n\n\
-             log in with:  podman login --tls-verify=false -u admin -p {token} {addr}\n\
-             or:           skopeo copy --dest-creds admin:{token} --dest-tls-verify=false ...\n\
-             web UI:       http://{addr}/ui/ (sign in as admin with this token)"
-        ),
+        (Some(_), Some(token)) => {
+            // Plain HTTP outside localhost needs the clients' insecure flag.
+            let (podman, skopeo) = match scheme {
+                "https" => ("", ""),
+                _ => (" --tls-verify=false", " --dest-tls-verify=false"),
+            };
+            tracing::warn!(
+                "created the admin token (shown only this once; only its hash is kept):\n\n    {token}\n\n\
+                 log in with:  podman login{podman} -u admin -p {token} {addr}\n\
+                 or:           skopeo copy --dest-creds admin:{token}{skopeo} ...\n\
+                 web UI:       {scheme}://{addr}/ui/ (sign in as admin with this token)"
+            )
+        }
         (Some(auth), None) => tracing::info!(
             projects = auth.model().projects().len(),
             "token authentication on (realm /jwt/auth)"
@@ -260,6 +285,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     }
     serve_on(
         listener,
+        tls,
         router(registry),
         settings,
         crate::signal::shutdown(),
@@ -283,11 +309,13 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// h2c builder with a timer: request headers must arrive within
 /// `header_read_timeout`; a connection with no request in progress and no
 /// traffic for `idle_timeout` is closed; a write the client does not take
-/// for `send_idle_timeout` fails the connection (see [`ConnIo`]). A TLS
-/// acceptor goes between `accept` and [`serve_connection`], which takes any
-/// byte stream.
+/// for `send_idle_timeout` fails the connection (see [`ConnIo`]). With
+/// `tls`, each connection's handshake runs on its own task (it must finish
+/// within `header_read_timeout`) before [`serve_connection`], which takes
+/// any byte stream.
 pub async fn serve_on(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: Router,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
@@ -322,7 +350,30 @@ pub async fn serve_on(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        serve_connection(tcp, app.clone(), &builder, &graceful, &settings, slot);
+        let Some(acceptor) = &tls else {
+            serve_connection(
+                tcp,
+                app.clone(),
+                &builder,
+                graceful.watcher(),
+                &settings,
+                slot,
+            );
+            continue;
+        };
+        let (acceptor, app, builder, watcher) = (
+            acceptor.clone(),
+            app.clone(),
+            builder.clone(),
+            graceful.watcher(),
+        );
+        tokio::spawn(async move {
+            match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_connection(stream, app, &builder, watcher, &settings, slot),
+                Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!("TLS handshake not done within the header read timeout"),
+            }
+        });
     }
     drop(listener);
     tokio::select! {
@@ -339,7 +390,7 @@ fn serve_connection<I>(
     io: I,
     app: Router,
     builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
+    graceful: Watcher,
     settings: &ServerSettings,
     slot: OwnedSemaphorePermit,
 ) where

@@ -41,6 +41,9 @@ pub struct Launch<'a> {
     pub ready_path: &'a str,
     /// `--database-url` (else the test backend's database for `data_dir`).
     pub database_url: Option<&'a str>,
+    /// The server speaks HTTPS (its config has `tls`) with a certificate
+    /// this CA (PEM) signed: probed over https, trusting only it.
+    pub tls_ca: Option<&'a Path>,
 }
 
 impl<'a> Launch<'a> {
@@ -51,7 +54,13 @@ impl<'a> Launch<'a> {
             log,
             ready_path: "/v2/",
             database_url: None,
+            tls_ca: None,
         }
+    }
+
+    pub fn tls_ca(mut self, ca: &'a Path) -> Self {
+        self.tls_ca = Some(ca);
+        self
     }
 
     pub fn database_url(mut self, url: &'a str) -> Self {
@@ -86,7 +95,12 @@ impl Server {
     /// port, three times at most; any other early exit fails the test with
     /// the end of the log.
     pub async fn start(launch: Launch<'_>) -> (Server, Duration) {
-        let probe = Client::new();
+        let probe = client_for(launch.tls_ca);
+        let scheme = if launch.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let database_url = match launch.database_url {
             Some(url) => Some(url.to_string()),
             None => super::postgres_for(launch.data_dir).await,
@@ -118,7 +132,7 @@ impl Server {
             let mut server = Server {
                 child,
                 port,
-                base: format!("http://127.0.0.1:{port}"),
+                base: format!("{scheme}://127.0.0.1:{port}"),
                 log: launch.log.to_path_buf(),
             };
             loop {
@@ -150,7 +164,7 @@ impl Server {
         unreachable!("berth could not listen on three different ports");
     }
 
-    /// `http://127.0.0.1:<port><path>`.
+    /// `http(s)://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -220,6 +234,19 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An HTTP client; with `ca`, one that trusts that CA (PEM) and no other.
+pub fn client_for(ca: Option<&Path>) -> Client {
+    let Some(ca) = ca else {
+        return Client::new();
+    };
+    let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
+    Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"))
+        .build()
+        .expect("HTTPS client")
 }
 
 /// A monolithic blob upload (`POST ?digest=`) to a running berth at `base`

@@ -21,5 +21,6 @@ mod management_api;
 mod replicas;
 mod slow_clients;
 mod standalone_cleanup;
+mod tls;
 mod upload_limits;
 mod web_ui;

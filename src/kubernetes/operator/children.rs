@@ -168,6 +168,8 @@ pub fn serve_config(reg: &Registry) -> Config {
         server: Default::default(),
         storage: storage_config(reg),
         database: database_config(reg),
+        tls: Default::default(),
+        metrics: Default::default(),
         kubernetes: Some(KubernetesConfig {
             namespace: reg.namespace().unwrap_or_default(),
             registry: reg.name_any(),

@@ -188,8 +188,13 @@ impl Viewer {
     /// realm's scheme ([`crate::registry::access::origin`]): forwarded
     /// headers count only when `auth.trustForwardedHeaders` is set.
     pub(super) fn secure(&self) -> bool {
-        let trust = self.reg.auth.as_ref().is_some_and(|a| a.trust_forwarded);
-        crate::registry::access::origin(&self.headers, self.uri.scheme_str(), trust).0 == "https"
+        let auth = self.reg.auth.as_ref();
+        let trust = auth.is_some_and(|a| a.trust_forwarded);
+        let scheme = match auth.is_some_and(|a| a.https) {
+            true => Some("https"),
+            false => self.uri.scheme_str(),
+        };
+        crate::registry::access::origin(&self.headers, scheme, trust).0 == "https"
     }
 
     /// The CSRF token for this page's forms.
