@@ -312,4 +312,33 @@ impl Metadata {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
     }
+
+    /// Each connection pool's size, idle connections and limit (`read`,
+    /// `write`, and on PostgreSQL `locks`; one pool on PostgreSQL serves
+    /// both reads and writes and is named `main`).
+    pub fn pool_figures(&self) -> Vec<PoolFigures> {
+        let figures = |name, pool: &db::Pool| PoolFigures {
+            name,
+            size: pool.size(),
+            idle: pool.num_idle() as u32,
+            max: pool.options().get_max_connections(),
+        };
+        let mut out = match self.backend {
+            Backend::Postgres => vec![figures("main", &self.write)],
+            _ => vec![figures("read", &self.read), figures("write", &self.write)],
+        };
+        if let Some(locks) = &self.locks {
+            out.push(figures("locks", locks));
+        }
+        out
+    }
+}
+
+/// One connection pool's figures, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolFigures {
+    pub name: &'static str,
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
 }

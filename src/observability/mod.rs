@@ -6,6 +6,11 @@
 
 pub mod operator;
 
+/// The `Content-Type` of a Prometheus scrape answered in the OpenMetrics
+/// text format (what prometheus-client writes).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::layer::SubscriberExt;

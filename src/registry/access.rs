@@ -18,6 +18,7 @@ use crate::auth::tags::{Level, TagRules};
 use crate::auth::token::Claims;
 use crate::auth::{AccessModel, Auth, Identity, Location};
 use crate::metadata::TagOp;
+use crate::registry::metrics::AuthFailure;
 
 /// What a route requires of the caller's token.
 #[derive(Debug, PartialEq, Eq)]
@@ -162,7 +163,14 @@ pub(crate) fn authorize(
     let mount_from = mount_source(route, query);
     match check(auth, &need, mount_from.as_deref(), headers) {
         Ok(claims) => Ok(Caller::Token(claims)),
-        Err(refusal) => Err(refuse(auth, &need, mount_from.as_deref(), headers, refusal)),
+        Err(refusal) => {
+            reg.metrics.auth_failure(match refusal {
+                Refusal::NoToken => AuthFailure::NoToken,
+                Refusal::InvalidToken(_) => AuthFailure::InvalidToken,
+                Refusal::InsufficientScope(_) => AuthFailure::InsufficientScope,
+            });
+            Err(refuse(auth, &need, mount_from.as_deref(), headers, refusal))
+        }
     }
 }
 

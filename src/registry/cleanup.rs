@@ -97,6 +97,20 @@ pub async fn run_project(
     request: &CleanupRequest,
     now_ms: i64,
 ) -> Result<CleanupReport, CleanupError> {
+    let outcome = run_project_once(reg, project_path, request, now_ms).await;
+    let deleted = outcome.as_ref().map_or(0, |r| r.tags_deleted);
+    reg.metrics
+        .cleanup_run(outcome.is_ok(), request.policy.dry_run, deleted);
+    outcome
+}
+
+/// [`run_project`] without counting it.
+async fn run_project_once(
+    reg: &Registry,
+    project_path: &str,
+    request: &CleanupRequest,
+    now_ms: i64,
+) -> Result<CleanupReport, CleanupError> {
     let rules = Rules::from_spec(&request.policy)?;
     let model = reg.auth.as_ref().map(|a| a.model());
     let scope = ProjectScope::resolve(model, project_path, false)

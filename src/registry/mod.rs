@@ -22,6 +22,7 @@ mod linger;
 mod listing;
 mod management;
 mod manifests;
+pub mod metrics;
 #[cfg(test)]
 mod parser_fuzz;
 pub mod route;
@@ -76,6 +77,8 @@ pub struct Registry {
     pub upload_expiry_ms: std::sync::atomic::AtomicU64,
     /// Web UI sign-ins.
     pub(crate) ui_sessions: ui::Sessions,
+    /// What `/metrics` reports.
+    pub metrics: metrics::Metrics,
 }
 
 /// A blob digest locked (see [`Registry::lock_blob`]).
@@ -205,6 +208,27 @@ impl Registry {
             sweeping: tokio::sync::Mutex::new(()),
             upload_expiry_ms: std::sync::atomic::AtomicU64::new(24 * 3600 * 1000),
             ui_sessions: ui::Sessions::default(),
+            metrics: metrics::Metrics::new(),
+        })
+    }
+
+    /// The Prometheus text exposition of [`Registry::metrics`], with the
+    /// figures kept elsewhere read now (a database that does not answer
+    /// leaves out the GC figures rather than failing the scrape).
+    pub async fn encode_metrics(&self) -> String {
+        let gc = match self.meta.gc_status(crate::metadata::now_ms()).await {
+            Ok(gc) => Some(gc),
+            Err(e) => {
+                tracing::warn!("metrics: GC figures not read: {e}");
+                None
+            }
+        };
+        let max = self.limits.max_concurrent_transfers as u64;
+        self.metrics.encode(metrics::Figures {
+            gc,
+            pools: self.meta.pool_figures(),
+            transfers_in_progress: max.saturating_sub(self.transfers.available_permits() as u64),
+            transfers_max: max,
         })
     }
 
@@ -320,7 +344,10 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            registry.clone(),
+            log_request,
+        ))
         .with_state(registry)
 }
 
@@ -424,13 +451,20 @@ fn parse_query(query: Option<&str>) -> HashMap<String, String> {
 }
 
 /// Logs each request: writes and failures at info, successful reads at debug.
-async fn log_request(req: Request, next: Next) -> Response {
+async fn log_request(State(reg): State<Arc<Registry>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let route = metrics::route_kind(&path);
+    let _upload = (route == "blob_upload"
+        && matches!(method, Method::POST | Method::PATCH | Method::PUT))
+    .then(|| reg.metrics.upload());
     let start = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16();
-    let ms = millis(start.elapsed());
+    let elapsed = start.elapsed();
+    reg.metrics
+        .request(route, method.as_str(), status, elapsed.as_secs_f64());
+    let ms = millis(elapsed);
     let quiet = matches!(method, Method::GET | Method::HEAD) && status < 400;
     if quiet {
         tracing::debug!(%method, %path, status, ms, "request");

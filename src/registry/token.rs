@@ -34,6 +34,8 @@ async fn issue(reg: &Registry, req: &Parts) -> Result<Response, RegistryError> {
     };
     let model = auth.model();
     let refused = || {
+        reg.metrics
+            .auth_failure(crate::registry::metrics::AuthFailure::BadCredentials);
         RegistryError::new(ErrorCode::Unauthorized, "invalid username or token")
             .with_header(header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")
     };

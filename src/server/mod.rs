@@ -283,9 +283,26 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             "token authentication on (realm /jwt/auth)"
         ),
     }
+    if let Some(metrics_addr) = config.metrics.listen {
+        let listener =
+            TcpListener::bind(metrics_addr)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: metrics_addr.to_string(),
+                    source,
+                })?;
+        let metrics_addr = listener.local_addr().map_err(ServeError::Serve)?;
+        tracing::info!("metrics on http://{metrics_addr}/metrics");
+        tokio::spawn(serve_metrics(listener, registry.clone()));
+    }
+    let wire = Wire {
+        received: registry.metrics.received_bytes.clone(),
+        sent: registry.metrics.sent_bytes.clone(),
+    };
     serve_on(
         listener,
         tls,
+        wire,
         router(registry),
         settings,
         crate::signal::shutdown(),
@@ -293,6 +310,38 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     .await?;
     tracing::info!("berth stopped");
     Ok(())
+}
+
+/// `/metrics` (and `/healthz`) on the metrics listener, plain HTTP: a
+/// scrape takes none of the registry's connection slots.
+async fn serve_metrics(listener: TcpListener, registry: Arc<Registry>) {
+    use axum::extract::State;
+    use axum::routing::get;
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(reg): State<Arc<Registry>>| async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        crate::observability::OPENMETRICS_CONTENT_TYPE,
+                    )],
+                    reg.encode_metrics().await,
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(registry);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("the metrics listener failed: {e}");
+    }
+}
+
+/// Counters of the bytes read from and written to client connections.
+#[derive(Clone, Default)]
+pub struct Wire {
+    pub received: prometheus_client::metrics::counter::Counter,
+    pub sent: prometheus_client::metrics::counter::Counter,
 }
 
 /// How long in-flight requests may take to finish after a shutdown signal.
@@ -316,6 +365,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub async fn serve_on(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    wire: Wire,
     app: Router,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
@@ -353,6 +403,7 @@ pub async fn serve_on(
         let Some(acceptor) = &tls else {
             serve_connection(
                 tcp,
+                wire.clone(),
                 app.clone(),
                 &builder,
                 graceful.watcher(),
@@ -361,15 +412,18 @@ pub async fn serve_on(
             );
             continue;
         };
-        let (acceptor, app, builder, watcher) = (
+        let (acceptor, wire, app, builder, watcher) = (
             acceptor.clone(),
+            wire.clone(),
             app.clone(),
             builder.clone(),
             graceful.watcher(),
         );
         tokio::spawn(async move {
             match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => serve_connection(stream, app, &builder, watcher, &settings, slot),
+                Ok(Ok(stream)) => {
+                    serve_connection(stream, wire, app, &builder, watcher, &settings, slot)
+                }
                 Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!("TLS handshake not done within the header read timeout"),
             }
@@ -388,6 +442,7 @@ pub async fn serve_on(
 /// Serves one connection on its own task, holding `slot` until it closes.
 fn serve_connection<I>(
     io: I,
+    wire: Wire,
     app: Router,
     builder: &auto::Builder<TokioExecutor>,
     graceful: Watcher,
@@ -400,6 +455,7 @@ fn serve_connection<I>(
     let io = TokioIo::new(ConnIo::new(
         io,
         activity.clone(),
+        wire,
         settings.send_idle_timeout,
     ));
     let service = {
@@ -528,15 +584,17 @@ impl http_body::Body for TrackedBody {
 struct ConnIo<T> {
     inner: T,
     activity: Arc<Activity>,
+    wire: Wire,
     send_idle: Duration,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<T> ConnIo<T> {
-    fn new(inner: T, activity: Arc<Activity>, send_idle: Duration) -> ConnIo<T> {
+    fn new(inner: T, activity: Arc<Activity>, wire: Wire, send_idle: Duration) -> ConnIo<T> {
         ConnIo {
             inner,
             activity,
+            wire,
             send_idle,
             stalled: None,
         }
@@ -544,7 +602,7 @@ impl<T> ConnIo<T> {
 
     /// Passes a write's outcome on, starting the stall timer when it is
     /// pending and failing once the timer has run out.
-    fn watch_write<R>(
+    fn watch_write<R: Written>(
         &mut self,
         cx: &mut Context<'_>,
         r: Poll<io::Result<R>>,
@@ -565,8 +623,9 @@ impl<T> ConnIo<T> {
             }
             Poll::Ready(r) => {
                 self.stalled = None;
-                if r.is_ok() {
+                if let Ok(written) = &r {
                     self.activity.touch();
+                    self.wire.sent.inc_by(written.bytes());
                 }
                 Poll::Ready(r)
             }
@@ -585,6 +644,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.activity.touch();
+            this.wire
+                .received
+                .inc_by((buf.filled().len() - before) as u64);
         }
         r
     }
@@ -623,5 +685,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// What a completed write, flush or shutdown put on the wire.
+trait Written {
+    fn bytes(&self) -> u64;
+}
+
+impl Written for usize {
+    fn bytes(&self) -> u64 {
+        *self as u64
+    }
+}
+
+impl Written for () {
+    fn bytes(&self) -> u64 {
+        0
     }
 }

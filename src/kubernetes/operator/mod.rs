@@ -373,7 +373,7 @@ async fn serve_metrics(
                             StatusCode::OK,
                             [(
                                 "content-type",
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                crate::observability::OPENMETRICS_CONTENT_TYPE,
                             )],
                             text,
                         )
