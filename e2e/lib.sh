@@ -25,6 +25,9 @@
 #                  (storage.kind s3) with the credentials in AWS_ACCESS_KEY_ID/SECRET; more
 #                  top-level keys for that file in BERTH_EXTRA_CONFIG (YAML), one more key of
 #                  storage.s3 in BERTH_S3_EXTRA (e.g. "redirect: true").
+#   BERTH_TLS_CERT / BERTH_TLS_KEY  PEM files: berth serves HTTPS (--tls-cert/--tls-key) and
+#                  BERTH_URL is https://; curl trusts the CA in CURL_CA_BUNDLE (the caller sets it).
+#   BERTH_METRICS_ADDR  host:port: berth serves Prometheus /metrics there (--metrics-listen).
 #
 # Provides: start_berth DIR / stop_berth (export BERTH_PID BERTH_ADDR BERTH_URL BERTH_LOG, and
 # with auth BERTH_AUTH_ON=1 BERTH_USER BERTH_PASS BERTH_REALM BERTH_SERVICE BERTH_MANIFEST_DIR),
@@ -237,6 +240,11 @@ start_berth() {
     s3_config "$dir/berth-s3.yaml"
     auth_args+=(--config "$dir/berth-s3.yaml")
   fi
+  local scheme=http
+  if [ -n "${BERTH_TLS_CERT:-}" ]; then
+    auth_args+=(--tls-cert "$BERTH_TLS_CERT" --tls-key "$BERTH_TLS_KEY"); scheme=https
+  fi
+  [ -n "${BERTH_METRICS_ADDR:-}" ] && auth_args+=(--metrics-listen "$BERTH_METRICS_ADDR")
   if [ "${E2E_REPLICAS:-1}" -gt 1 ]; then
     [ "$E2E_REGISTRY" = berth ] || die "E2E_REPLICAS needs E2E_REGISTRY=berth"
     start_replicas "$dir" "$E2E_REPLICAS" "$want_status" "${auth_args[@]}"
@@ -245,7 +253,7 @@ start_berth() {
   for attempt in 1 2 3; do
     port="$(free_port)"
     BERTH_ADDR="127.0.0.1:$port"
-    BERTH_URL="http://$BERTH_ADDR"
+    BERTH_URL="$scheme://$BERTH_ADDR"
     case "$E2E_REGISTRY" in
       berth)
         [ -x "$BERTH_BIN" ] || die "berth binary not found or not executable: $BERTH_BIN (set BERTH_BIN, or E2E_REGISTRY=reference)"

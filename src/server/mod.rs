@@ -460,8 +460,9 @@ fn serve_connection<I>(
     ));
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let busy = Busy::begin(&activity);
+            host_from_authority(&mut req);
             let app = app.clone();
             async move {
                 let response = app.oneshot(req.map(Body::new)).await?;
@@ -486,6 +487,23 @@ fn serve_connection<I>(
             }
         }
     });
+}
+
+/// HTTP/2 carries the host in the `:authority` pseudo-header, which hyper
+/// puts in the URI, not in a `Host` header: copied there, so everything that
+/// reads the host (the default token realm, the web UI) reads it the same
+/// way over HTTP/1.1 and HTTP/2.
+fn host_from_authority<B>(req: &mut hyper::Request<B>) {
+    if req.headers().contains_key(hyper::header::HOST) {
+        return;
+    }
+    let host = req
+        .uri()
+        .authority()
+        .and_then(|a| hyper::header::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = host {
+        req.headers_mut().insert(hyper::header::HOST, host);
+    }
 }
 
 /// What a connection is doing: requests in progress, and when bytes last
@@ -702,5 +720,37 @@ impl Written for usize {
 impl Written for () {
     fn bytes(&self) -> u64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http2_authority_becomes_the_host() {
+        let cases = [
+            (
+                "https://reg.example:5000/v2/",
+                None,
+                Some("reg.example:5000"),
+            ),
+            ("https://reg.example/v2/", Some("other:1"), Some("other:1")),
+            ("/v2/", None, None),
+            ("/v2/", Some("h1.example"), Some("h1.example")),
+        ];
+        for (uri, host, want) in cases {
+            let mut b = hyper::Request::builder().uri(uri);
+            if let Some(h) = host {
+                b = b.header(hyper::header::HOST, h);
+            }
+            let mut req = b.body(()).unwrap();
+            host_from_authority(&mut req);
+            let got = req
+                .headers()
+                .get(hyper::header::HOST)
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(got, want, "{uri} {host:?}");
+        }
     }
 }
