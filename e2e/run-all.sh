@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole e2e suite: setup.sh, then conformance.sh, clients.sh, replicas.sh, s3.sh, s3-faults.sh, auth.sh, tls.sh, ui.sh, operator.sh, memory.sh (each
+# Runs the whole e2e suite: setup.sh, then conformance.sh, clients.sh, replicas.sh, s3.sh, s3-faults.sh, auth.sh, tls.sh, image.sh, ui.sh, operator.sh, memory.sh (each
 # in its own process with its own registry and temp dirs). Prints one summary line per script and,
 # last, "N passed, N failed" counting scripts; exits non-zero if any script failed.
 #   E2E_SCRIPTS="conformance clients"   run a subset (setup always runs first)
@@ -8,7 +8,7 @@ set -euo pipefail
 E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 scripts=(setup)
-for s in ${E2E_SCRIPTS:-conformance clients replicas s3 s3-faults auth tls ui operator memory}; do scripts+=("${s%.sh}"); done
+for s in ${E2E_SCRIPTS:-conformance clients replicas s3 s3-faults auth tls image ui operator memory}; do scripts+=("${s%.sh}"); done
 
 names=(); results=(); times=()
 passed=0; failed=0
