@@ -84,6 +84,10 @@ pub struct RegistrySpec {
     pub public_host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSettings>,
+    /// HTTPS in the registry pods (the pods, the Service and the ingress
+    /// backend speak it; the token realm and the operator's calls use it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
     #[serde(default)]
     pub token: TokenSettings,
     #[serde(default)]
@@ -290,6 +294,43 @@ impl Default for ServiceSettings {
 
 fn registry_port() -> i32 {
     5000
+}
+
+/// Where the pods' certificate comes from: a `kubernetes.io/tls` Secret
+/// (`tls.crt`, `tls.key`, and `ca.crt` when the operator's calls must trust
+/// a private CA), or a cert-manager issuer the operator asks for a
+/// `Certificate` (Secret `<name>-tls`). The files are watched: a renewed
+/// Secret is served without a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretName) != has(self.issuerRef)").message("tls needs exactly one of secretName (a kubernetes.io/tls Secret) and issuerRef (a cert-manager issuer)"))]
+pub struct TlsSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// A cert-manager issuer (as in a `Certificate`'s `spec.issuerRef`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IssuerRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (the Registry's namespace, the default) or `ClusterIssuer`.
+    #[serde(default)]
+    pub kind: IssuerKind,
+    /// Default `cert-manager.io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub enum IssuerKind {
+    #[default]
+    Issuer,
+    ClusterIssuer,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

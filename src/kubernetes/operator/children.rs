@@ -28,11 +28,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use kube::ResourceExt;
+use kube::api::{ApiResource, DynamicObject};
 use sha2::Digest as _;
 
 use crate::config::{
     AuthConfig, Config, DatabaseConfig, DatabaseKind as ServeDatabaseKind, GcConfig,
-    KubernetesConfig, LogConfig, S3Config, StorageConfig, StorageKind as ServeStorageKind,
+    KubernetesConfig, LogConfig, MetricsConfig, S3Config, StorageConfig,
+    StorageKind as ServeStorageKind, TlsConfig,
 };
 use crate::kubernetes::crd::{AccessMode, DatabaseKind, Registry, StorageKind};
 
@@ -42,6 +44,11 @@ pub const CONFIG_FILE: &str = "berth.yaml";
 pub const SIGNING_DIR: &str = "/etc/berth/signing";
 pub const SIGNING_KEY: &str = "key.pem";
 pub const DATA_DIR: &str = "/var/lib/berth";
+/// Where the TLS Secret is mounted (whole, so the kubelet's in-place update
+/// of a renewed Secret reaches the files berth watches).
+pub const TLS_DIR: &str = "/etc/berth/tls";
+/// The pods' Prometheus `/metrics` port (container and Service port `metrics`).
+pub const METRICS_PORT: i32 = 9090;
 /// The environment variable that carries the PostgreSQL URL from the
 /// connection Secret into the pods (never the ConfigMap).
 pub const DATABASE_URL_ENV: &str = "BERTH_DATABASE_URL";
@@ -62,6 +69,8 @@ pub struct Names {
     pub config: String,
     pub signing_key: String,
     pub data: String,
+    /// The cert-manager `Certificate` and its Secret (`tls.issuerRef`).
+    pub certificate: String,
     /// Cluster-scoped: lets the pods create TokenReviews.
     pub token_review_binding: String,
 }
@@ -73,6 +82,7 @@ impl Names {
             config: format!("{base}-config"),
             signing_key: format!("{base}-signing-key"),
             data: format!("{base}-data"),
+            certificate: format!("{base}-tls"),
             token_review_binding: format!(
                 "berth:{}:{base}:tokenreview",
                 reg.namespace().unwrap_or_default()
@@ -133,6 +143,18 @@ pub fn service_host(reg: &Registry) -> String {
     )
 }
 
+/// The Secret the pods' certificate comes from, when `spec.tls` is set:
+/// `tls.secretName`, or the Secret of the `Certificate` the operator asks
+/// cert-manager for.
+pub fn tls_secret(reg: &Registry) -> Option<String> {
+    let tls = reg.spec.tls.as_ref()?;
+    Some(
+        tls.secret_name
+            .clone()
+            .unwrap_or_else(|| Names::of(reg).certificate),
+    )
+}
+
 /// The `berth serve` configuration the pods read.
 pub fn serve_config(reg: &Registry) -> Config {
     Config {
@@ -168,8 +190,16 @@ pub fn serve_config(reg: &Registry) -> Config {
         server: Default::default(),
         storage: storage_config(reg),
         database: database_config(reg),
-        tls: Default::default(),
-        metrics: Default::default(),
+        tls: match tls_secret(reg) {
+            Some(_) => TlsConfig {
+                cert_file: Some(PathBuf::from(TLS_DIR).join("tls.crt")),
+                key_file: Some(PathBuf::from(TLS_DIR).join("tls.key")),
+            },
+            None => TlsConfig::default(),
+        },
+        metrics: MetricsConfig {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], METRICS_PORT as u16))),
+        },
         kubernetes: Some(KubernetesConfig {
             namespace: reg.namespace().unwrap_or_default(),
             registry: reg.name_any(),
@@ -239,10 +269,68 @@ fn on_one_node_volume(reg: &Registry) -> bool {
 /// each request.
 fn realm(reg: &Registry) -> Option<String> {
     let ingress = reg.spec.ingress.as_ref()?;
-    ingress
-        .tls_secret_name
-        .as_ref()
-        .map(|_| format!("https://{}/jwt/auth", ingress.host))
+    ingress_tls_secret(reg).map(|_| format!("https://{}/jwt/auth", ingress.host))
+}
+
+/// The Secret the ingress terminates TLS with: `ingress.tlsSecretName`, or
+/// else the pods' certificate when cert-manager makes it (it names the
+/// ingress host too).
+fn ingress_tls_secret(reg: &Registry) -> Option<String> {
+    let settings = reg.spec.ingress.as_ref()?;
+    settings.tls_secret_name.clone().or_else(|| {
+        reg.spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.issuer_ref.as_ref())
+            .and_then(|_| tls_secret(reg))
+    })
+}
+
+/// cert-manager's `Certificate` resource (`cert-manager.io/v1`).
+pub fn certificate_resource() -> ApiResource {
+    ApiResource {
+        group: "cert-manager.io".into(),
+        version: "v1".into(),
+        api_version: "cert-manager.io/v1".into(),
+        kind: "Certificate".into(),
+        plural: "certificates".into(),
+    }
+}
+
+/// With `tls.issuerRef`: the `Certificate` cert-manager turns into the
+/// pods' Secret, for every name the registry is reached by (the Service's
+/// DNS names, `publicHost`, the ingress host).
+pub fn certificate(reg: &Registry) -> Option<DynamicObject> {
+    let issuer = reg.spec.tls.as_ref()?.issuer_ref.as_ref()?;
+    let n = Names::of(reg);
+    let ns = reg.namespace().unwrap_or_default();
+    let base = &n.base;
+    let mut names = vec![
+        base.clone(),
+        format!("{base}.{ns}"),
+        format!("{base}.{ns}.svc"),
+        format!("{base}.{ns}.svc.cluster.local"),
+    ];
+    let host_of = |h: &str| h.rsplit_once(':').map_or(h, |(host, _)| host).to_string();
+    names.extend(reg.spec.public_host.as_deref().map(host_of));
+    names.extend(reg.spec.ingress.as_ref().map(|i| host_of(&i.host)));
+    let mut seen = std::collections::BTreeSet::new();
+    names.retain(|h| seen.insert(h.clone()));
+    let mut obj = DynamicObject::new(&n.certificate, &certificate_resource());
+    obj.metadata = meta(reg, &n.certificate);
+    obj.data = serde_json::json!({
+        "spec": {
+            "secretName": n.certificate,
+            "dnsNames": names,
+            "issuerRef": {
+                "name": issuer.name,
+                "kind": format!("{:?}", issuer.kind),
+                "group": issuer.group.clone().unwrap_or_else(|| "cert-manager.io".into()),
+            },
+            "usages": ["server auth", "digital signature", "key encipherment"],
+        }
+    });
+    Some(obj)
 }
 
 pub fn config_map(reg: &Registry) -> ConfigMap {
@@ -375,10 +463,13 @@ pub fn deployment(reg: &Registry, default_image: &str, database_hash: Option<&st
     );
     let filesystem = needs_claim(reg);
     let http = || IntOrString::String("http".into());
+    let tls = tls_secret(reg);
     let probe = |path: &str, period| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: http(),
+            // The kubelet does not verify the certificate of an HTTPS probe.
+            scheme: tls.as_ref().map(|_| "HTTPS".into()),
             ..Default::default()
         }),
         period_seconds: Some(period),
@@ -415,37 +506,55 @@ pub fn deployment(reg: &Registry, default_image: &str, database_hash: Option<&st
             "--config".into(),
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: reg.spec.service.port,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: reg.spec.service.port,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
         env: Some(pod_env(reg)).filter(|e| !e.is_empty()),
         // Fails while the database is unreachable: the Service stops sending
         // requests to a pod that cannot answer them.
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
         resources: reg.spec.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
+        volume_mounts: Some(
+            [VolumeMount {
                 name: "config".into(),
                 mount_path: CONFIG_DIR.into(),
                 read_only: Some(true),
                 ..Default::default()
-            },
-            VolumeMount {
-                name: "signing-key".into(),
-                mount_path: SIGNING_DIR.into(),
+            }]
+            .into_iter()
+            .chain(tls.as_ref().map(|_| VolumeMount {
+                name: "tls".into(),
+                mount_path: TLS_DIR.into(),
                 read_only: Some(true),
                 ..Default::default()
-            },
-            VolumeMount {
-                name: "data".into(),
-                mount_path: DATA_DIR.into(),
-                ..Default::default()
-            },
-        ]),
+            }))
+            .chain([
+                VolumeMount {
+                    name: "signing-key".into(),
+                    mount_path: SIGNING_DIR.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "data".into(),
+                    mount_path: DATA_DIR.into(),
+                    ..Default::default()
+                },
+            ])
+            .collect(),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -494,26 +603,39 @@ pub fn deployment(reg: &Registry, default_image: &str, database_hash: Option<&st
                     // Long enough for in-flight uploads to finish on SIGTERM.
                     termination_grace_period_seconds: Some(60),
                     containers: vec![container],
-                    volumes: Some(vec![
-                        Volume {
-                            name: "config".into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: n.config.clone(),
+                    volumes: Some(
+                        vec![
+                            Volume {
+                                name: "config".into(),
+                                config_map: Some(ConfigMapVolumeSource {
+                                    name: n.config.clone(),
+                                    ..Default::default()
+                                }),
                                 ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                        Volume {
-                            name: "signing-key".into(),
+                            },
+                            Volume {
+                                name: "signing-key".into(),
+                                secret: Some(SecretVolumeSource {
+                                    secret_name: Some(n.signing_key.clone()),
+                                    default_mode: Some(0o440),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            },
+                            data_volume,
+                        ]
+                        .into_iter()
+                        .chain(tls.as_ref().map(|secret| Volume {
+                            name: "tls".into(),
                             secret: Some(SecretVolumeSource {
-                                secret_name: Some(n.signing_key.clone()),
+                                secret_name: Some(secret.clone()),
                                 default_mode: Some(0o440),
                                 ..Default::default()
                             }),
                             ..Default::default()
-                        },
-                        data_volume,
-                    ]),
+                        }))
+                        .collect(),
+                    ),
                     ..Default::default()
                 }),
             },
@@ -585,13 +707,22 @@ pub fn service(reg: &Registry) -> Service {
         spec: Some(ServiceSpec {
             type_: Some(format!("{:?}", reg.spec.service.type_)),
             selector: Some(selector(reg)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: reg.spec.service.port,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".into()),
+                    port: reg.spec.service.port,
+                    target_port: Some(IntOrString::String("http".into())),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("metrics".into()),
+                    port: METRICS_PORT,
+                    target_port: Some(IntOrString::String("metrics".into())),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                },
+            ]),
             ..Default::default()
         }),
         ..Default::default()
@@ -618,7 +749,7 @@ pub fn ingress(reg: &Registry) -> Option<Ingress> {
     let settings = reg.spec.ingress.as_ref()?;
     let mut m = meta(reg, &Names::of(reg).base);
     // Image layers are large: no body size limit, long timeouts (ingress-nginx).
-    m.annotations = Some(BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (
             "nginx.ingress.kubernetes.io/proxy-body-size".to_string(),
             "0".to_string(),
@@ -631,12 +762,22 @@ pub fn ingress(reg: &Registry) -> Option<Ingress> {
             "nginx.ingress.kubernetes.io/proxy-send-timeout".to_string(),
             "600".to_string(),
         ),
-    ]));
+    ]);
+    let tls = tls_secret(reg);
+    if tls.is_some() {
+        // The pods speak HTTPS: so does the ingress to them.
+        annotations.insert(
+            "nginx.ingress.kubernetes.io/backend-protocol".into(),
+            "HTTPS".into(),
+        );
+    }
+    m.annotations = Some(annotations);
+    let ingress_secret = ingress_tls_secret(reg);
     Some(Ingress {
         metadata: m,
         spec: Some(IngressSpec {
             ingress_class_name: settings.class_name.clone(),
-            tls: settings.tls_secret_name.as_ref().map(|s| {
+            tls: ingress_secret.as_ref().map(|s| {
                 vec![IngressTLS {
                     hosts: Some(vec![settings.host.clone()]),
                     secret_name: Some(s.clone()),
@@ -722,6 +863,120 @@ mod tests {
                 realm.is_none_or(|r| yaml.contains(&format!("realm: {r}"))),
                 "{yaml}"
             );
+        }
+    }
+
+    /// spec.tls: the pods get the Secret mounted whole and the config
+    /// pointing at it, HTTPS probes, and (issuerRef) a Certificate naming
+    /// every host the registry is reached by; the ingress talks HTTPS to the
+    /// pods and terminates with the same certificate. Metrics are on in every
+    /// pod, with a port on the Service.
+    #[test]
+    fn tls_reaches_pods_probes_ingress_and_certificate() {
+        let cases = [
+            (serde_json::json!({}), None, false),
+            (
+                serde_json::json!({"tls": {"secretName": "mine"}}),
+                Some("mine"),
+                false,
+            ),
+            (
+                serde_json::json!({"tls": {"issuerRef": {"name": "ca", "kind": "ClusterIssuer"}},
+                                   "publicHost": "reg.example.com:443",
+                                   "ingress": {"host": "reg.example.com"}}),
+                Some("reg-tls"),
+                true,
+            ),
+        ];
+        for (spec, secret, issued) in cases {
+            let r = registry(spec.clone());
+            assert_eq!(tls_secret(&r).as_deref(), secret, "{spec}");
+            let config = serve_config(&r);
+            assert_eq!(config.tls.enabled(), secret.is_some(), "{spec}");
+            assert_eq!(
+                config.tls.cert_file.as_deref(),
+                secret.map(|_| std::path::Path::new("/etc/berth/tls/tls.crt")),
+                "{spec}"
+            );
+            assert_eq!(config.metrics.listen.map(|a| a.port()), Some(9090));
+            let pod = deployment(&r, "img", None)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap();
+            let c = &pod.containers[0];
+            let scheme = c
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .scheme
+                .clone();
+            assert_eq!(scheme.as_deref(), secret.map(|_| "HTTPS"), "{spec}");
+            let mounted = pod
+                .volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|v| v.name == "tls")
+                .and_then(|v| v.secret.as_ref()?.secret_name.clone());
+            assert_eq!(mounted.as_deref(), secret, "{spec}");
+            let mounts = c.volume_mounts.as_ref().unwrap();
+            assert_eq!(
+                mounts
+                    .iter()
+                    .any(|m| m.name == "tls" && m.mount_path == TLS_DIR && m.sub_path.is_none()),
+                secret.is_some()
+            );
+            let ports: Vec<_> = c
+                .ports
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|p| p.container_port)
+                .collect();
+            assert_eq!(ports, [5000, 9090]);
+            let svc_ports: Vec<_> = service(&r)
+                .spec
+                .unwrap()
+                .ports
+                .unwrap()
+                .iter()
+                .map(|p| p.name.clone().unwrap())
+                .collect();
+            assert_eq!(svc_ports, ["http", "metrics"]);
+            let cert = certificate(&r);
+            assert_eq!(cert.is_some(), issued, "{spec}");
+            if let Some(cert) = cert {
+                let spec = &cert.data["spec"];
+                assert_eq!(spec["secretName"], "reg-tls");
+                assert_eq!(spec["issuerRef"]["kind"], "ClusterIssuer");
+                assert_eq!(spec["issuerRef"]["group"], "cert-manager.io");
+                assert_eq!(
+                    spec["dnsNames"],
+                    serde_json::json!([
+                        "reg",
+                        "reg.team",
+                        "reg.team.svc",
+                        "reg.team.svc.cluster.local",
+                        "reg.example.com"
+                    ])
+                );
+                let ing = ingress(&r).unwrap();
+                let tls = ing.spec.unwrap().tls.unwrap();
+                assert_eq!(tls[0].secret_name.as_deref(), Some("reg-tls"));
+                assert_eq!(
+                    ing.metadata.annotations.unwrap()["nginx.ingress.kubernetes.io/backend-protocol"],
+                    "HTTPS"
+                );
+                assert_eq!(
+                    config.auth.realm.as_deref(),
+                    Some("https://reg.example.com/jwt/auth")
+                );
+            }
         }
     }
 

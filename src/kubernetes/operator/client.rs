@@ -44,13 +44,35 @@ impl RegistryClient {
             Connect::Service => children::service_host(reg),
             Connect::PublicHost => children::endpoint(reg),
         };
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(60));
+        let scheme = match children::tls_secret(reg) {
+            None => "http",
+            Some(name) => {
+                // The pods' certificate is checked against the system's roots
+                // and the CA the TLS Secret carries (`ca.crt`: cert-manager
+                // writes it; a private CA's Secret should have it).
+                let tls = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+                    .get_opt(&name)
+                    .await?;
+                if let Some(ca) = tls
+                    .as_ref()
+                    .and_then(|s| s.data.as_ref())
+                    .and_then(|d| d.get("ca.crt"))
+                    .filter(|ca| !ca.0.is_empty())
+                {
+                    for cert in reqwest::Certificate::from_pem_bundle(&ca.0).map_err(|e| {
+                        Error::Reconcile(format!("Secret {name}: ca.crt is not PEM: {e}"))
+                    })? {
+                        http = http.add_root_certificate(cert);
+                    }
+                }
+                "https"
+            }
+        };
         Ok(RegistryClient {
-            base: format!("http://{host}"),
+            base: format!("{scheme}://{host}"),
             tokens,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .map_err(|e| Error::Reconcile(e.to_string()))?,
+            http: http.build().map_err(|e| Error::Reconcile(e.to_string()))?,
         })
     }
 

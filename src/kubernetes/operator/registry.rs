@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -21,7 +21,8 @@ use super::apply::{apply, delete_if_present, patch_status};
 use super::children::{self, Names};
 use super::client::RegistryClient;
 use super::status::{
-    DatabaseSeen, RegistryObserved, database_condition, gc_figures, registry_status, same,
+    DatabaseSeen, RegistryObserved, TlsSeen, database_condition, gc_figures, registry_status, same,
+    tls_condition,
 };
 use super::{Context, Error, now};
 use crate::kubernetes::crd::{DatabaseKind, GcFigures, Registry};
@@ -47,6 +48,13 @@ async fn apply_registry(reg: &Registry, ctx: &Context) -> Result<Action, Error> 
     let names = Names::of(reg);
     let mut problem: Option<(&str, String)> = None;
     let (database, database_hash) = check_database(reg, ctx, &ns).await;
+    let tls = match check_tls(reg, ctx, &ns).await {
+        Ok(seen) => seen,
+        Err(e) => {
+            problem = Some(("ReconcileFailed", e.to_string()));
+            None
+        }
+    };
     let applied = if problem.is_none() {
         match apply_children(reg, ctx, &ns, database_hash.as_deref()).await {
             Ok(written) => written,
@@ -81,6 +89,7 @@ async fn apply_registry(reg: &Registry, ctx: &Context) -> Result<Action, Error> 
             problem: problem.clone(),
             signing_key_secret: Some(names.signing_key.clone()),
             database: database.clone(),
+            tls: tls.clone(),
         },
         &now(),
     );
@@ -111,8 +120,13 @@ async fn apply_registry(reg: &Registry, ctx: &Context) -> Result<Action, Error> 
         // Nothing changes until the spec does.
         Some(_) => Ok(Action::await_change()),
         None if ready => Ok(Action::requeue(gc_refresh(reg))),
-        // Looked at again soon: the database, or its Secret, may be fixed.
-        None if !database_condition(&database).0 => Ok(Action::requeue(Duration::from_secs(30))),
+        // Looked at again soon: the database, or its Secret, may be fixed;
+        // a certificate may be issued.
+        None if !database_condition(&database).0
+            || tls.as_ref().is_some_and(|t| !tls_condition(t).0) =>
+        {
+            Ok(Action::requeue(Duration::from_secs(30)))
+        }
         None => Ok(Action::requeue(Duration::from_secs(300))),
     }
 }
@@ -325,6 +339,50 @@ async fn apply_children(
         ),
     }
     Ok(written)
+}
+
+/// With `spec.tls`: applies the cert-manager `Certificate` (`issuerRef`; a
+/// missing Certificate resource is reported, not an error) and looks at the
+/// Secret the pods will mount.
+async fn check_tls(reg: &Registry, ctx: &Context, ns: &str) -> Result<Option<TlsSeen>, Error> {
+    let Some(secret) = children::tls_secret(reg) else {
+        return Ok(None);
+    };
+    if let Some(cert) = children::certificate(reg) {
+        let api = Api::<DynamicObject>::namespaced_with(
+            ctx.client.clone(),
+            ns,
+            &children::certificate_resource(),
+        );
+        match apply(&api, cert).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                return Ok(Some(TlsSeen::CertManagerMissing));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let found = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&secret)
+        .await?;
+    let has = |k: &str| {
+        found
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .is_some_and(|d| d.get(k).is_some_and(|v| !v.0.is_empty()))
+    };
+    Ok(Some(match (&found, has("tls.crt") && has("tls.key")) {
+        (_, true) => TlsSeen::Present { secret },
+        (None, false) if children::certificate(reg).is_some() => TlsSeen::Issuing { secret },
+        (None, false) => TlsSeen::SecretInvalid {
+            secret,
+            why: "not found".into(),
+        },
+        (Some(_), false) => TlsSeen::SecretInvalid {
+            secret,
+            why: "no tls.crt or no tls.key".into(),
+        },
+    }))
 }
 
 /// Creates the signing key Secret if it does not exist; never rewrites it.

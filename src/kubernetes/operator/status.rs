@@ -53,6 +53,53 @@ pub struct RegistryObserved<'a> {
     pub signing_key_secret: Option<String>,
     /// What the operator found of the metadata database.
     pub database: DatabaseSeen,
+    /// What the operator found of the pods' certificate (`spec.tls`).
+    pub tls: Option<TlsSeen>,
+}
+
+/// What the operator found of a Registry's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSeen {
+    /// The Secret is there with `tls.crt` and `tls.key`.
+    Present { secret: String },
+    /// `tls.secretName` names a Secret that is missing or lacks a key.
+    SecretInvalid { secret: String, why: String },
+    /// `tls.issuerRef`: the Certificate is applied, its Secret not issued yet.
+    Issuing { secret: String },
+    /// `tls.issuerRef`, but the API server has no `Certificate` resource.
+    CertManagerMissing,
+}
+
+/// The `TLSReady` condition: (ok, reason, message).
+pub fn tls_condition(seen: &TlsSeen) -> (bool, &'static str, String) {
+    match seen {
+        TlsSeen::Present { secret } => (
+            true,
+            "SecretPresent",
+            format!(
+                "the pods serve HTTPS with the certificate of Secret {secret} (reloaded when it changes)"
+            ),
+        ),
+        TlsSeen::SecretInvalid { secret, why } => (
+            false,
+            "SecretInvalid",
+            format!(
+                "Secret {secret}: {why}; the pods cannot start until it holds tls.crt and tls.key"
+            ),
+        ),
+        TlsSeen::Issuing { secret } => (
+            false,
+            "Issuing",
+            format!("waiting for cert-manager to issue Certificate {secret} into Secret {secret}"),
+        ),
+        TlsSeen::CertManagerMissing => (
+            false,
+            "CertManagerMissing",
+            "tls.issuerRef needs cert-manager: the API server has no certificates.cert-manager.io \
+             resource (install cert-manager, or use tls.secretName)"
+                .into(),
+        ),
+    }
 }
 
 /// What the operator found when it checked a Registry's database.
@@ -167,6 +214,15 @@ pub fn registry_status(reg: &Registry, seen: &RegistryObserved<'_>, now: &Time) 
         reason,
         message,
     });
+    if let Some(tls) = &seen.tls {
+        let (ok, reason, message) = tls_condition(tls);
+        conds.push(Cond {
+            type_: "TLSReady",
+            ok,
+            reason,
+            message,
+        });
+    }
     RegistryStatus {
         observed_generation: reg.metadata.generation,
         endpoint: Some(super::children::endpoint(reg)),
@@ -301,6 +357,7 @@ mod tests {
                 problem: None,
                 signing_key_secret: None,
                 database: DatabaseSeen::Unreachable("no route".into()),
+                tls: None,
             },
             &now(),
         );
@@ -316,6 +373,7 @@ mod tests {
                 problem: None,
                 signing_key_secret: Some("reg-signing-key".into()),
                 database: DatabaseSeen::Embedded,
+                tls: None,
             }
         }
         let s = registry_status(&r, &seen(None), &now());
@@ -355,6 +413,7 @@ mod tests {
                 )),
                 signing_key_secret: None,
                 database: DatabaseSeen::Embedded,
+                tls: None,
             },
             &now(),
         );
@@ -367,6 +426,7 @@ mod tests {
                 problem: None,
                 signing_key_secret: None,
                 database: DatabaseSeen::Embedded,
+                tls: None,
             },
             &now(),
         );
@@ -413,6 +473,7 @@ mod tests {
                 problem: None,
                 signing_key_secret: None,
                 database: DatabaseSeen::Embedded,
+                tls: None,
             },
             &now(),
         );
@@ -428,11 +489,50 @@ mod tests {
             problem: None,
             signing_key_secret: None,
             database: DatabaseSeen::Embedded,
+            tls: None,
         };
         let first = registry_status(&r, &seen, &now());
         r.status = Some(first.clone());
         let later = Time(k8s_openapi::jiff::Timestamp::from_second(2_000_000).unwrap());
         let second = registry_status(&r, &seen, &later);
         assert!(same(&first, &second), "an unchanged status is written once");
+    }
+
+    #[test]
+    fn tls_condition_says_what_is_missing() {
+        let s = || "reg-tls".to_string();
+        for (seen, ok, reason, says) in [
+            (
+                TlsSeen::Present { secret: s() },
+                true,
+                "SecretPresent",
+                "reg-tls",
+            ),
+            (
+                TlsSeen::SecretInvalid {
+                    secret: s(),
+                    why: "not found".into(),
+                },
+                false,
+                "SecretInvalid",
+                "not found",
+            ),
+            (
+                TlsSeen::Issuing { secret: s() },
+                false,
+                "Issuing",
+                "cert-manager",
+            ),
+            (
+                TlsSeen::CertManagerMissing,
+                false,
+                "CertManagerMissing",
+                "install cert-manager",
+            ),
+        ] {
+            let (got_ok, got_reason, message) = tls_condition(&seen);
+            assert_eq!((got_ok, got_reason), (ok, reason), "{seen:?}");
+            assert!(message.contains(says), "{message}");
+        }
     }
 }
