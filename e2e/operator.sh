@@ -84,6 +84,21 @@ k create namespace berth-system >/dev/null
   --set image.repository=berth --set image.tag=e2e >"$W/chart.yaml"
 check "the rendered Helm chart is accepted by the API server (apply --dry-run=server)" \
   k apply --dry-run=server -n berth-system -f "$W/chart.yaml"
+# ServiceMonitors need the Prometheus Operator's CRDs, absent here: rendered and read, not applied
+"$K8S_BIN_DIR/helm" template berth "$REPO_ROOT/charts/berth" -n berth-system --set image.tag=e2e \
+  --set metrics.serviceMonitor.enabled=true --set metrics.serviceMonitor.labels.release=prom >"$W/chart-sm.yaml"
+check "metrics.serviceMonitor.enabled renders a ServiceMonitor for the operator and one for every Registry's metrics port" \
+  python3 - "$W/chart-sm.yaml" <<'PY'
+import sys, yaml
+sms = {d["metadata"]["name"]: d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "ServiceMonitor"}
+op, regs = sms["berth-operator"], sms["berth-registries"]
+assert op["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "operator", op
+assert regs["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/component": "registry",
+                                                   "app.kubernetes.io/managed-by": "berth-operator"}, regs
+assert regs["spec"]["namespaceSelector"] == {"any": True}
+assert all(d["spec"]["endpoints"][0]["port"] == "metrics" and d["metadata"]["labels"]["release"] == "prom"
+           for d in sms.values())
+PY
 # The chart's RBAC for real: the operator runs with its ServiceAccount's token.
 python3 - "$W/chart.yaml" "$W/chart-rbac.yaml" <<'PY'
 import sys
@@ -252,7 +267,9 @@ start_pod() {
   REGISTRY_POD_PID=$!
 }
 PROBE_PATH="$(jq -r .path "$POD_ROOT/probe.json")"; PROBE_PORT="$(jq -r .port "$POD_ROOT/probe.json")"
-probe_ok() { curl -fsS -o /dev/null "http://127.0.0.1:$PROBE_PORT$PROBE_PATH"; }
+PROBE_SCHEME="$(jq -r .scheme "$POD_ROOT/probe.json" | tr 'A-Z' 'a-z')"
+# as a kubelet probes: HTTPS without checking the certificate
+probe_ok() { curl -fsSk -o /dev/null "$PROBE_SCHEME://127.0.0.1:$PROBE_PORT$PROBE_PATH"; }
 start_pod
 check "the pod's readiness probe ($PROBE_PATH on port $PROBE_PORT) passes" wait_until 30 probe_ok
 check "the pod runs as the user its security context names ($(jq -r .uid "$POD_ROOT/probe.json"))" \
@@ -898,6 +915,93 @@ k delete project stored -n demo --timeout=60s >/dev/null 2>&1 || true
 k delete registry objects -n demo --timeout=60s >/dev/null && pass "Registry objects deleted" || fail "Registry objects not deleted"
 stop_s3
 stop_postgres
+
+# ===================================================================== TLS
+step "a Registry with spec.tls.secretName: its pod serves HTTPS, clients verify the CA"
+PKI="$W/pki"; mkdir -p "$PKI" "$W/tls-certs"
+TLS_PORT=$(free_port)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=berth operator e2e CA" -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>/dev/null &&
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=secure" \
+  -keyout "$PKI/tls.key" -out "$PKI/tls.csr" 2>/dev/null &&
+openssl x509 -req -in "$PKI/tls.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 2 \
+  -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:secure.demo.svc\nextendedKeyUsage=serverAuth\n') \
+  -out "$PKI/tls.crt" 2>/dev/null || die "openssl: the test CA and certificate"
+cp "$PKI/ca.crt" "$W/tls-certs/ca.crt" # skopeo's cert dir: the test CA only
+k create secret generic secure-tls -n demo --type=kubernetes.io/tls --from-file=tls.crt="$PKI/tls.crt" \
+  --from-file=tls.key="$PKI/tls.key" --from-file=ca.crt="$PKI/ca.crt" >/dev/null
+k apply -f - >/dev/null <<YAML
+apiVersion: berth.dev/v1alpha1
+kind: Registry
+metadata: {name: secure, namespace: demo}
+spec:
+  publicHost: "127.0.0.1:$TLS_PORT"
+  service: {port: $TLS_PORT}
+  tls: {secretName: secure-tls}
+---
+apiVersion: berth.dev/v1alpha1
+kind: Project
+metadata: {name: sealed, namespace: demo}
+spec:
+  registryRef: {name: secure}
+  visibility: private
+  accessTokens:
+    - {name: push, role: Developer, scopes: [read_registry, write_registry]}
+YAML
+check "TLSReady True (SecretPresent)" wait_until 60 reg_cond_is secure TLSReady "True SecretPresent"
+check "Deployment secure mounts Secret secure-tls whole and probes over HTTPS" bash -c \
+  "$(declare -f k); k get deployment secure -n demo -o json | jq -e '.spec.template.spec | ([.volumes[] | select(.name == \"tls\") | .secret.secretName] == [\"secure-tls\"]) and (.containers[0].readinessProbe.httpGet.scheme == \"HTTPS\") and ([.containers[0].volumeMounts[] | select(.name == \"tls\" and .subPath == null) | .mountPath] == [\"/etc/berth/tls\"])' >/dev/null"
+check "the ConfigMap points tls at the mounted files" bash -c \
+  "$(declare -f k); k get configmap secure-config -n demo -o jsonpath='{.data.berth\.yaml}' | grep -q 'certFile: /etc/berth/tls/tls.crt'"
+check "the controller-manager made a Pod for Registry secure" wait_until 30 \
+  bash -c "$(declare -f k); k get pods -n demo -l app.kubernetes.io/instance=secure -o name | grep -q pod/"
+SPOD="$(k get pods -n demo -l app.kubernetes.io/instance=secure -o jsonpath='{.items[0].metadata.name}')"
+k get pod "$SPOD" -n demo -o json >"$W/secure-pod.json"
+python3 "$E2E_DIR/k8s/run_pod.py" "$W/secure-pod.json" "$W/secure-pod" "$BERTH_BIN" \
+  "$K8S_BIN_DIR/kubectl" 127.0.0.1 "${API_HOSTPORT##*:}" "$KUBE_CA_FILE" \
+  >>"$E2E_OUT/secure-pod-spec.json" 2>&1 || die "run_pod.py failed for $SPOD"
+check "the pod's probe is HTTPS" test "$(jq -r .scheme "$W/secure-pod/probe.json")" = HTTPS
+"$W/secure-pod/launch.sh" >>"$E2E_OUT/secure-pod.log" 2>&1 &
+SECURE_PID=$!
+secure_v2() { [ "$(curl -sS -o /dev/null -w '%{http_code}' --cacert "$PKI/ca.crt" "https://127.0.0.1:$TLS_PORT/v2/")" = 401 ]; }
+check "the pod serves https://127.0.0.1:$TLS_PORT/v2/ with the Secret's certificate (verified with the CA)" \
+  wait_until 30 secure_v2
+mark_pod_ready "$SPOD"
+check "Registry secure is Ready" k wait --for=condition=Ready --timeout=60s registry/secure -n demo
+check "the operator reads the registry's GC figures over https (status.garbageCollection)" wait_until 60 \
+  bash -c "$(declare -f k); [ -n \"\$(k get registry secure -n demo -o jsonpath='{.status.garbageCollection.sweeps}')\" ]"
+check "Project sealed is Ready" k wait --for=condition=Ready --timeout=60s project/sealed -n demo
+secret_authfile sealed-push
+SIMG="127.0.0.1:$TLS_PORT/demo/sealed/app"
+check "skopeo push over https with the push token Secret, verifying the CA (--dest-cert-dir)" run_logged secure-push \
+  skopeo copy --dest-cert-dir "$W/tls-certs" --authfile "$W/sealed-push.json" "oci:$SRC:v1" "docker://$SIMG:v1"
+check "skopeo pull back over https, verifying the CA" run_logged secure-pull \
+  skopeo copy --src-cert-dir "$W/tls-certs" --authfile "$W/sealed-push.json" "docker://$SIMG:v1" "oci:$W/secure-pulled:v1"
+SMETRICS="$(sed -n 's#.*metrics on http://\([0-9.:]*\)/metrics.*#\1#p' "$E2E_OUT/secure-pod.log" | tail -1)"
+check "the pod serves /metrics (on $SMETRICS here; 9090 in a cluster)" bash -c \
+  "curl -fsS 'http://$SMETRICS/metrics' | grep -q '^berth_http_requests_total{route=\"manifest\",method=\"PUT\",status=\"201\"}'"
+kill -TERM "$SECURE_PID" 2>/dev/null; wait "$SECURE_PID" 2>/dev/null || true
+k delete project sealed -n demo --timeout=60s >/dev/null 2>&1 || true
+k delete registry secure -n demo --timeout=60s >/dev/null && pass "Registry secure deleted" || fail "Registry secure not deleted"
+
+step "tls.issuerRef on an API server without cert-manager: TLSReady says so"
+k apply -f - >/dev/null <<YAML
+apiVersion: berth.dev/v1alpha1
+kind: Registry
+metadata: {name: issued, namespace: demo}
+spec:
+  tls: {issuerRef: {name: ca-issuer, kind: ClusterIssuer}}
+YAML
+check "TLSReady False (CertManagerMissing)" wait_until 60 reg_cond_is issued TLSReady "False CertManagerMissing"
+check "a Registry with both secretName and issuerRef is refused by the API server" bash -c \
+  "$(declare -f k); ! k apply -f - >/dev/null 2>&1 <<'YAML'
+apiVersion: berth.dev/v1alpha1
+kind: Registry
+metadata: {name: both, namespace: demo}
+spec:
+  tls: {secretName: x, issuerRef: {name: y}}
+YAML"
+k delete registry issued -n demo --timeout=60s >/dev/null 2>&1 || true
 
 log "TIMING control plane ready in ${CP_SECONDS} s; Registry Ready ${READY_SECONDS} s after creation"
 finish

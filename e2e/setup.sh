@@ -47,7 +47,8 @@ fi
 # ---------------------------------------------------------------- oras, boto3, prometheus-client (PyPI)
 # oras: the OCI client SDK clients.sh drives; boto3: lists the bucket's multipart uploads
 # through the S3 API (s3-faults.sh), which no other client here does; prometheus-client: the
-# Prometheus project's own parser of the text formats, for tls.sh's scrape of /metrics.
+# Prometheus project's own parser of the text formats, for tls.sh's scrape of /metrics; PyYAML:
+# operator.sh reads the Helm chart's rendered ServiceMonitors.
 py_version() { python3 -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
 pip_install() { # pip_install NAME VERSION
   local name="$1" want="$2" have pip_err
@@ -71,6 +72,7 @@ pip_install() { # pip_install NAME VERSION
 pip_install oras "$ORAS_PY_VERSION"
 pip_install boto3 "$BOTO3_VERSION"
 pip_install prometheus-client "$PROMETHEUS_CLIENT_VERSION"
+pip_install PyYAML "$PYYAML_VERSION"
 python3 -c 'import prometheus_client.openmetrics.parser' || { say "ERROR: python3 cannot import prometheus_client"; exit 1; }
 python3 -c 'import oras.client, oras.oci' || { say "ERROR: python3 cannot import oras.client"; exit 1; }
 python3 -c 'import boto3' || { say "ERROR: python3 cannot import boto3"; exit 1; }

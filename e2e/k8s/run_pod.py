@@ -30,6 +30,11 @@ disk) need two things a cluster gives them otherwise, from the environment:
   RUN_POD_LISTEN=ADDR    append `--listen ADDR` to the command (each pod its
                          own port, as each pod would have its own IP); the
                          probe port follows.
+Likewise every pod's metrics listener (the operator's pods serve /metrics on
+0.0.0.0:9090) moves to a port of its own: `--metrics-listen 127.0.0.1:0` is
+appended (berth logs the address it got: "metrics on http://ADDR/metrics").
+ROOT/probe.json also says the probe's scheme (HTTPS: a kubelet does not check
+the certificate).
 """
 import base64
 import json
@@ -137,6 +142,7 @@ if not argv:
 listen = os.environ.get("RUN_POD_LISTEN")
 if listen:
     argv += ["--listen", listen]
+argv += ["--metrics-listen", "127.0.0.1:0"]
 
 mounts = [(os.path.join(root, "bin"), "/opt/berth-pod/bin"),
           (sa_dir, "/var/run/secrets/kubernetes.io/serviceaccount")]
@@ -162,6 +168,6 @@ if isinstance(port, str):
     port = next(p["containerPort"] for p in container.get("ports", []) if p.get("name") == port)
 if listen:
     port = int(listen.rsplit(":", 1)[1])
-json.dump({"path": probe.get("path", "/"), "port": port, "argv": argv, "env": sorted(env),
+json.dump({"path": probe.get("path", "/"), "port": port, "scheme": probe.get("scheme", "HTTP"), "argv": argv, "env": sorted(env),
            "mounts": [d for _, d in mounts], "uid": uid, "gid": gid}, open(os.path.join(root, "probe.json"), "w"))
 print(json.dumps({"pod": f"{ns}/{name}", "argv": argv, "uid": uid, "mounts": [d for _, d in mounts]}))

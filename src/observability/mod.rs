@@ -91,4 +91,57 @@ mod tests {
         assert!(err.contains("not a valid log filter"), "{err}");
         assert_eq!(control.current(), "berth=debug,warn");
     }
+
+    /// Every metric the shipped Grafana dashboard queries is one berth
+    /// exposes (registry or operator): renaming a metric fails here.
+    #[test]
+    fn the_dashboard_queries_only_metrics_that_exist() {
+        use crate::registry::metrics::{AuthFailure, Figures, Metrics};
+        let m = Metrics::new();
+        m.request("blob", "GET", 200, 0.01);
+        m.auth_failure(AuthFailure::NoToken);
+        m.cleanup_run(true, false, 1);
+        let mut exposed = m.encode(Figures {
+            gc: Some(crate::metadata::GcState {
+                last_sweep_at_ms: Some(1),
+                ..Default::default()
+            }),
+            pools: vec![crate::metadata::PoolFigures {
+                name: "main",
+                size: 1,
+                idle: 1,
+                max: 1,
+            }],
+            transfers_in_progress: 0,
+            transfers_max: 1,
+        });
+        let op = operator::Metrics::new();
+        op.observe("Registry", Ok(()), 0.1);
+        prometheus_client::encoding::text::encode(&mut exposed, op.registry()).unwrap();
+        let names: std::collections::HashSet<&str> = exposed
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/grafana/berth-dashboard.json");
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let name = regex::Regex::new(r"berth_[a-z_]+").unwrap();
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                for found in name.find_iter(target["expr"].as_str().unwrap()) {
+                    queried += 1;
+                    assert!(
+                        names.contains(found.as_str()),
+                        "panel {:?} queries {}, which berth does not expose:\n{exposed}",
+                        panel["title"],
+                        found.as_str()
+                    );
+                }
+            }
+        }
+        assert!(queried >= 20, "{queried}");
+    }
 }
