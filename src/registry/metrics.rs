@@ -25,7 +25,7 @@ use crate::metadata::PoolFigures;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
@@ -86,6 +86,20 @@ pub fn route_kind(path: &str) -> &'static str {
         r if r.contains("/blobs/") => "blob",
         r if r.contains("/manifests/") => "manifest",
         r if r.contains("/referrers/") => "referrers",
+        _ => "other",
+    }
+}
+
+/// The method label: the methods the registry serves, anything else `other`.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
         _ => "other",
     }
 }
@@ -184,11 +198,12 @@ impl Metrics {
         }
     }
 
-    /// Counts one request and its duration.
+    /// Counts one request and its duration (no allocation: every label is
+    /// one of a fixed set).
     pub fn request(&self, route: &'static str, method: &str, status: u16, seconds: f64) {
         let labels = RequestLabels {
             route,
-            method: method.to_string(),
+            method: method_label(method),
             status,
         };
         self.requests.get_or_create(&labels).inc();
@@ -416,6 +431,7 @@ mod tests {
         m.request("blob", "GET", 200, 0.003);
         m.request("blob", "GET", 200, 0.2);
         m.request("manifest", "PUT", 201, 0.01);
+        m.request("other", "BREW", 405, 0.01);
         m.auth_failure(AuthFailure::NoToken);
         m.received_bytes.inc_by(42);
         let held = m.upload();
@@ -439,6 +455,7 @@ mod tests {
         for line in [
             r#"berth_http_requests_total{route="blob",method="GET",status="200"} 2"#,
             r#"berth_http_requests_total{route="manifest",method="PUT",status="201"} 1"#,
+            r#"berth_http_requests_total{route="other",method="other",status="405"} 1"#,
             r#"berth_http_request_duration_seconds_count{route="blob",method="GET",status="200"} 2"#,
             r#"berth_auth_failures_total{reason="no_token"} 1"#,
             "berth_http_received_bytes_total 42",
