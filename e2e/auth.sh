@@ -33,13 +33,8 @@ python3 -c 'import oras.client' 2>/dev/null || die "python module oras missing (
 
 RELOAD_WAIT_S="${AUTH_RELOAD_WAIT_S:-10}"
 e2e_tmpdir W
-printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' >"$W/policy.json"
-printf 'unqualified-search-registries = []\n' >"$W/registries.conf"
-export CONTAINERS_REGISTRIES_CONF="$W/registries.conf"
 # Anonymous unless a command names an auth file or credentials: the default auth file is empty.
-export REGISTRY_AUTH_FILE="$W/anonymous-auth.json"
-printf '{"auths":{}}\n' >"$REGISTRY_AUTH_FILE"
-SKOPEO=(skopeo --policy "$W/policy.json" --registries-conf "$W/registries.conf")
+client_sandbox "$W" anonymous-auth.json
 PODMAN=(podman --root "$W/podman/root" --runroot "$W/podman/run" --storage-driver vfs
         --cgroup-manager cgroupfs --events-backend file --tmpdir "$W/podman/tmp")
 mkdir -p "$W/podman/root" "$W/podman/run" "$W/podman/tmp"

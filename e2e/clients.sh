@@ -29,14 +29,8 @@ e2e_tmpdir W
 # podman names an image loaded from oci:PATH after PATH, so PATH must be lowercase
 # (e2e_tmpdir makes lowercase names)
 W_LC="$W/work"; mkdir -p "$W_LC"
-printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' >"$W/policy.json"
-printf 'unqualified-search-registries = []\n' >"$W/registries.conf"
-export CONTAINERS_REGISTRIES_CONF="$W/registries.conf"
-# podman login / skopeo keep credentials here, never in ~/.config or /run
-export REGISTRY_AUTH_FILE="$W/auth.json"
-printf '{"auths":{}}\n' >"$REGISTRY_AUTH_FILE" # podman 4.3 refuses a REGISTRY_AUTH_FILE that does not exist
-
-SKOPEO=(skopeo --policy "$W/policy.json" --registries-conf "$W/registries.conf")
+# podman login / skopeo keep credentials in $W/auth.json
+client_sandbox "$W"
 skopeo_debug() { "${SKOPEO[0]}" --debug "${SKOPEO[@]:1}" "$@"; }
 
 # layout helpers -------------------------------------------------------------------------

@@ -20,8 +20,7 @@ done
 [ -x "$BERTH_BIN" ] || die "no berth binary at $BERTH_BIN"
 
 e2e_tmpdir W
-printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' >"$W/policy.json"
-SKOPEO=(skopeo --policy "$W/policy.json")
+client_sandbox "$W"
 VERSION="$("$BERTH_BIN" --version | awk '{print $2}')"
 TAG="$VERSION-e2e"
 

@@ -201,6 +201,21 @@ http_login() {
 }
 http_logout() { HTTP_AUTH=(); HTTP_AUTH_NOTE=""; }
 
+# client_sandbox DIR [AUTH_FILE]: skopeo and podman configured under DIR, never ~/.config or /run:
+# an accept-anything signature policy (DIR/policy.json), no unqualified-search registries
+# (DIR/registries.conf, exported as CONTAINERS_REGISTRIES_CONF), an empty auth file exported as
+# REGISTRY_AUTH_FILE (DIR/AUTH_FILE, default auth.json; podman 4.3 refuses one that does not
+# exist, and an empty one means anonymous unless a command names credentials); sets SKOPEO.
+client_sandbox() {
+  local dir="$1"
+  printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' >"$dir/policy.json"
+  printf 'unqualified-search-registries = []\n' >"$dir/registries.conf"
+  export CONTAINERS_REGISTRIES_CONF="$dir/registries.conf"
+  export REGISTRY_AUTH_FILE="$dir/${2:-auth.json}"
+  printf '{"auths":{}}\n' >"$REGISTRY_AUTH_FILE"
+  SKOPEO=(skopeo --policy "$dir/policy.json" --registries-conf "$dir/registries.conf")
+}
+
 # ---------------------------------------------------------------- registry process
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

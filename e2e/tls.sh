@@ -30,12 +30,7 @@ python3 -c 'import oras.client, prometheus_client.openmetrics.parser' 2>/dev/nul
 
 e2e_tmpdir W
 W_LC="$W/work"; mkdir -p "$W_LC"
-printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' >"$W/policy.json"
-printf 'unqualified-search-registries = []\n' >"$W/registries.conf"
-export CONTAINERS_REGISTRIES_CONF="$W/registries.conf"
-export REGISTRY_AUTH_FILE="$W/auth.json"
-printf '{"auths":{}}\n' >"$REGISTRY_AUTH_FILE"
-SKOPEO=(skopeo --policy "$W/policy.json" --registries-conf "$W/registries.conf")
+client_sandbox "$W"
 
 # ===================================================================== 1. CA, certificates, berth
 step "a CA and server certificates made with openssl; berth serves HTTPS and /metrics"

@@ -48,12 +48,7 @@ MANY_TAGS="${UI_MANY_TAGS:-10000}"
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
 e2e_tmpdir W
-printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' >"$W/policy.json"
-printf 'unqualified-search-registries = []\n' >"$W/registries.conf"
-export CONTAINERS_REGISTRIES_CONF="$W/registries.conf"
-export REGISTRY_AUTH_FILE="$W/anonymous-auth.json"
-printf '{"auths":{}}\n' >"$REGISTRY_AUTH_FILE"
-SKOPEO=(skopeo --policy "$W/policy.json" --registries-conf "$W/registries.conf")
+client_sandbox "$W" anonymous-auth.json
 
 # ===================================================================== manifests
 ALICE_USER=alice; ALICE_PASS="alice-pat-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"

@@ -299,16 +299,13 @@ impl Collector for Scraped {
         )?;
         if let Some(gc) = &f.gc {
             let mut reviews = |name: &str, help: &str, m: i64, b: i64| {
-                let mut family = encoder.encode_descriptor(
+                let kinds = [("manifest", m), ("blob", b)];
+                gauge_family(
+                    &mut encoder,
                     name,
                     help,
-                    None,
-                    prometheus_client::metrics::MetricType::Gauge,
-                )?;
-                for (kind, v) in [("manifest", m), ("blob", b)] {
-                    ConstGauge::new(v).encode(family.encode_family(&KindLabels { kind })?)?;
-                }
-                Ok::<(), std::fmt::Error>(())
+                    kinds.map(|(kind, v)| (KindLabels { kind }, v)),
+                )
             };
             reviews(
                 "gc_pending_reviews",
@@ -374,19 +371,33 @@ impl Collector for Scraped {
                 |p: &PoolFigures| p.max,
             ),
         ] {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for p in &f.pools {
-                ConstGauge::new(i64::from(value(p)))
-                    .encode(family.encode_family(&PoolLabels { pool: p.name })?)?;
-            }
+            let pools = f
+                .pools
+                .iter()
+                .map(|p| (PoolLabels { pool: p.name }, i64::from(value(p))));
+            gauge_family(&mut encoder, name, help, pools)?;
         }
         Ok(())
     }
+}
+
+/// One gauge family: a value for each label set.
+fn gauge_family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (L, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (labels, v) in values {
+        ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
