@@ -25,6 +25,23 @@ use super::{Metadata, MetadataError, Result, db};
 
 /// How long an upload lease lasts unless renewed (renewed every third of it).
 const LEASE: Duration = Duration::from_secs(30);
+
+/// How long a request waits for an upload session another request holds:
+/// the statement timeout; when that is as long as a lease's term (the
+/// default, 30 s), the term and a little more. A session whose holder died
+/// (a killed replica) is then always taken over by the next request for it,
+/// which waits out the dead lease: with a wait equal to the term, a request
+/// that arrived just after the kill gave up a moment before the lease
+/// expired (503 instead of the resumed upload: seen once in crash_safety on
+/// PostgreSQL). A shorter statement timeout is kept as it is: whoever sets
+/// it prefers a quick 503 (clients retry it) to a long wait.
+pub(super) fn lease_wait(statement_timeout: Duration) -> Duration {
+    if statement_timeout >= LEASE {
+        statement_timeout.max(LEASE + Duration::from_secs(2))
+    } else {
+        statement_timeout
+    }
+}
 /// The database clock, in milliseconds since the epoch.
 const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
@@ -152,8 +169,8 @@ impl Leased {
 }
 
 impl Metadata {
-    /// Leases upload session `id` to the caller, waiting (at most the
-    /// statement timeout) while another request, on any replica, holds it.
+    /// Leases upload session `id` to the caller, waiting (at most
+    /// [`lease_wait`]) while another request, on any replica, holds it.
     pub async fn lease_upload(&self, id: &str) -> Result<Lease> {
         if self.locks.is_none() {
             return Ok(Lease { held: None });
@@ -219,6 +236,32 @@ impl Metadata {
 
 #[cfg(test)]
 mod tests {
+    use super::lease_wait;
+
+    /// With the default statement timeout (the lease's term) and longer, a
+    /// dead holder's lease always expires within one request's wait (the
+    /// wait loop may stop up to 250 ms early); shorter timeouts are kept.
+    #[test]
+    fn a_request_outwaits_a_dead_lease() {
+        for (statement_timeout_ms, want_ms) in [
+            (600, 600),
+            (5_000, 5_000),
+            (30_000, 32_000),
+            (32_000, 32_000),
+            (60_000, 60_000),
+        ] {
+            let got = lease_wait(Duration::from_millis(statement_timeout_ms));
+            assert_eq!(
+                got,
+                Duration::from_millis(want_ms),
+                "{statement_timeout_ms}"
+            );
+            if statement_timeout_ms >= 30_000 {
+                assert!(got > super::LEASE + Duration::from_millis(250));
+            }
+        }
+    }
+
     use super::*;
     use crate::metadata::{DatabaseConfig, PostgresConfig, testing};
 

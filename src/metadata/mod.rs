@@ -248,7 +248,7 @@ pub async fn open(config: &DatabaseConfig) -> Result<Metadata> {
                 dialect: &db::POSTGRES,
                 backend: Backend::Postgres,
                 locks: Some(locks),
-                lease_wait: pg.statement_timeout,
+                lease_wait: locks::lease_wait(pg.statement_timeout),
                 puts,
             })
         }
