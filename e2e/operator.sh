@@ -949,6 +949,8 @@ spec:
     - {name: push, role: Developer, scopes: [read_registry, write_registry]}
 YAML
 check "TLSReady True (SecretPresent)" wait_until 60 reg_cond_is secure TLSReady "True SecretPresent"
+check "status.url is https://127.0.0.1:$TLS_PORT (status.endpoint stays host:port)" bash -c \
+  "$(declare -f k); [ \"\$(k get registry secure -n demo -o jsonpath='{.status.url} {.status.endpoint}')\" = 'https://127.0.0.1:$TLS_PORT 127.0.0.1:$TLS_PORT' ]"
 check "Deployment secure mounts Secret secure-tls whole and probes over HTTPS" bash -c \
   "$(declare -f k); k get deployment secure -n demo -o json | jq -e '.spec.template.spec | ([.volumes[] | select(.name == \"tls\") | .secret.secretName] == [\"secure-tls\"]) and (.containers[0].readinessProbe.httpGet.scheme == \"HTTPS\") and ([.containers[0].volumeMounts[] | select(.name == \"tls\" and .subPath == null) | .mountPath] == [\"/etc/berth/tls\"])' >/dev/null"
 check "the ConfigMap points tls at the mounted files" bash -c \

@@ -407,6 +407,10 @@ pub struct RegistryStatus {
     /// `host[:port]` clients push to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The registry's base URL: `https://<endpoint>` when the pods (`tls`)
+    /// or the ingress terminate TLS, else `http://<endpoint>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     #[serde(default)]
     pub replicas: i32,
     #[serde(default)]

@@ -133,6 +133,17 @@ pub fn endpoint(reg: &Registry) -> String {
     service_host(reg)
 }
 
+/// The base URL clients use: https when the pods serve TLS or the ingress
+/// terminates it.
+pub fn url(reg: &Registry) -> String {
+    let https = tls_secret(reg).is_some() || ingress_tls_secret(reg).is_some();
+    format!(
+        "{}://{}",
+        if https { "https" } else { "http" },
+        endpoint(reg)
+    )
+}
+
 /// The Service's in-cluster address.
 pub fn service_host(reg: &Registry) -> String {
     format!(
@@ -977,6 +988,31 @@ mod tests {
                     Some("https://reg.example.com/jwt/auth")
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_url_says_https_when_tls_is_on() {
+        for (spec, want) in [
+            (serde_json::json!({}), "http://reg.team.svc:5000"),
+            (
+                serde_json::json!({"tls": {"secretName": "s"}}),
+                "https://reg.team.svc:5000",
+            ),
+            (
+                serde_json::json!({"tls": {"secretName": "s"}, "publicHost": "r.example:8443"}),
+                "https://r.example:8443",
+            ),
+            (
+                serde_json::json!({"ingress": {"host": "r.example"}}),
+                "http://r.example",
+            ),
+            (
+                serde_json::json!({"ingress": {"host": "r.example", "tlsSecretName": "t"}}),
+                "https://r.example",
+            ),
+        ] {
+            assert_eq!(url(&registry(spec.clone())), want, "{spec}");
         }
     }
 

@@ -226,6 +226,7 @@ pub fn registry_status(reg: &Registry, seen: &RegistryObserved<'_>, now: &Time) 
     RegistryStatus {
         observed_generation: reg.metadata.generation,
         endpoint: Some(super::children::endpoint(reg)),
+        url: Some(super::children::url(reg)),
         replicas: want,
         ready_replicas: ready,
         signing_key_secret: seen.signing_key_secret.clone(),
