@@ -348,7 +348,9 @@ async fn check_tls(reg: &Registry, ctx: &Context, ns: &str) -> Result<Option<Tls
     let Some(secret) = children::tls_secret(reg) else {
         return Ok(None);
     };
-    if let Some(cert) = children::certificate(reg) {
+    let certificate = children::certificate(reg);
+    let issued = certificate.is_some();
+    if let Some(cert) = certificate {
         let api = Api::<DynamicObject>::namespaced_with(
             ctx.client.clone(),
             ns,
@@ -373,7 +375,7 @@ async fn check_tls(reg: &Registry, ctx: &Context, ns: &str) -> Result<Option<Tls
     };
     Ok(Some(match (&found, has("tls.crt") && has("tls.key")) {
         (_, true) => TlsSeen::Present { secret },
-        (None, false) if children::certificate(reg).is_some() => TlsSeen::Issuing { secret },
+        (None, false) if issued => TlsSeen::Issuing { secret },
         (None, false) => TlsSeen::SecretInvalid {
             secret,
             why: "not found".into(),
