@@ -115,6 +115,8 @@ pub struct Metrics {
     auth_failures: Family<ReasonLabels, Counter>,
     cleanup_runs: Family<CleanupLabels, Counter>,
     cleanup_tags_deleted: Counter,
+    deduplicated_uploads: Counter,
+    deduplicated_bytes: Counter,
     /// Figures read at the last scrape.
     scraped: std::sync::Arc<Scraped>,
     registry: PromRegistry,
@@ -182,6 +184,18 @@ impl Metrics {
             "Tags deleted by cleanup policy runs in this process (dry runs not counted)",
             cleanup_tags_deleted.clone(),
         );
+        let deduplicated_uploads = Counter::default();
+        registry.register(
+            "uploads_deduplicated",
+            "Blob uploads of a blob already in storage: hashed and linked, not written again",
+            deduplicated_uploads.clone(),
+        );
+        let deduplicated_bytes = Counter::default();
+        registry.register(
+            "upload_deduplicated_bytes",
+            "Bytes of deduplicated uploads (received and hashed, not written)",
+            deduplicated_bytes.clone(),
+        );
         let scraped = std::sync::Arc::new(Scraped::default());
         registry.register_collector(Box::new(scraped.clone()));
         Metrics {
@@ -193,6 +207,8 @@ impl Metrics {
             auth_failures,
             cleanup_runs,
             cleanup_tags_deleted,
+            deduplicated_uploads,
+            deduplicated_bytes,
             scraped,
             registry,
         }
@@ -214,6 +230,12 @@ impl Metrics {
     pub fn upload(&self) -> UploadGuard {
         self.uploads.inc();
         UploadGuard(self.uploads.clone())
+    }
+
+    /// An upload of a blob the store already held, `bytes` long.
+    pub fn upload_deduplicated(&self, bytes: u64) {
+        self.deduplicated_uploads.inc();
+        self.deduplicated_bytes.inc_by(bytes);
     }
 
     pub fn auth_failure(&self, reason: AuthFailure) {

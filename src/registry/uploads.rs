@@ -15,6 +15,13 @@
 //! blob becomes visible only after its digest is verified and the store has
 //! made it durable.
 //!
+//! A request carrying a whole blob the store already holds (`POST ?digest=`,
+//! or a closing `PUT ?digest=` on an empty session) is only hashed: the
+//! bytes are checked against the digest and not written or fsynced again,
+//! and the held blob is linked (CI pushes the same base layers to new
+//! repositories all day). Bodies sent with `PATCH` are stored as before:
+//! their digest is not known until the closing `PUT`.
+//!
 //! Replicas: a session's row is in the database and its file in the shared
 //! store, so any replica takes any request of it. One request at a time
 //! appends to or completes a session, whichever replica it reaches (the
@@ -66,16 +73,21 @@ pub(super) async fn start(
         let digest: Digest = digest.parse()?;
         let _transfer = reg.transfer_permit()?;
         check_declared_size(reg, body_length(headers), 0)?;
-        check_free_space(reg).await?;
         let id = UploadId::new();
-        reg.blobs.create_upload(&id).await?;
+        let sink = if reg.blobs.stat(&digest).await?.is_some() {
+            Sink::HashOnly
+        } else {
+            check_free_space(reg).await?;
+            reg.blobs.create_upload(&id).await?;
+            Sink::Store
+        };
         let outcome = async {
-            let (got, cut) =
-                receive(reg, &id, body, 0, Some(Hasher::new(digest.algorithm()))).await?;
+            let hasher = Some(Hasher::new(digest.algorithm()));
+            let (got, cut) = receive(reg, &id, body, 0, hasher, sink).await?;
             if let Some(cut) = cut {
                 return Err(cut.into_error());
             }
-            commit(reg, name, &id, &digest, got.size, got.hasher).await
+            commit(reg, name, &id, &digest, got, sink).await
         }
         .await;
         if outcome.is_err() {
@@ -124,7 +136,7 @@ pub(super) async fn patch(
             return Err(e);
         }
         let hasher = resume_hasher(&mut state.hashed, size);
-        let (got, cut) = receive(reg, &id, body, size, hasher).await?;
+        let (got, cut) = receive(reg, &id, body, size, hasher, Sink::Store).await?;
         state.hashed = got.hasher.map(|h| (got.size, h));
         match cut {
             None => Ok(upload_accepted(name, &id, got.size)),
@@ -180,10 +192,17 @@ pub(super) async fn finish(
             return Err(e);
         }
         let hasher = resume_hasher(&mut state.hashed, size);
-        let (got, cut) = receive(reg, &id, body, size, hasher).await?;
+        // A whole blob in this request (nothing stored before) that the
+        // store already holds is only hashed, not written again.
+        let sink = if size == 0 && reg.blobs.stat(&digest).await?.is_some() {
+            Sink::HashOnly
+        } else {
+            Sink::Store
+        };
+        let (got, cut) = receive(reg, &id, body, size, hasher, sink).await?;
         match cut {
             None => {
-                let committed = commit(reg, name, &id, &digest, got.size, got.hasher).await;
+                let committed = commit(reg, name, &id, &digest, got, sink).await;
                 // Nothing of a bad upload stays behind.
                 over = committed.is_ok()
                     || committed
@@ -192,7 +211,9 @@ pub(super) async fn finish(
                 committed
             }
             Some(Cut::Body(e)) => {
-                state.hashed = got.hasher.map(|h| (got.size, h));
+                if sink == Sink::Store {
+                    state.hashed = got.hasher.map(|h| (got.size, h));
+                }
                 Err(e)
             }
             Some(Cut::Refused(e)) => {
@@ -311,6 +332,17 @@ struct Received {
     hasher: Option<Hasher>,
 }
 
+/// Where [`receive`] puts the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    /// Appended to the upload in the store.
+    Store,
+    /// Hashed only: the store already holds the blob the client names, so
+    /// the body is verified against it and not written (or fsynced) again.
+    /// The upload's stored size does not change.
+    HashOnly,
+}
+
 /// Why [`receive`] stopped before the body's end.
 enum Cut {
     /// The body failed or went idle: what arrived is kept, and the upload
@@ -421,12 +453,17 @@ async fn receive(
     body: Body,
     stored: u64,
     hasher: Option<Hasher>,
+    sink: Sink,
 ) -> Result<(Received, Option<Cut>)> {
-    let (store_tx, store_rx) = mpsc::channel::<Bytes>(QUEUE);
-    let writer = {
-        let store = reg.blobs.clone();
-        let id = id.clone();
-        tokio::spawn(async move { store.append_upload(&id, store_rx).await })
+    let (store_tx, writer) = match sink {
+        Sink::Store => {
+            let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
+            let store = reg.blobs.clone();
+            let id = id.clone();
+            let writer = tokio::spawn(async move { store.append_upload(&id, rx).await });
+            (Some(tx), Some(writer))
+        }
+        Sink::HashOnly => (None, None),
     };
     let (hash_tx, hashing) = match hasher {
         Some(h) => {
@@ -485,7 +522,9 @@ async fn receive(
             if let Some(tx) = &hash_tx {
                 hashed_all &= tx.send(chunk.clone()).await.is_ok();
             }
-            if store_tx.send(chunk).await.is_err() {
+            if let Some(tx) = &store_tx
+                && tx.send(chunk).await.is_err()
+            {
                 break 'frames; // the writer failed; its error is reported below
             }
         }
@@ -503,7 +542,12 @@ async fn receive(
     }
     drop(store_tx);
     drop(hash_tx);
-    let size = writer.await.map_err(RegistryError::internal)??;
+    let size = match writer {
+        Some(writer) => writer.await.map_err(RegistryError::internal)??,
+        // Everything that arrived was hashed (nothing is pending at the end).
+        None if cut.is_none() => stored + received,
+        None => stored,
+    };
     let hasher = match hashing {
         Some(task) => task.await.map_err(RegistryError::internal)?,
         None => None,
@@ -570,18 +614,23 @@ async fn hash_stream(mut stream: ByteStream, algorithm: Algorithm) -> Result<Dig
 }
 
 /// Verifies the upload against `digest`, makes it a durable blob and links it
-/// into the repository.
+/// into the repository. With [`Sink::HashOnly`] the bytes were only hashed:
+/// the blob the store holds is linked, and the session's (empty) upload
+/// is discarded.
 async fn commit(
     reg: &Registry,
     name: &str,
     id: &UploadId,
     digest: &Digest,
-    size: u64,
-    hasher: Option<Hasher>,
+    got: Received,
+    sink: Sink,
 ) -> Result<Response> {
-    let actual = match hasher {
-        Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
-        _ => hash_stream(reg.blobs.read_upload(id).await?, digest.algorithm()).await?,
+    let actual = match (got.hasher, sink) {
+        (Some(h), _) if h.algorithm() == digest.algorithm() => h.finish(),
+        (_, Sink::Store) => {
+            hash_stream(reg.blobs.read_upload(id).await?, digest.algorithm()).await?
+        }
+        (_, Sink::HashOnly) => return Err(RegistryError::internal("hashing the upload failed")),
     };
     if &actual != digest {
         return Err(RegistryError::new(
@@ -590,8 +639,24 @@ async fn commit(
         ));
     }
     let _visible = reg.lock_blob(&digest.to_string()).await?;
-    reg.blobs.commit_upload(id, digest).await?;
-    reg.meta.link_blob(name, digest, size).await?;
+    match sink {
+        Sink::Store => reg.blobs.commit_upload(id, digest).await?,
+        Sink::HashOnly => {
+            // Under the blob's lock: garbage collection cannot take it now,
+            // but it may have taken it while the body was hashed.
+            if reg.blobs.stat(digest).await? != Some(got.size) {
+                return Err(RegistryError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "blob {digest} was removed by garbage collection while this upload was verified against it; push it again"
+                    ),
+                ));
+            }
+            reg.blobs.abort_upload(id).await?;
+            reg.metrics.upload_deduplicated(got.size);
+        }
+    }
+    reg.meta.link_blob(name, digest, got.size).await?;
     Ok(blob_created(name, digest))
 }
 

@@ -12,6 +12,7 @@ mod common;
 
 mod auth_http;
 mod crash_safety;
+mod dedup;
 mod disk_full;
 mod gc;
 mod gc_crash;
