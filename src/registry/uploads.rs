@@ -34,7 +34,9 @@ use std::collections::HashMap;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -475,7 +477,7 @@ async fn receive(
     let idle = reg.limits.body_idle_timeout;
     let max = reg.limits.max_blob_size;
     let mut frames = body.into_data_stream();
-    let mut pending = BytesMut::new();
+    let mut pending = Gatherer::default();
     let mut cut = None;
     let mut hashed_all = true;
     let mut received = 0u64;
@@ -512,11 +514,11 @@ async fn receive(
             break; // what is pending is not stored: the upload goes
         }
         let mut chunks = match &next {
-            Some(Ok(data)) => gather(&mut pending, data),
+            Some(Ok(data)) => pending.gather(data),
             Some(Err(_)) | None => Vec::new(),
         };
-        if !matches!(next, Some(Ok(_))) && !pending.is_empty() {
-            chunks.push(pending.split().freeze());
+        if !matches!(next, Some(Ok(_))) {
+            chunks.extend(pending.rest());
         }
         for chunk in chunks {
             if let Some(tx) = &hash_tx {
@@ -556,24 +558,88 @@ async fn receive(
     Ok((Received { size, hasher }, cut))
 }
 
-/// Appends `data` to `pending` and takes out every chunk it completes: each
-/// exactly [`CHUNK`] bytes in an allocation of its own of that size (not one
-/// grown by doubling and shared with the next), so what waits in the channels
-/// and the store's buffers is the bytes themselves.
-fn gather(pending: &mut BytesMut, mut data: &[u8]) -> Vec<Bytes> {
-    let mut chunks = Vec::new();
-    while !data.is_empty() {
-        if pending.capacity() == 0 {
-            *pending = BytesMut::with_capacity(CHUNK);
-        }
-        let take = (CHUNK - pending.len()).min(data.len());
-        pending.extend_from_slice(&data[..take]);
-        data = &data[take..];
-        if pending.len() == CHUNK {
-            chunks.push(std::mem::take(pending).freeze());
+/// Chunk buffers an upload keeps for use again (what its channels can hold
+/// at once, and a little more).
+const POOL_KEEPS: usize = 2 * QUEUE + 2;
+
+/// Gathers request frames into chunks of exactly [`CHUNK`] bytes, each in an
+/// allocation of its own of that size (not one grown by doubling and shared
+/// with the next), so what waits in the channels and the store's buffers is
+/// the bytes themselves. A chunk's buffer comes back to the gatherer's pool
+/// when the hasher and the writer have both dropped it, so an upload
+/// allocates (and the kernel zeroes and maps) a handful of buffers, not one
+/// per MiB.
+#[derive(Default)]
+struct Gatherer {
+    pending: Vec<u8>,
+    pool: ChunkPool,
+}
+
+#[derive(Clone, Default)]
+struct ChunkPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// A chunk's buffer, returned to its pool when the last `Bytes` of it goes.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: ChunkPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if let Ok(mut kept) = self.pool.0.lock()
+            && kept.len() < POOL_KEEPS
+        {
+            kept.push(buf);
         }
     }
-    chunks
+}
+
+impl Gatherer {
+    /// Appends `data` and takes out every chunk it completes.
+    fn gather(&mut self, mut data: &[u8]) -> Vec<Bytes> {
+        let mut chunks = Vec::new();
+        while !data.is_empty() {
+            if self.pending.capacity() == 0 {
+                self.pending = self.fresh();
+            }
+            let take = (CHUNK - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == CHUNK {
+                chunks.push(self.freeze());
+            }
+        }
+        chunks
+    }
+
+    /// What is pending, as a last (short) chunk.
+    fn rest(&mut self) -> Option<Bytes> {
+        (!self.pending.is_empty()).then(|| self.freeze())
+    }
+
+    fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn fresh(&self) -> Vec<u8> {
+        let kept = self.pool.0.lock().ok().and_then(|mut kept| kept.pop());
+        kept.unwrap_or_else(|| Vec::with_capacity(CHUNK))
+    }
+
+    fn freeze(&mut self) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf: std::mem::take(&mut self.pending),
+            pool: self.pool.clone(),
+        })
+    }
 }
 
 /// Hashes the chunks received on `rx`. Waiting for a chunk is an await; each
@@ -704,14 +770,14 @@ mod tests {
             (&[3 * CHUNK + 5], &[3], 5),
         ];
         for (frames, taken, left) in cases {
-            let mut pending = BytesMut::new();
+            let mut pending = Gatherer::default();
             let mut all = Vec::new();
             let mut sent = 0u8;
             for (&frame, &want) in frames.iter().zip(taken) {
                 let data: Vec<u8> = (0..frame).map(|i| sent.wrapping_add(i as u8)).collect();
                 sent = sent.wrapping_add(frame as u8);
                 all.extend_from_slice(&data);
-                let chunks = gather(&mut pending, &data);
+                let chunks = pending.gather(&data);
                 assert_eq!(chunks.len(), want, "{frames:?}");
                 for chunk in chunks {
                     assert_eq!(chunk.len(), CHUNK, "{frames:?}");
@@ -720,10 +786,37 @@ mod tests {
                 }
             }
             assert_eq!(pending.len(), left, "{frames:?}");
-            assert_eq!(&pending[..], &all[..], "{frames:?}");
+            assert_eq!(&pending.pending[..], &all[..], "{frames:?}");
             // The next chunk fills the same allocation instead of a larger one.
-            assert!(pending.capacity() <= CHUNK, "{frames:?}");
+            assert!(pending.pending.capacity() <= CHUNK, "{frames:?}");
         }
+    }
+
+    #[test]
+    fn chunk_buffers_are_used_again_once_dropped() {
+        let mut g = Gatherer::default();
+        let frame = vec![7u8; CHUNK];
+        let first = g.gather(&frame).pop().unwrap();
+        let held = g.gather(&frame).pop().unwrap();
+        let at = first.as_ptr();
+        assert_ne!(held.as_ptr(), at);
+        // A clone (the hasher's) keeps the buffer out of the pool.
+        let clone = first.clone();
+        drop(first);
+        let third = g.gather(&frame).pop().unwrap();
+        assert_ne!(third.as_ptr(), at);
+        drop(clone);
+        let fourth = g.gather(&frame).pop().unwrap();
+        assert_eq!(fourth.as_ptr(), at, "the buffer of the first chunk");
+        assert!(fourth.iter().all(|&b| b == 7));
+        // The last short chunk is pooled too.
+        drop(fourth);
+        let rest = {
+            g.gather(&frame[..10]);
+            g.rest().unwrap()
+        };
+        assert_eq!((rest.as_ptr(), rest.len()), (at, 10));
+        assert!(g.rest().is_none());
     }
 
     #[test]
