@@ -332,20 +332,26 @@ def loadparse(tool, path):
 
 METRICS = [
     # key, label, unit, higher_is_better, target ratio description, target check
-    ("upload_mono", "Blob upload, monolithic (POST + one PUT)", "MB/s", True, "≥ 2×", lambda r: r >= 2),
-    ("upload_chunked", "Blob upload, chunked (PATCH × {chunk} MiB + PUT)", "MB/s", True, "≥ 2×", lambda r: r >= 2),
+    ("upload_mono", "Blob upload, monolithic (POST + one PUT)", "MB/s", True, "≥ 3×", lambda r: r >= 3),
+    ("upload_mono_cpu", "… server CPU per GB uploaded", "CPU-s/GB", False, "", None),
+    ("upload_again", "The same blob again, to another repository (monolithic)", "MB/s", True, "", None),
+    ("upload_again_cpu", "… server CPU per GB uploaded", "CPU-s/GB", False, "", None),
+    ("upload_chunked", "Blob upload, chunked (PATCH × {chunk} MiB + PUT)", "MB/s", True, "≥ 3×", lambda r: r >= 3),
     ("upload_chunked_close", "… of which the closing PUT (empty body)", "s", False, "", None),
-    ("download", "Blob download (GET)", "MB/s", True, "≥ 1×", lambda r: r >= 1),
+    ("download_first", "Blob download, first GET right after the upload", "MB/s", True, "≥ 2×", lambda r: r >= 2),
+    ("download", "Blob download (GET, warm)", "MB/s", True, "≥ 2×", lambda r: r >= 2),
+    ("download_range", "Blob download, ranged GET (half the blob, unaligned offset)", "MB/s", True, "≥ 2×", lambda r: r >= 2),
+    ("download_tls", "Blob download over TLS (GET, warm)", "MB/s", True, "≥ 2×", lambda r: r >= 2),
     ("download_redirect", "Blob download through a presigned redirect (GET → 307 → S3, both redirecting)", "MB/s", True, "", None),
     ("skopeo_push_big", "skopeo push, 1 layer × {blob} MiB", "s", False, "", None),
     ("skopeo_pull_big", "skopeo pull, 1 layer × {blob} MiB", "s", False, "", None),
     ("skopeo_push_many", "skopeo push, {layers} layers ({many_mib} MiB)", "s", False, "", None),
     ("skopeo_pull_many", "skopeo pull, {layers} layers ({many_mib} MiB)", "s", False, "", None),
     ("manifest_put_all", "Manifest PUT × {ntags} tags (sequential, one connection)", "s", False, "", None),
-    ("manifest_get_rps", "Manifest GET by tag", "req/s", True, "≥ 5×", lambda r: r >= 5),
+    ("manifest_get_rps", "Manifest GET by tag", "req/s", True, "≥ 10×", lambda r: r >= 10),
     ("manifest_get_p50", "Manifest GET p50", "ms", False, "", None),
     ("manifest_get_p99", "Manifest GET p99", "ms", False, "", None),
-    ("blob_head_rps", "Blob HEAD", "req/s", True, "", None),
+    ("blob_head_rps", "Blob HEAD", "req/s", True, "≥ 15×", lambda r: r >= 15),
     ("blob_head_p50", "Blob HEAD p50", "ms", False, "", None),
     ("blob_head_p99", "Blob HEAD p99", "ms", False, "", None),
     ("tags_list_rps", "tags/list ({ntags} tags)", "req/s", True, "≥ 5×", lambda r: r >= 5),
@@ -493,9 +499,40 @@ def report(samples_path, out_path):
     L.append("| limit | value |")
     L.append("|---|---:|")
     for k, lbl in (("sha256_MBps", "sha256 single core (Rust `sha2` 0.11)"),
-                   ("durable_write_MBps", "durable write (1 GiB + fsync, work dir)")):
+                   ("durable_write_MBps", "durable write (1 GiB + fsync, work dir)"),
+                   ("loopback_tcp_MBps", "loopback TCP, one stream (4 GiB from memory, 1 MiB reads)")):
         v = g(k)
         L.append(f"| {lbl} | {v + ' MB/s' if v else 'not measured'} |")
+    # Issue 17's targets against the machine: berth beside the limit, in one run.
+    def limit(k):
+        try:
+            return float(g(k))
+        except ValueError:
+            return None
+    tcp, disk = limit("loopback_tcp_MBps"), limit("durable_write_MBps")
+    rows = []
+    for key, what in (("download_first", "first GET after the upload"), ("download", "warm GET"),
+                      ("download_range", "ranged GET"), ("download_tls", "GET over TLS")):
+        b, _ = summary(key, "berth")
+        if isinstance(b, float) and tcp:
+            rows.append((f"Blob download, {what}: ≥ 60 % of loopback TCP", f"{fmt(b)} MB/s",
+                         f"{fmt(b / tcp * 100)} % of {fmt(tcp)} MB/s", b >= 0.6 * tcp))
+    b, _ = summary("upload_mono", "berth")
+    if isinstance(b, float) and disk:
+        rows.append(("Blob upload, monolithic: ≥ 90 % of durable write", f"{fmt(b)} MB/s",
+                     f"{fmt(b / disk * 100)} % of {fmt(disk)} MB/s", b >= 0.9 * disk))
+    for key, what in (("upload_mono_cpu", "monolithic upload"), ("upload_again_cpu", "the same blob again")):
+        c, _ = summary(key, "berth")
+        if isinstance(c, float):
+            rows.append((f"Server CPU, {what}: ≤ 1.0 CPU-s/GB", f"{fmt(c)} CPU-s/GB", "", c <= 1.0))
+    if rows:
+        L.append("")
+        L.append("Targets against the machine (issue 17), berth:")
+        L.append("")
+        L.append("| target | berth | against the limit | met |")
+        L.append("|---|---:|---:|:-:|")
+        for what, val, against, ok in rows:
+            L.append(f"| {what} | {val} | {against} | {'✅' if ok else '❌'} |")
     L.append("")
     L.append("<details><summary>raw samples</summary>")
     L.append("")

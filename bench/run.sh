@@ -33,6 +33,7 @@
 #   BLOB_MIB        raw blob and big-layer size, MiB [512]
 #   CHUNK_MIB       PATCH chunk size for the chunked upload, MiB [16]
 #   RUNS            repetitions for uploads, downloads and skopeo (median) [3]
+#   WARM_GETS       warm downloads per run after the first GET, alternating [2]
 #   LAYERS          layers in the many-layer image [50]
 #   LAYER_KIB       size of each of those layers, KiB [2048]
 #   NTAGS           tags in the tags/list repository [1000]
@@ -74,6 +75,7 @@ BERTH_BIN=${BERTH_BIN:-$ROOT/target/release/berth}
 BLOB_MIB=${BLOB_MIB:-512}
 CHUNK_MIB=${CHUNK_MIB:-16}
 RUNS=${RUNS:-3}
+WARM_GETS=${WARM_GETS:-2}
 LAYERS=${LAYERS:-50}
 LAYER_KIB=${LAYER_KIB:-2048}
 NTAGS=${NTAGS:-1000}
@@ -135,6 +137,12 @@ ERRLOG=$OUT/errors.log
 : >"$ERRLOG"
 rm -f "$OUT"/server-*.log "$OUT"/load-*.txt
 mbps() { awk -v n="$1" -v s="$2" 'BEGIN{ if (s>0) printf "%.1f", n/1e6/s; else print "ERR" }'; }
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Server CPU-seconds per GB (10^9 bytes) between two cpu_ticks readings.
+cpu_per_gb() { # ticks0 ticks1 bytes
+  awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN{ printf "%.2f", (b-a)/hz/(n/1e9) }'
+}
 label() { if [[ $1 == berth ]] && (( REF_BOTH )); then echo "berth(=ref#2)"; else echo "$1"; fi; }
 
 # A failed request: logged with method, URL, status and body, for the report.
@@ -173,9 +181,10 @@ fi
 wait_for_quiet
 
 if (( ML_OK )); then
-  ml=$("$ROOT/target/release/examples/machine_limits" "$WORK") || ml=""
+  ml=$("${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/machine_limits" "$WORK") || ml=""
   rec_i sha256_MBps - "$(sed -n 's/^sha256_single_core_MBps=//p' <<<"$ml")"
   rec_i durable_write_MBps - "$(sed -n 's/^durable_write_MBps=//p' <<<"$ml")"
+  rec_i loopback_tcp_MBps - "$(sed -n 's/^loopback_tcp_MBps=//p' <<<"$ml")"
   log "machine limits: $(tr '\n' ' ' <<<"$ml")"
 fi
 
@@ -239,6 +248,9 @@ assert o in t; open(p, "w").write(t.replace(o, ""))' "$WORK/ref-$r.yml"
   else
     ref_config "${DATA[$r]}" "${PORT[$r]}" >"$WORK/ref-$r.yml"
   fi
+  if (( TLS )); then
+    printf '  tls:\n    certificate: %s\n    key: %s\n' "$TLS_DIR/a.crt" "$TLS_DIR/a.key" >>"$WORK/ref-$r.yml"
+  fi
   # AWS_CA_BUNDLE (set on some machines for a proxy) makes its S3 client refuse to start.
   env -u AWS_CA_BUNDLE docker-registry serve "$WORK/ref-$r.yml" >"${SLOG[$r]}" 2>&1 &
   PID[$r]=$!
@@ -249,6 +261,10 @@ assert o in t; open(p, "w").write(t.replace(o, ""))' "$WORK/ref-$r.yml"
 BERTH_AUTH_MODE=0
 # --s3: 1 while both registries answer blob GETs with a redirect to a presigned URL.
 REDIRECT=0
+# 1 while both registries serve HTTPS (the TLS download rows), with the test
+# certificate of tests/tls (localhost, 127.0.0.1; signed by tests/tls/ca.crt).
+TLS=0
+TLS_DIR=$ROOT/tests/tls
 AUTH_USER=bench-owner
 AUTH_PASS=bench-$(openssl rand -hex 12)
 write_bench_manifests() { # dir
@@ -284,6 +300,7 @@ start_berth() {
       "$S3_ENDPOINT" "$( (( REDIRECT )) && echo true || echo false)" >"$WORK/berth-s3.yaml"
     auth+=(--config "$WORK/berth-s3.yaml")
   fi
+  (( TLS )) && auth+=(--tls-cert "$TLS_DIR/a.crt" --tls-key "$TLS_DIR/a.key")
   # Quiet logs like the reference's "level: warn" (if berth reads RUST_LOG).
   RUST_LOG=${RUST_LOG:-warn} AWS_ACCESS_KEY_ID=${S3_KEY:-} AWS_SECRET_ACCESS_KEY=${S3_SECRET:-} \
     "$BERTH_BIN" serve --listen "127.0.0.1:${PORT[berth]}" \
@@ -294,13 +311,14 @@ start_berth() {
 ping_ok() { # reg
   local want=200 code
   [[ $1 == berth ]] && (( BERTH_AUTH_MODE )) && want=401
-  code=$(curl -sS -o /dev/null -w '%{http_code}' "${BASE[$1]}/v2/" 2>/dev/null)
+  code=$(curl -sS --cacert "$TLS_DIR/ca.crt" -o /dev/null -w '%{http_code}' "${BASE[$1]}/v2/" 2>/dev/null)
   [[ $code == "$want" ]]
 }
 start_reg() { # reg [restart]
   local r=$1 i
   PORT[$r]=$(python3 "$LIB" freeport)
   BASE[$r]=http://127.0.0.1:${PORT[$r]}
+  (( TLS )) && BASE[$r]=https://127.0.0.1:${PORT[$r]}
   SLOG[$r]=$WORK/server-$r.log
   if [[ $r == berth ]] && (( ! REF_BOTH )); then start_berth; else start_ref "$r"; fi
   echo "${PID[$r]}" >>"$WORK/.servers"
@@ -379,18 +397,20 @@ verify_blob() { # reg digest size what
     fail "$1" "after $4: HEAD /v2/$BLOB_REPO/blobs/$2 -> $CODE, Content-Length '$len' (want 200, $3)"
   fi
 }
-upload_mono() { # reg file digest -> prints MB/s or ERR
-  local r=$1 f=$2 d=$3 size t0 t1 url
+upload_mono() { # reg file digest [repo] -> prints "MB/s CPU-s/GB" or ERR
+  local r=$1 f=$2 d=$3 repo=${4:-$BLOB_REPO} size t0 t1 url c0 c1
   size=$(stat -c %s "$f")
+  c0=$(cpu_ticks "${PID[$r]}")
   t0=$(now)
-  req POST "${BASE[$r]}/v2/$BLOB_REPO/blobs/uploads/" -H 'Content-Length: 0'
-  if [[ $CODE != 202 ]]; then fail "$r" "POST /v2/$BLOB_REPO/blobs/uploads/ -> $CODE (want 202)"; echo ERR; return; fi
+  req POST "${BASE[$r]}/v2/$repo/blobs/uploads/" -H 'Content-Length: 0'
+  if [[ $CODE != 202 ]]; then fail "$r" "POST /v2/$repo/blobs/uploads/ -> $CODE (want 202)"; echo ERR; return; fi
   url=$(addq "$(absurl "${BASE[$r]}" "$(hdr location)")" "digest=$d")
   req PUT "$url" -H 'Content-Type: application/octet-stream' -T "$f"
   t1=$(now)
+  c1=$(cpu_ticks "${PID[$r]}")
   if [[ $CODE != 201 ]]; then fail "$r" "monolithic PUT $url ($size bytes) -> $CODE (want 201)"; echo ERR; return; fi
-  verify_blob "$r" "$d" "$size" "monolithic upload"
-  mbps "$size" "$(secs "$t0" "$t1")"
+  BLOB_REPO=$repo verify_blob "$r" "$d" "$size" "monolithic upload"
+  echo "$(mbps "$size" "$(secs "$t0" "$t1")") $(cpu_per_gb "$c0" "$c1" "$size")"
 }
 upload_chunked() { # reg file digest chunkdir -> prints MB/s or ERR
   local r=$1 f=$2 d=$3 cdir=$4 size t0 t1 url c csz off=0 end rng
@@ -419,15 +439,17 @@ upload_chunked() { # reg file digest chunkdir -> prints MB/s or ERR
   verify_blob "$r" "$d" "$size" "chunked upload"
   echo "$(mbps "$size" "$(secs "$t0" "$t1")") $(secs "$tc" "$t1")"  # MB/s, closing PUT seconds
 }
-download() { # reg digest size -> prints MB/s or ERR
-  local r=$1 d=$2 size=$3 out code got t
-  out=$(curl -sS -o /dev/null -w '%{http_code} %{size_download} %{time_total}' \
-        "${BASE[$r]}/v2/$BLOB_REPO/blobs/$d" 2>&1) || true
+download() { # reg digest size [from to] -> prints MB/s or ERR; with from/to a ranged GET
+  local r=$1 d=$2 size=$3 out code got t want=200 n=$3
+  local -a range=()
+  if [[ -n ${4:-} ]]; then range=(-H "Range: bytes=$4-$5"); want=206; n=$(($5 - $4 + 1)); fi
+  out=$(curl -sS --cacert "$TLS_DIR/ca.crt" -o /dev/null -w '%{http_code} %{size_download} %{time_total}' \
+        "${range[@]}" "${BASE[$r]}/v2/$BLOB_REPO/blobs/$d" 2>&1) || true
   read -r code got t <<<"$out"
-  if [[ $code != 200 || $got != "$size" ]]; then
-    : >"$WORK/b"; fail "$r" "GET /v2/$BLOB_REPO/blobs/$d -> '$out' (want 200 and $size bytes)"; echo ERR; return
+  if [[ $code != "$want" || $got != "$n" ]]; then
+    : >"$WORK/b"; fail "$r" "GET /v2/$BLOB_REPO/blobs/$d ${range[*]} -> '$out' (want $want and $n bytes)"; echo ERR; return
   fi
-  mbps "$size" "$t"
+  mbps "$n" "$t"
 }
 order_for() { if (( $1 % 2 )); then echo "ref berth"; else echo "berth ref"; fi; }
 
@@ -438,24 +460,47 @@ for run in $(seq "$RUNS"); do
   rm -rf "$cdir"; mkdir -p "$cdir"
   split -b "${CHUNK_MIB}M" -d -a 5 "$bc" "$cdir/c."
   for r in $(order_for "$run"); do
-    sync; v=$(upload_mono "$r" "$bm" "$dm"); rec_s upload_mono "$r" "$v"
-    log "run $run $(label "$r"): monolithic upload $v MB/s"
+    sync; read -r v cpu <<<"$(upload_mono "$r" "$bm" "$dm")"
+    rec_s upload_mono "$r" "$v"; rec_s upload_mono_cpu "$r" "${cpu:-ERR}"
+    log "run $run $(label "$r"): monolithic upload $v MB/s, ${cpu:-?} server CPU-s/GB"
+  done
+  # The same blob again, to another repository (CI pushing a base layer).
+  for r in $(order_for "$run"); do
+    sync; read -r v cpu <<<"$(upload_mono "$r" "$bm" "$dm" "bench/again-$run")"
+    rec_s upload_again "$r" "$v"; rec_s upload_again_cpu "$r" "${cpu:-ERR}"
+    log "run $run $(label "$r"): the same blob to another repository $v MB/s, ${cpu:-?} server CPU-s/GB"
   done
   for r in $(order_for "$run"); do
     sync; read -r v vc <<<"$(upload_chunked "$r" "$bc" "$dc" "$cdir")"
     rec_s upload_chunked "$r" "$v"; rec_s upload_chunked_close "$r" "${vc:-ERR}"
     log "run $run $(label "$r"): chunked upload $v MB/s (closing PUT ${vc:-?} s)"
   done
+  size=$((BLOB_MIB << 20))
   for r in $(order_for "$run"); do
-    sync; v=$(download "$r" "$dm" "$((BLOB_MIB << 20))"); rec_s download "$r" "$v"
-    log "run $run $(label "$r"): download $v MB/s"
+    sync; v=$(download "$r" "$dc" "$size"); rec_s download_first "$r" "$v"
+    log "run $run $(label "$r"): first download right after the upload $v MB/s"
+  done
+  for i in $(seq "$WARM_GETS"); do
+    for r in $(order_for "$((run + i))"); do
+      v=$(download "$r" "$dm" "$size"); rec_s download "$r" "$v"
+      log "run $run $(label "$r"): download (warm) $v MB/s"
+      # Half the blob from an offset that is not page-aligned.
+      v=$(download "$r" "$dm" "$size" 4097 "$((size / 2 + 4096))"); rec_s download_range "$r" "$v"
+      log "run $run $(label "$r"): ranged download (warm, half the blob) $v MB/s"
+    done
+  done
+  for r in $(order_for "$run"); do
     if (( run == 1 )); then  # untimed: the bytes must be right too
       got="sha256:$(curl -sS "${BASE[$r]}/v2/$BLOB_REPO/blobs/$dm" | openssl dgst -sha256 -r | cut -d' ' -f1)"
       [[ $got == "$dm" ]] || { : >"$WORK/b"; fail "$r" "GET /v2/$BLOB_REPO/blobs/$dm returned content with digest $got"; }
       got="sha256:$(curl -sS "${BASE[$r]}/v2/$BLOB_REPO/blobs/$dc" | openssl dgst -sha256 -r | cut -d' ' -f1)"
       [[ $got == "$dc" ]] || { : >"$WORK/b"; fail "$r" "GET /v2/$BLOB_REPO/blobs/$dc (chunked upload) returned content with digest $got"; }
+      got="sha256:$(curl -sS -H "Range: bytes=4097-$((size / 2 + 4096))" "${BASE[$r]}/v2/$BLOB_REPO/blobs/$dm" | openssl dgst -sha256 -r | cut -d' ' -f1)"
+      want="sha256:$(tail -c +4098 "$bm" | head -c "$((size / 2))" | openssl dgst -sha256 -r | cut -d' ' -f1)"
+      [[ $got == "$want" ]] || { : >"$WORK/b"; fail "$r" "ranged GET of $dm returned other bytes"; }
     fi
   done
+  (( run == RUNS )) && TLS_BLOB=$dm
   rm -rf "$bm" "$bc" "$cdir"
 done
 check_alive "blob upload/download"
@@ -497,6 +542,23 @@ if (( S3 )); then
   done
   check_alive "blob download through redirects"
   REDIRECT=0; restart_all
+fi
+
+# Downloads over HTTPS: both restarted with the test certificate (berth
+# --tls-cert/--tls-key, the reference's http.tls), the last run's blob fetched
+# RUNS × WARM_GETS times alternating (curl trusts tests/tls/ca.crt), then both
+# restarted as before. Same rows for plain HTTP above.
+if (( ! S3 )) && [[ -n ${TLS_BLOB:-} ]]; then
+  log "blob download over TLS: $RUNS × $WARM_GETS runs × ${BLOB_MIB} MiB"
+  TLS=1; restart_all
+  for run in $(seq "$((RUNS * WARM_GETS))"); do
+    for r in $(order_for "$run"); do
+      v=$(download "$r" "$TLS_BLOB" "$((BLOB_MIB << 20))"); rec_s download_tls "$r" "$v"
+      log "run $run $(label "$r"): download over TLS $v MB/s"
+    done
+  done
+  check_alive "blob download over TLS"
+  TLS=0; restart_all
 fi
 
 # --------------------------------------------------------------------------- #
@@ -558,7 +620,6 @@ NCPU=$(nproc)
 pin_server() { (( NCPU >= 2 )) && [[ $PIN == split ]] && taskset -a -p -c 0 "${PID[$1]}" >/dev/null; true; }
 unpin_server() { (( NCPU >= 2 )) && [[ $PIN == split ]] && taskset -a -p -c "0-$((NCPU - 1))" "${PID[$1]}" >/dev/null; true; }
 gen_prefix() { if (( NCPU >= 2 )) && [[ $PIN == split ]]; then echo "taskset -c 1"; fi; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 load_test() { # reg key tool url [extra request header, wrk only]
   local r=$1 key=$2 tool=$3 url=$4 extra=${5:-} f=$OUT/load-$2-$1.txt threads=2 g0 g1 c0 c1 j

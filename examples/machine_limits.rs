@@ -2,16 +2,21 @@
 //!
 //! Usage: `cargo run --release --example machine_limits -- <temp-dir>`
 //!
-//! Prints two `key=value` lines on stdout (MB = 10^6 bytes):
+//! Prints three `key=value` lines on stdout (MB = 10^6 bytes):
 //!   sha256_single_core_MBps=<n>   sha2 crate (the one berth uses), one thread
 //!   durable_write_MBps=<n>        1 GiB written to <temp-dir> then fsync'd
+//!   loopback_tcp_MBps=<n>         one TCP stream on 127.0.0.1: 4 GiB written
+//!                                 from memory, read into a 1 MiB buffer and
+//!                                 dropped (the best a download can do here)
 //!
 //! These are the ceilings a registry that hashes every blob byte on one core and
-//! fsyncs blobs before answering 201 cannot beat for a single upload stream.
+//! fsyncs blobs before answering 201 cannot beat for a single upload stream, and
+//! that no server can beat for a single download stream.
 
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -81,6 +86,45 @@ fn durable_write_mbps(dir: &PathBuf) -> std::io::Result<f64> {
     result
 }
 
+/// One TCP stream over loopback: a thread writes 4 GiB from a 4 MiB buffer,
+/// this one reads it into a 1 MiB buffer; MB/s from the connection to the
+/// last byte read. The best of three, as the machine is noisy.
+fn loopback_tcp_mbps() -> std::io::Result<f64> {
+    let total: u64 = 4 << 30;
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let writer = std::thread::spawn(move || -> std::io::Result<()> {
+            let mut buf = vec![0u8; 4 << 20];
+            fill(&mut buf, 0x9E37_79B9_7F4A_7C15);
+            let mut s = TcpStream::connect(addr)?;
+            let mut sent = 0u64;
+            while sent < total {
+                s.write_all(&buf)?;
+                sent += buf.len() as u64;
+            }
+            Ok(())
+        });
+        let (mut conn, _) = listener.accept()?;
+        let start = Instant::now();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while got < total {
+            match conn.read(&mut buf)? {
+                0 => break,
+                n => got += n as u64,
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        writer
+            .join()
+            .map_err(|_| std::io::Error::other("writer panicked"))??;
+        best = best.max(got as f64 / MB / secs);
+    }
+    Ok(best)
+}
+
 fn main() {
     let dir = match std::env::args_os().nth(1) {
         Some(d) => PathBuf::from(d),
@@ -95,6 +139,13 @@ fn main() {
         Ok(w) => println!("durable_write_MBps={w:.0}"),
         Err(e) => {
             eprintln!("durable write test in {} failed: {e}", dir.display());
+            std::process::exit(1);
+        }
+    }
+    match loopback_tcp_mbps() {
+        Ok(t) => println!("loopback_tcp_MBps={t:.0}"),
+        Err(e) => {
+            eprintln!("loopback TCP test failed: {e}");
             std::process::exit(1);
         }
     }
