@@ -60,9 +60,11 @@ pub(super) const SIZE_IF_UNHELD: &str = concat!(
     " h WHERE h.held = m.id)"
 );
 
-/// Whether blob `?` is referenced by a manifest: a row when it is. The
-/// sweep's blob review (it runs after the unheld manifests are gone).
-pub(super) const BLOB_REFERENCED: &str = "SELECT 1 FROM manifest_blobs WHERE digest = $1 LIMIT 1";
+/// Whether the blob of a review (`gc_blob_reviews` row `r`) is referenced
+/// by a manifest: an SQL condition. The sweep's blob reviews (they run after
+/// the unheld manifests are gone).
+pub(super) const BLOB_REFERENCED: &str =
+    "EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.digest = r.digest)";
 
 /// The manifests referencing blob `?`.
 const BLOB_USERS: &str = "SELECT manifest_id FROM manifest_blobs WHERE digest = $1";

@@ -76,7 +76,8 @@ pub(super) async fn start(
         let _transfer = reg.transfer_permit()?;
         check_declared_size(reg, body_length(headers), 0)?;
         let id = UploadId::new();
-        let sink = if reg.blobs.stat(&digest).await?.is_some() {
+        let pin = pin_if_held(reg, &digest).await?;
+        let sink = if pin.is_some() {
             Sink::HashOnly
         } else {
             check_free_space(reg).await?;
@@ -92,6 +93,7 @@ pub(super) async fn start(
             commit(reg, name, &id, &digest, got, sink).await
         }
         .await;
+        drop(pin);
         if outcome.is_err() {
             reg.blobs.abort_upload(&id).await?;
         }
@@ -196,7 +198,12 @@ pub(super) async fn finish(
         let hasher = resume_hasher(&mut state.hashed, size);
         // A whole blob in this request (nothing stored before) that the
         // store already holds is only hashed, not written again.
-        let sink = if size == 0 && reg.blobs.stat(&digest).await?.is_some() {
+        let pin = if size == 0 {
+            pin_if_held(reg, &digest).await?
+        } else {
+            None
+        };
+        let sink = if pin.is_some() {
             Sink::HashOnly
         } else {
             Sink::Store
@@ -332,6 +339,50 @@ struct Received {
     size: u64,
     /// The hasher, if it saw exactly the `size` bytes stored.
     hasher: Option<Hasher>,
+}
+
+/// How long a pin holds a blob for an upload verifying against it, at most
+/// (a pin is dropped when its request ends; this bounds one whose replica
+/// died). An upload still hashing after it may find the blob collected
+/// (503, push again).
+const PIN_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A blob pinned against garbage collection while a body is verified
+/// against it; unpinned (in the background) when dropped.
+struct Pin {
+    meta: crate::metadata::Metadata,
+    id: String,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let (meta, id) = (self.meta.clone(), std::mem::take(&mut self.id));
+        tokio::spawn(async move {
+            if let Err(e) = meta.gc_unpin_blob(&id).await {
+                tracing::warn!("unpinning a blob after an upload: {e} (the pin expires by itself)");
+            }
+        });
+    }
+}
+
+/// Whether the store holds blob `digest`: then it is pinned (garbage
+/// collection passes it over) for an upload that only hashes its body.
+/// Checked under the blob's lock, so a sweep is not midway through
+/// collecting it.
+async fn pin_if_held(reg: &Registry, digest: &Digest) -> Result<Option<Pin>> {
+    let _locked = reg.lock_blob(&digest.to_string()).await?;
+    if reg.blobs.stat(digest).await?.is_none() {
+        return Ok(None);
+    }
+    let id = UploadId::new().to_string();
+    let until = crate::metadata::now_ms() + PIN_FOR.as_millis() as i64;
+    reg.meta
+        .gc_pin_blob(&id, &digest.to_string(), until)
+        .await?;
+    Ok(Some(Pin {
+        meta: reg.meta.clone(),
+        id,
+    }))
 }
 
 /// Where [`receive`] puts the bytes.
@@ -708,13 +759,14 @@ async fn commit(
     match sink {
         Sink::Store => reg.blobs.commit_upload(id, digest).await?,
         Sink::HashOnly => {
-            // Under the blob's lock: garbage collection cannot take it now,
-            // but it may have taken it while the body was hashed.
+            // Under the blob's lock, and pinned since before the body came:
+            // garbage collection has not taken it, but something else
+            // (a person, a pin that expired) may have.
             if reg.blobs.stat(digest).await? != Some(got.size) {
                 return Err(RegistryError::new(
                     ErrorCode::Unavailable,
                     format!(
-                        "blob {digest} was removed by garbage collection while this upload was verified against it; push it again"
+                        "blob {digest} was removed while this upload was verified against it; push it again"
                     ),
                 ));
             }
