@@ -195,18 +195,18 @@ pub(super) async fn finish(
             over = true;
             return Err(e);
         }
-        let hasher = resume_hasher(&mut state.hashed, size);
         // A whole blob in this request (nothing stored before) that the
-        // store already holds is only hashed, not written again.
+        // store already holds is only hashed (with the digest's algorithm:
+        // there is no stored upload to hash again), not written again.
         let pin = if size == 0 {
             pin_if_held(reg, &digest).await?
         } else {
             None
         };
-        let sink = if pin.is_some() {
-            Sink::HashOnly
+        let (sink, hasher) = if pin.is_some() {
+            (Sink::HashOnly, Some(Hasher::new(digest.algorithm())))
         } else {
-            Sink::Store
+            (Sink::Store, resume_hasher(&mut state.hashed, size))
         };
         let (got, cut) = receive(reg, &id, body, size, hasher, sink).await?;
         match cut {
@@ -367,9 +367,12 @@ impl Drop for Pin {
 
 /// Whether the store holds blob `digest`: then it is pinned (garbage
 /// collection passes it over) for an upload that only hashes its body.
-/// Checked under the blob's lock, so a sweep is not midway through
-/// collecting it.
+/// Checked again under the blob's lock, so a sweep is not midway through
+/// collecting it (a blob not held costs no lock).
 async fn pin_if_held(reg: &Registry, digest: &Digest) -> Result<Option<Pin>> {
+    if reg.blobs.stat(digest).await?.is_none() {
+        return Ok(None);
+    }
     let _locked = reg.lock_blob(&digest.to_string()).await?;
     if reg.blobs.stat(digest).await?.is_none() {
         return Ok(None);

@@ -151,6 +151,31 @@ async fn a_blob_already_held_is_hashed_not_written_again() {
     assert_eq!(inode, now, "the blob file was replaced");
 }
 
+/// A held blob named by a sha512 digest is verified with sha512 (the
+/// session's closing PUT starts from no hash state of that algorithm).
+#[tokio::test]
+async fn a_held_sha512_blob_is_verified_with_sha512() {
+    let app = open().await;
+    let data = content(4);
+    let digest = Digest::of(berth::oci::Algorithm::Sha512, &data);
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/v2/a/first/blobs/uploads/?digest={digest}"),
+            &[],
+            data.clone(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.error());
+    let loc = app.start_upload("b/second").await;
+    let r = app
+        .call(Method::PUT, &format!("{loc}?digest={digest}"), &[], data)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.error());
+    assert_eq!(head(&app, "b/second", &digest).await, StatusCode::OK);
+    assert!(upload_files(&app).is_empty(), "{:?}", upload_files(&app));
+}
+
 #[tokio::test]
 async fn other_content_under_a_held_digest_is_refused() {
     let app = open().await;
