@@ -9,6 +9,31 @@ use sqlx::{AssertSqlSafe, Row};
 use super::{Metadata, Result};
 use super::{db, live};
 
+/// Which reviews a sweep takes: those due at `at`, less those an upload
+/// queued (`blob_upload`, `manifest_upload`) of what was uploaded after
+/// `uploaded_by` (the sweep takes those one at a time, see
+/// `registry::gc::Round`). `Due::from(now)`: every review due at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub at: i64,
+    pub uploaded_by: i64,
+}
+
+impl From<i64> for Due {
+    fn from(at: i64) -> Self {
+        Due {
+            at,
+            uploaded_by: at,
+        }
+    }
+}
+
+/// An SQL condition on review `r` (of either queue): due by [`Due`] bound
+/// as `$1` (at) and `$2` (uploaded_by).
+const DUE: &str = "r.review_after <= $1
+    AND (r.event NOT IN ('blob_upload', 'manifest_upload')
+         OR r.review_after - (SELECT review_delay_ms FROM gc_settings WHERE id = 1) <= $2)";
+
 /// An SQL condition on review `r`: no upload has its blob pinned.
 const NOT_PINNED: &str = "NOT EXISTS (SELECT 1 FROM gc_blob_pins p
                                       WHERE p.digest = r.digest AND p.until_ms > $1)";
@@ -58,69 +83,108 @@ impl Metadata {
         Ok(())
     }
 
-    /// Manifest reviews due at `now`, oldest first.
-    pub async fn gc_due_manifests(&self, now: i64, limit: i64) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT manifest_id FROM gc_manifest_reviews WHERE review_after <= $1
-              ORDER BY review_after LIMIT $2",
-        )
-        .bind(now)
+    /// Manifest reviews due (see [`Due`]), oldest first.
+    pub async fn gc_due_manifests(&self, due: impl Into<Due>, limit: i64) -> Result<Vec<i64>> {
+        let due = due.into();
+        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT r.manifest_id FROM gc_manifest_reviews r WHERE {DUE}
+              ORDER BY r.review_after LIMIT $3"
+        )))
+        .bind(due.at)
+        .bind(due.uploaded_by)
         .bind(limit)
         .fetch_all(&self.read)
         .await?)
     }
 
-    /// Reviews one manifest: deletes it if it is still due, untagged and held
-    /// by no manifest (not listed by an index, not a referrer of a manifest
-    /// still there; see `live`), all checked in the deleting transaction.
-    /// Returns the bytes freed (its payload).
+    /// Reviews one manifest: [`Metadata::gc_review_manifests`] of one.
+    /// Returns the bytes freed (its payload) if it was deleted.
     pub async fn gc_review_manifest(&self, id: i64, now: i64) -> Result<Option<u64>> {
-        let mut tx = self.begin_write().await?;
-        let due: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM gc_manifest_reviews WHERE manifest_id = $1 AND review_after <= $2",
-        )
-        .bind(id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if due.is_none() {
-            return Ok(None); // re-queued for later, or already reviewed
+        let deleted = self.gc_review_manifests(&[id], now).await?;
+        Ok(deleted.first().map(|&(_, size)| size))
+    }
+
+    /// Reviews a batch of manifests in one transaction: each one still due,
+    /// untagged and held by no manifest (not listed by an index, not a
+    /// referrer of a manifest still there; see `live`) is deleted, all
+    /// checked in the deleting transaction. The reviews of the batch are
+    /// dropped first, so the reviews the deletions queue (of the children
+    /// and referrers of what goes, kept in this batch because it still held
+    /// them) stay. Returns the deleted manifests with their payload sizes.
+    pub async fn gc_review_manifests(
+        &self,
+        ids: &[i64],
+        due: impl Into<Due>,
+    ) -> Result<Vec<(i64, u64)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        let dangling: Option<i64> = sqlx::query_scalar(live::SIZE_IF_UNHELD)
-            .bind(id)
-            .fetch_optional(&mut *tx)
+        let due = due.into();
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "SELECT r.manifest_id FROM gc_manifest_reviews r
+              WHERE {DUE} AND r.manifest_id IN ({})",
+            db::placeholders(3, ids.len())
+        );
+        let query = sqlx::query_as::<_, (i64,)>(AssertSqlSafe(sql))
+            .bind(due.at)
+            .bind(due.uploaded_by);
+        let taken: Vec<i64> = bind_all_as(query, ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(id,)| id)
+            .collect();
+        if taken.is_empty() {
+            return Ok(Vec::new()); // re-queued for later, or already reviewed
+        }
+        let list = db::placeholders(1, taken.len());
+        let sql = live::sizes_if_unheld(&list);
+        let unheld = bind_all_as(sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(sql)), &taken)
+            .fetch_all(&mut *tx)
             .await?;
-        if let Some(size) = dangling {
-            // Cascades queue its blobs, its children and its referrers.
-            sqlx::query("DELETE FROM manifests WHERE id = $1")
-                .bind(id)
+        let sql = format!("DELETE FROM gc_manifest_reviews WHERE manifest_id IN ({list})");
+        bind_all(sqlx::query(AssertSqlSafe(sql)), &taken)
+            .execute(&mut *tx)
+            .await?;
+        if !unheld.is_empty() {
+            let gone: Vec<i64> = unheld.iter().map(|&(id, _)| id).collect();
+            // Cascades queue their blobs, their children and their referrers.
+            let sql = format!(
+                "DELETE FROM manifests WHERE id IN ({})",
+                db::placeholders(1, gone.len())
+            );
+            bind_all(sqlx::query(AssertSqlSafe(sql)), &gone)
                 .execute(&mut *tx)
                 .await?;
             // Counted in the deleting transaction: the totals stay exact
             // even when a sweep is killed.
             sqlx::query(
-                "UPDATE gc_stats SET manifests_deleted = manifests_deleted + 1,
-                        bytes_deleted = bytes_deleted + $1 WHERE id = 1",
+                "UPDATE gc_stats SET manifests_deleted = manifests_deleted + $1,
+                        bytes_deleted = bytes_deleted + $2 WHERE id = 1",
             )
-            .bind(size)
+            .bind(gone.len() as i64)
+            .bind(unheld.iter().map(|&(_, size)| size).sum::<i64>())
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("DELETE FROM gc_manifest_reviews WHERE manifest_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(dangling.map(|s| s as u64))
+        Ok(unheld
+            .into_iter()
+            .map(|(id, size)| (id, size as u64))
+            .collect())
     }
 
-    /// Blob reviews due at `now` (of blobs no upload has pinned), oldest first.
-    pub async fn gc_due_blobs(&self, now: i64, limit: i64) -> Result<Vec<String>> {
+    /// Blob reviews due (see [`Due`]) of blobs no upload has pinned, oldest
+    /// first.
+    pub async fn gc_due_blobs(&self, due: impl Into<Due>, limit: i64) -> Result<Vec<String>> {
+        let due = due.into();
         Ok(sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT r.digest FROM gc_blob_reviews r WHERE r.review_after <= $1 AND {NOT_PINNED}
-              ORDER BY r.review_after LIMIT $2"
+            "SELECT r.digest FROM gc_blob_reviews r WHERE {DUE} AND {NOT_PINNED}
+              ORDER BY r.review_after LIMIT $3"
         )))
-        .bind(now)
+        .bind(due.at)
+        .bind(due.uploaded_by)
         .bind(limit)
         .fetch_all(&self.read)
         .await?)
@@ -149,21 +213,24 @@ impl Metadata {
     pub async fn gc_review_blobs(
         &self,
         digests: &[String],
-        now: i64,
+        due: impl Into<Due>,
     ) -> Result<Vec<(String, BlobVerdict)>> {
         if digests.is_empty() {
             return Ok(Vec::new());
         }
+        let due = due.into();
+        let now = due.at;
         let mut tx = self.begin_write().await?;
-        let list = db::placeholders(2, digests.len());
+        let list = db::placeholders(3, digests.len());
         let sql = format!(
             "SELECT r.digest, b.size, CAST(CASE WHEN {} THEN 1 ELSE 0 END AS BIGINT)
                FROM gc_blob_reviews r LEFT JOIN blobs b ON b.digest = r.digest
-              WHERE r.review_after <= $1 AND {NOT_PINNED} AND r.digest IN ({list})",
+              WHERE {DUE} AND {NOT_PINNED} AND r.digest IN ({list})",
             live::BLOB_REFERENCED
         );
-        let mut query =
-            sqlx::query_as::<_, (String, Option<i64>, i64)>(AssertSqlSafe(sql)).bind(now);
+        let mut query = sqlx::query_as::<_, (String, Option<i64>, i64)>(AssertSqlSafe(sql))
+            .bind(due.at)
+            .bind(due.uploaded_by);
         for d in digests {
             query = query.bind(d);
         }
@@ -356,11 +423,30 @@ impl Metadata {
     }
 }
 
+type Args = <db::Db as sqlx::Database>::Arguments;
+
 /// Binds every one of `values`, in order, after what `query` has bound.
-fn bind_all<'q>(
-    mut query: sqlx::query::Query<'q, db::Db, <db::Db as sqlx::Database>::Arguments>,
-    values: &'q [String],
-) -> sqlx::query::Query<'q, db::Db, <db::Db as sqlx::Database>::Arguments> {
+fn bind_all<'q, T>(
+    mut query: sqlx::query::Query<'q, db::Db, Args>,
+    values: &'q [T],
+) -> sqlx::query::Query<'q, db::Db, Args>
+where
+    T: sqlx::Encode<'q, db::Db> + sqlx::Type<db::Db> + Sync,
+{
+    for v in values {
+        query = query.bind(v);
+    }
+    query
+}
+
+/// [`bind_all`] for a query reading rows as `O`.
+fn bind_all_as<'q, O, T>(
+    mut query: sqlx::query::QueryAs<'q, db::Db, O, Args>,
+    values: &'q [T],
+) -> sqlx::query::QueryAs<'q, db::Db, O, Args>
+where
+    T: sqlx::Encode<'q, db::Db> + sqlx::Type<db::Db> + Sync,
+{
     for v in values {
         query = query.bind(v);
     }
@@ -485,7 +571,150 @@ mod tests {
         );
     }
 
+    async fn manifest_id(meta: &Metadata, d: &crate::oci::Digest) -> i64 {
+        sqlx::query_scalar("SELECT id FROM manifests WHERE digest = $1")
+            .bind(d.to_string())
+            .fetch_one(&meta.read)
+            .await
+            .unwrap()
+    }
+
+    async fn manifest_reviews(meta: &Metadata) -> Vec<i64> {
+        sqlx::query_scalar("SELECT manifest_id FROM gc_manifest_reviews ORDER BY manifest_id")
+            .fetch_all(&meta.read)
+            .await
+            .unwrap()
+    }
+
+    /// One batch of manifest reviews: the loose manifest and the untagged
+    /// index go; what is tagged, and the index's child (held by the index
+    /// when the batch is checked), stay, and the child is queued again by
+    /// the index's deletion (its review survives the batch); a review of a
+    /// manifest already gone is dropped. The next batch takes the child.
+    async fn manifest_reviews_in_a_batch(backend: Backend) {
+        let (meta, _dir) = db_on(backend).await;
+        meta.gc_set_review_delay(Duration::ZERO).await.unwrap();
+        let tagged = image(&meta, "r", Some("t"), &[("c1", 1), ("l1", 10)], None).await;
+        let loose = image(&meta, "r", None, &[("c2", 2), ("l2", 20)], None).await;
+        let child = image(&meta, "r", None, &[("c3", 3), ("l3", 30)], None).await;
+        let index = crate::metadata::testing::index(&meta, "r", None, &[&child]).await;
+        let (t, l, c, i) = (
+            manifest_id(&meta, &tagged.0).await,
+            manifest_id(&meta, &loose.0).await,
+            manifest_id(&meta, &child.0).await,
+            manifest_id(&meta, &index.0).await,
+        );
+        let gone = i + 1000;
+        sqlx::query(
+            "INSERT INTO gc_manifest_reviews (manifest_id, review_after, event)
+             VALUES ($1, 0, 'tag_delete')",
+        )
+        .bind(gone)
+        .execute(&meta.write)
+        .await
+        .unwrap();
+        let later = i64::MAX;
+        let mut deleted = meta
+            .gc_review_manifests(&[t, l, c, i, gone], later)
+            .await
+            .unwrap();
+        deleted.sort();
+        assert_eq!(deleted, vec![(l, loose.1), (i, index.1)]);
+        assert_eq!(manifest_reviews(&meta).await, vec![c]);
+        let state = meta.gc_status(later).await.unwrap();
+        assert_eq!(
+            (state.manifests_deleted, state.bytes_deleted),
+            (2, (loose.1 + index.1) as i64)
+        );
+        assert_eq!(
+            meta.gc_review_manifests(&[c], later).await.unwrap(),
+            vec![(c, child.1)]
+        );
+        assert_eq!(meta.gc_review_manifest(t, later).await.unwrap(), None);
+    }
+
+    /// Reviews an upload queued are taken only of uploads as old as
+    /// `uploaded_by`; reviews of other events whenever due.
+    async fn reviews_of_young_uploads_wait(backend: Backend) {
+        let (meta, _dir) = db_on(backend).await;
+        meta.gc_set_review_delay(Duration::ZERO).await.unwrap();
+        let now = crate::metadata::now_ms();
+        for name in ["old", "young", "unlinked"] {
+            meta.link_blob("r", &digest(name), 1).await.unwrap();
+        }
+        let set = |name: &str, at: i64, event: &str| {
+            let meta = meta.clone();
+            let (d, event) = (digest(name).to_string(), event.to_string());
+            async move {
+                sqlx::query(
+                    "UPDATE gc_blob_reviews SET review_after = $1, event = $2 WHERE digest = $3",
+                )
+                .bind(at)
+                .bind(event)
+                .bind(d)
+                .execute(&meta.write)
+                .await
+                .unwrap();
+            }
+        };
+        set("old", now - 10_000, "blob_upload").await;
+        set("young", now - 100, "blob_upload").await;
+        set("unlinked", now - 100, "blob_unlink").await;
+        let graced = Due {
+            at: now,
+            uploaded_by: now - 1_000,
+        };
+        let mut due = meta.gc_due_blobs(graced, 10).await.unwrap();
+        due.sort();
+        let mut want = vec![digest("old").to_string(), digest("unlinked").to_string()];
+        want.sort();
+        assert_eq!(due, want);
+        assert_eq!(meta.gc_due_blobs(now, 10).await.unwrap().len(), 3);
+        let young = digest("young").to_string();
+        assert_eq!(
+            meta.gc_review_blobs(std::slice::from_ref(&young), graced)
+                .await
+                .unwrap(),
+            vec![(young.clone(), BlobVerdict::NotDue)]
+        );
+        assert_eq!(
+            meta.gc_review_blobs(std::slice::from_ref(&young), now)
+                .await
+                .unwrap(),
+            vec![(young, BlobVerdict::Deleted { size: 1 })]
+        );
+
+        // Manifests: a young upload waits, a young tag deletion does not.
+        let pushed = image(&meta, "r", None, &[("c", 1)], None).await;
+        let untagged = image(&meta, "r", Some("x"), &[("c", 1), ("l", 2)], None).await;
+        let (p, u) = (
+            manifest_id(&meta, &pushed.0).await,
+            manifest_id(&meta, &untagged.0).await,
+        );
+        assert!(
+            meta.delete_tag("r", "x", &crate::metadata::any_tag_write)
+                .await
+                .unwrap()
+        );
+        let now = crate::metadata::now_ms();
+        let graced = Due {
+            at: now,
+            uploaded_by: now - 60_000,
+        };
+        assert_eq!(meta.gc_due_manifests(graced, 10).await.unwrap(), vec![u]);
+        assert_eq!(
+            meta.gc_review_manifests(&[p, u], graced).await.unwrap(),
+            vec![(u, untagged.1)]
+        );
+        assert_eq!(
+            meta.gc_review_manifests(&[p], now).await.unwrap(),
+            vec![(p, pushed.1)]
+        );
+    }
+
     on_both_backends! {
+        manifest_reviews_in_a_batch => super::manifest_reviews_in_a_batch;
+        reviews_of_young_uploads_wait => super::reviews_of_young_uploads_wait;
         blob_reviews_in_a_batch => super::blob_reviews_in_a_batch;
         pinned_blobs_are_passed_over => super::pinned_blobs_are_passed_over;
     }

@@ -1,6 +1,6 @@
 //! What is live: the one rule garbage collection keeps by and cleanup runs
 //! measure by. Defined here once, as SQL, and used three ways: the sweep's
-//! manifest review ([`SIZE_IF_UNHELD`], in `gc`), the upward walk asking
+//! manifest review ([`sizes_if_unheld`], in `gc`), the upward walk asking
 //! whether a manifest is live ([`Liveness`]), and the downward walk measuring
 //! what deleting tags makes reclaimable ([`reclaimable`]).
 //!
@@ -49,16 +49,18 @@ const HOLDERS_OF: &str = concat!("SELECT holder FROM ", holds!(), " AS h WHERE h
 /// The manifests manifest `?` holds (downwards).
 const HELD_BY: &str = concat!("SELECT held FROM ", holds!(), " AS h WHERE holder = $1");
 
-/// The payload size of manifest `?` when nothing keeps it: it is not tagged
-/// and no manifest holds it; no row otherwise. The sweep's manifest review.
-pub(super) const SIZE_IF_UNHELD: &str = concat!(
-    "SELECT m.size FROM manifests m
-      WHERE m.id = $1
-        AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.manifest_id = m.id)
-        AND NOT EXISTS (SELECT 1 FROM ",
-    holds!(),
-    " h WHERE h.held = m.id)"
-);
+/// The manifests among `list` (placeholders of ids) that nothing keeps,
+/// with their payload sizes: not tagged, and no manifest holds them. The
+/// sweep's manifest review.
+pub(super) fn sizes_if_unheld(list: &str) -> String {
+    format!(
+        "SELECT m.id, m.size FROM manifests m
+          WHERE m.id IN ({list})
+            AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.manifest_id = m.id)
+            AND NOT EXISTS (SELECT 1 FROM {} h WHERE h.held = m.id)",
+        holds!()
+    )
+}
 
 /// Whether the blob of a review (`gc_blob_reviews` row `r`) is referenced
 /// by a manifest: an SQL condition. The sweep's blob reviews (they run after

@@ -41,7 +41,7 @@ mod usage;
 pub(crate) mod testing;
 
 pub use db::Backend;
-pub use gc::{BlobVerdict, GcState};
+pub use gc::{BlobVerdict, Due, GcState};
 pub use locks::{Held, Lease, Lock};
 pub use manifests::StoredManifest;
 pub use postgres::{Probed, probe, redact_url};

@@ -69,7 +69,8 @@ pub struct Registry {
     tag_pages: listing::TagPageCache,
     /// Striped per-digest locks: making a blob visible (file in place, rows
     /// written) and garbage-collecting it (rows deleted, file deleted) never
-    /// interleave for one digest.
+    /// interleave for one digest. Many stripes: a sweep holds a batch's
+    /// digests at once, and an upload whose digest shares a stripe waits.
     blob_locks: Vec<tokio::sync::Mutex<()>>,
     /// One sweep at a time (periodic or asked for through the API).
     pub(crate) sweeping: tokio::sync::Mutex<()>,
@@ -79,6 +80,15 @@ pub struct Registry {
     pub(crate) ui_sessions: ui::Sessions,
     /// What `/metrics` reports.
     pub metrics: metrics::Metrics,
+}
+
+/// How many in-process locks the blob digests are spread over.
+const BLOB_STRIPES: usize = 4096;
+
+/// Blob digests locked together (see [`Registry::try_lock_blobs`]).
+pub struct BlobLocks<'a> {
+    _local: Vec<tokio::sync::MutexGuard<'a, ()>>,
+    _shared: Held,
 }
 
 /// A blob digest locked (see [`Registry::lock_blob`]).
@@ -204,7 +214,9 @@ impl Registry {
             transfers: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_transfers)),
             limits,
             tag_pages: listing::TagPageCache::default(),
-            blob_locks: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+            blob_locks: (0..BLOB_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             sweeping: tokio::sync::Mutex::new(()),
             upload_expiry_ms: std::sync::atomic::AtomicU64::new(24 * 3600 * 1000),
             ui_sessions: ui::Sessions::default(),
@@ -271,11 +283,58 @@ impl Registry {
             }))
     }
 
+    /// [`Registry::try_lock_blob`] for a batch: the locks had, and the
+    /// digests locked and those someone else is at work on. Digests sharing
+    /// a stripe take it once.
+    pub async fn try_lock_blobs(
+        &self,
+        digests: &[String],
+    ) -> Result<(BlobLocks<'_>, Vec<String>, Vec<String>)> {
+        let mut stripes: HashMap<usize, bool> = HashMap::new();
+        let mut local = Vec::new();
+        for digest in digests {
+            let stripe = self.stripe_of(digest);
+            stripes
+                .entry(stripe)
+                .or_insert_with(|| match self.blob_locks[stripe].try_lock() {
+                    Ok(guard) => {
+                        local.push(guard);
+                        true
+                    }
+                    Err(_) => false,
+                });
+        }
+        let (candidates, mut busy): (Vec<String>, Vec<String>) = digests
+            .iter()
+            .cloned()
+            .partition(|d| stripes[&self.stripe_of(d)]);
+        let locks: Vec<Lock<'_>> = candidates.iter().map(|d| Lock::Blob(d)).collect();
+        let (shared, had) = self.meta.try_lock_many(&locks).await?;
+        drop(locks);
+        let mut locked = Vec::with_capacity(candidates.len());
+        for (digest, had) in candidates.into_iter().zip(had) {
+            if had {
+                locked.push(digest);
+            } else {
+                busy.push(digest);
+            }
+        }
+        let locks = BlobLocks {
+            _local: local,
+            _shared: shared,
+        };
+        Ok((locks, locked, busy))
+    }
+
     fn blob_stripe(&self, digest: &str) -> &tokio::sync::Mutex<()> {
+        &self.blob_locks[self.stripe_of(digest)]
+    }
+
+    fn stripe_of(&self, digest: &str) -> usize {
         let stripe = digest
             .bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        &self.blob_locks[stripe as usize % self.blob_locks.len()]
+        stripe as usize % self.blob_locks.len()
     }
 
     fn upload_state(&self, id: &str) -> Arc<tokio::sync::Mutex<UploadState>> {

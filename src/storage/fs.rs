@@ -234,6 +234,18 @@ impl BlobStore for FsStore {
         blocking(move || not_found_as_none(fs::remove_file(path)).map(|r| r.is_some())).await
     }
 
+    /// One trip to the blocking pool for the whole batch.
+    async fn delete_many(&self, digests: &[Digest]) -> Result<()> {
+        let paths: Vec<PathBuf> = digests.iter().map(|d| self.blob_path(d)).collect();
+        blocking(move || {
+            for path in paths {
+                not_found_as_none(fs::remove_file(path))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn list(&self) -> Result<Vec<(Digest, u64)>> {
         let root = self.root.join("blobs");
         blocking(move || {

@@ -77,6 +77,18 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn get(&self, digest: &Digest, range: Range<u64>) -> Result<ByteStream>;
     /// Removes a committed blob; `false` when it was not there.
     async fn delete(&self, digest: &Digest) -> Result<bool>;
+    /// Removes many committed blobs (garbage collection's batches); absent
+    /// ones are not an error. By default a few [`BlobStore::delete`]s at a
+    /// time.
+    async fn delete_many(&self, digests: &[Digest]) -> Result<()> {
+        for some in digests.chunks(16) {
+            let deletes: Vec<_> = some.iter().map(|d| self.delete(d)).collect();
+            for deleted in futures_util::future::join_all(deletes).await {
+                deleted?;
+            }
+        }
+        Ok(())
+    }
     /// Every committed blob with its size (for fsck and garbage collection).
     async fn list(&self) -> Result<Vec<(Digest, u64)>>;
 
