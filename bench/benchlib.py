@@ -17,6 +17,14 @@ Subcommands:
                                    (monolithic POST + PUT); their digests to OUT
   sweep BASE...                    POST /api/v1/gc/sweep to every BASE at once;
                                    prints JSON: wall seconds, each sweep's counts
+  gcload BASE REPO IMAGES BLOBS [--threads T] [--untag]
+                                   push IMAGES images of BLOBS small unique blobs
+                                   each (config + layers), then delete every
+                                   manifest (or tag): garbage for one sweep
+  pushlat BASE REPO STOPFILE [--min-pushes N]
+                                   push small unique images one after another
+                                   until STOPFILE is gone (and at least N were
+                                   pushed); JSON latency percentiles (ms)
   headall BASE REPO FILE           HEAD every digest in FILE; JSON status counts
   tagcount BASE REPO               tags in REPO, following tags/list's Link pages
   scalereport SAMPLES OUT.md [BASELINE.md]
@@ -674,6 +682,118 @@ def sweep(bases):
                       "manifests_deleted": total("manifests_deleted"), "sweeps": res}))
 
 
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _push_image(reg, repo, tag, blobs):
+    """Monolithic POST ?digest= per blob (POST then PUT where a registry has
+    no monolithic POST), then the manifest: its digest."""
+    descs = []
+    for data in blobs:
+        d = "sha256:" + hashlib.sha256(data).hexdigest()
+        r, _ = reg.req("POST", f"/v2/{repo}/blobs/uploads/?digest={d}", body=data,
+                       headers={"Content-Type": "application/octet-stream"}, expect=(201, 202))
+        if r.status == 202:  # no monolithic POST (distribution 2.8): PUT the body
+            p = reg.path_of(r.getheader("Location"))
+            p += ("&" if "?" in p else "?") + "digest=" + d
+            reg.req("PUT", p, body=data,
+                    headers={"Content-Type": "application/octet-stream"}, expect=(201,))
+        descs.append({"mediaType": "application/octet-stream", "digest": d, "size": len(data)})
+    m = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": dict(descs[0], mediaType="application/vnd.oci.image.config.v1+json"),
+                    "layers": descs[1:]}).encode()
+    reg.req("PUT", f"/v2/{repo}/manifests/{tag}", body=m,
+            headers={"Content-Type": OCI_MANIFEST}, expect=(201,))
+    return "sha256:" + hashlib.sha256(m).hexdigest()
+
+
+def gcload(argv):
+    """IMAGES images of BLOBS unique 256-byte blobs each, pushed by T threads,
+    then every manifest deleted by digest (or, --untag, every tag): with
+    review delay 0 one sweep (--untag) reviews IMAGES manifests and
+    IMAGES*BLOBS blobs and deletes them all."""
+    import argparse
+    import threading
+
+    ap = argparse.ArgumentParser(prog="gcload")
+    ap.add_argument("base")
+    ap.add_argument("repo")
+    ap.add_argument("images", type=int)
+    ap.add_argument("blobs", type=int)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--untag", action="store_true",
+                    help="delete the tags, not the manifests (the sweep deletes the manifests)")
+    a = ap.parse_args(argv)
+    todo = list(range(a.images))
+    lock = threading.Lock()
+    pushed, errors = [], []
+
+    def worker(delete):
+        reg = Registry(a.base)
+        while True:
+            with lock:
+                if not todo or errors:
+                    return
+                n = todo.pop()
+            try:
+                if delete:
+                    reg.req("DELETE", f"/v2/{a.repo}/manifests/{n}", expect=(202,))
+                else:
+                    blobs = [os.urandom(256) for _ in range(a.blobs)]
+                    d = _push_image(reg, a.repo, f"gc-{n}", blobs)
+                    with lock:
+                        pushed.append(f"gc-{n}" if a.untag else d)
+            except BaseException as e:  # SystemExit from req, or a socket error
+                with lock:
+                    errors.append(f"{e}")
+                return
+
+    def run(delete):
+        ts = [threading.Thread(target=worker, args=(delete,)) for _ in range(max(1, a.threads))]
+        t0 = time.monotonic()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return round(time.monotonic() - t0, 1)
+
+    push_s = run(False)
+    todo.extend(pushed)
+    delete_s = run(True) if not errors else 0
+    print(json.dumps({"images": len(pushed), "blobs": len(pushed) * a.blobs,
+                      "push_seconds": push_s, "delete_seconds": delete_s,
+                      "errors": errors[:5]}))
+    if errors:
+        sys.exit(1)
+
+
+def pushlat(argv):
+    """One client pushing small unique images (config + 1 layer + manifest,
+    each blob one POST ?digest=) back to back until STOPFILE is removed and
+    at least N were pushed: latency of each whole push, percentiles in ms."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="pushlat")
+    ap.add_argument("base")
+    ap.add_argument("repo")
+    ap.add_argument("stopfile")
+    ap.add_argument("--min-pushes", type=int, default=50)
+    a = ap.parse_args(argv)
+    reg = Registry(a.base)
+    lat = []
+    n = 0
+    while os.path.exists(a.stopfile) or len(lat) < a.min_pushes:
+        blobs = [os.urandom(200), os.urandom(2000)]
+        t0 = time.monotonic()
+        _push_image(reg, a.repo, f"lat-{os.getpid()}-{n}", blobs)
+        lat.append((time.monotonic() - t0) * 1000)
+        n += 1
+    lat.sort()
+    pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2)
+    print(json.dumps({"pushes": len(lat), "p50_ms": pct(0.50), "p90_ms": pct(0.90),
+                      "p99_ms": pct(0.99), "max_ms": round(lat[-1], 2)}))
+
+
 def headall(base, repo, path):
     """HEAD /v2/REPO/blobs/<digest> for every digest in the file: status counts."""
     c = _conn(base)
@@ -928,6 +1048,10 @@ def main():
         garbage(args)
     elif cmd == "sweep":
         sweep(args)
+    elif cmd == "gcload":
+        gcload(args)
+    elif cmd == "pushlat":
+        pushlat(args)
     elif cmd == "headall":
         headall(args[0], args[1], args[2])
     elif cmd == "tagcount":

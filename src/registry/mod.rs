@@ -283,31 +283,26 @@ impl Registry {
             }))
     }
 
-    /// [`Registry::try_lock_blob`] for a batch: the locks had, and the
-    /// digests locked and those someone else is at work on. Digests sharing
-    /// a stripe take it once.
+    /// Blob digests locked for a batch: the locks had, the digests locked,
+    /// and those another replica is at work on (skipped, as with
+    /// [`Registry::try_lock_blob`]). The in-process stripes are waited for
+    /// (an upload holds its one stripe briefly, and one sweep runs at a
+    /// time), each taken once when digests share it; the database locks are
+    /// only tried, after the stripes are had, so a sweep never waits while
+    /// holding one.
     pub async fn try_lock_blobs(
         &self,
         digests: &[String],
     ) -> Result<(BlobLocks<'_>, Vec<String>, Vec<String>)> {
-        let mut stripes: HashMap<usize, bool> = HashMap::new();
-        let mut local = Vec::new();
-        for digest in digests {
-            let stripe = self.stripe_of(digest);
-            stripes
-                .entry(stripe)
-                .or_insert_with(|| match self.blob_locks[stripe].try_lock() {
-                    Ok(guard) => {
-                        local.push(guard);
-                        true
-                    }
-                    Err(_) => false,
-                });
+        let mut stripes: Vec<usize> = digests.iter().map(|d| self.stripe_of(d)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut local = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            local.push(self.blob_locks[stripe].lock().await);
         }
-        let (candidates, mut busy): (Vec<String>, Vec<String>) = digests
-            .iter()
-            .cloned()
-            .partition(|d| stripes[&self.stripe_of(d)]);
+        let candidates = digests.to_vec();
+        let mut busy = Vec::new();
         let locks: Vec<Lock<'_>> = candidates.iter().map(|d| Lock::Blob(d)).collect();
         let (shared, had) = self.meta.try_lock_many(&locks).await?;
         drop(locks);
