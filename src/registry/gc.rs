@@ -27,7 +27,7 @@ pub use crate::config::GcSettings;
 /// Reviews listed per query.
 const BATCH: i64 = 500;
 /// Blob reviews taken in one transaction, their digests locked together.
-const BLOB_BATCH: usize = 250;
+const BLOB_BATCH: usize = 100;
 /// How old an upload must be before its review is taken in a batch (see
 /// [`Round`]); reviews of uploads are `blob_upload` and `manifest_upload`
 /// events.
