@@ -10,7 +10,8 @@
 # token authentication to measure manifest GET req/s with a bearer token against
 # the same load without authentication (the "Authentication overhead" table).
 #
-# At the very end it runs bench/scale.sh (berth on SQLite, on PostgreSQL with 1
+# At the very end it runs bench/scale.sh, then bench/gc.sh (GC over 100,000
+# blobs with push latency; both skipped with --no-scale) (berth on SQLite, on PostgreSQL with 1
 # replica and with 3 behind haproxy, beside the reference: request rates, manifest
 # PUT, GC sweep rate) and appends its table to bench/out/results.md.
 #
@@ -768,6 +769,24 @@ elif (( SCALE )); then
     log "bench/scale.sh failed (exit $rc); last lines of bench/out/scale.log:"
     tail -15 "$OUT/scale.log" >&2
     printf '\n## berth on PostgreSQL and SQLite vs the reference\n\nbench/scale.sh failed (exit %s); see bench/out/scale.log.\n' "$rc" >>"$OUT/results.md"
+    exit "$rc"
+  fi
+fi
+
+# --------------------------------------------------------------------------- #
+# The GC phase (bench/gc.sh, issue 17): one sweep over 10,000 manifests /
+# 100,000 blobs and the push latency during it; its table goes last.
+if (( SCALE )) && ! (( REF_BOTH )); then
+  log "GC phase: bench/gc.sh (log in bench/out/gc.log)"
+  gc_args=(); (( QUICK )) && gc_args=(--quick)
+  if env BERTH_BIN="$BERTH_BIN" BENCH_TMP="$BENCH_TMP" WAIT_IDLE_SECONDS=60 GC_OUT="$OUT/gc.md" \
+       "$HERE/gc.sh" "${gc_args[@]}" >"$OUT/gc.log" 2>&1; then
+    { echo; cat "$OUT/gc.md"; } >>"$OUT/results.md"
+    cat "$OUT/gc.md"
+  else
+    rc=$?
+    log "bench/gc.sh failed (exit $rc); last lines of bench/out/gc.log:"
+    tail -15 "$OUT/gc.log" >&2
     exit "$rc"
   fi
 fi
