@@ -708,8 +708,8 @@ def _push_image(reg, repo, tag, blobs):
 
 
 def gcload(argv):
-    """IMAGES images of BLOBS unique 256-byte blobs each, pushed by T threads,
-    then every manifest deleted by digest (or, --untag, every tag): with
+    """IMAGES images of BLOBS unique 256-byte blobs each, each in a repository
+    of its own under REPO, pushed by T threads, then every manifest deleted by digest (or, --untag, every tag): with
     review delay 0 one sweep (--untag) reviews IMAGES manifests and
     IMAGES*BLOBS blobs and deletes them all."""
     import argparse
@@ -737,12 +737,16 @@ def gcload(argv):
                 n = todo.pop()
             try:
                 if delete:
-                    reg.req("DELETE", f"/v2/{a.repo}/manifests/{n}", expect=(202,))
+                    repo, ref = n
+                    reg.req("DELETE", f"/v2/{repo}/manifests/{ref}", expect=(202,))
                 else:
                     blobs = [os.urandom(256) for _ in range(a.blobs)]
-                    d = _push_image(reg, a.repo, f"gc-{n}", blobs)
+                    # A repository per image: the reference's DELETE by
+                    # digest reads every tag of the repository.
+                    repo = f"{a.repo}/{n}"
+                    d = _push_image(reg, repo, "gc", blobs)
                     with lock:
-                        pushed.append(f"gc-{n}" if a.untag else d)
+                        pushed.append((repo, "gc" if a.untag else d))
             except BaseException as e:  # SystemExit from req, or a socket error
                 with lock:
                     errors.append(f"{e}")

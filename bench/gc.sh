@@ -72,7 +72,6 @@ cleanup() {
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
   [[ -n $PG_PID ]] && stop_pid "$PG_PID" INT
   cp "$WORK"/*.log "$OUT/" 2>/dev/null
-  wait 2>/dev/null
   rm -rf "$WORK"
   exit "$rc"
 }
