@@ -228,13 +228,10 @@ impl Metadata {
               WHERE {DUE} AND {NOT_PINNED} AND r.digest IN ({list})",
             live::BLOB_REFERENCED
         );
-        let mut query = sqlx::query_as::<_, (String, Option<i64>, i64)>(AssertSqlSafe(sql))
+        let query = sqlx::query_as::<_, (String, Option<i64>, i64)>(AssertSqlSafe(sql))
             .bind(due.at)
             .bind(due.uploaded_by);
-        for d in digests {
-            query = query.bind(d);
-        }
-        let due = query.fetch_all(&mut *tx).await?;
+        let due = bind_all_as(query, digests).fetch_all(&mut *tx).await?;
         let mut verdicts: Vec<(String, BlobVerdict)> = Vec::with_capacity(digests.len());
         let (mut kept, mut deleted) = (Vec::new(), Vec::new());
         let mut bytes = 0i64;

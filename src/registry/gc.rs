@@ -160,9 +160,9 @@ async fn review_blobs(
     handled: &mut HashSet<String>,
     skipped: &mut HashSet<String>,
 ) -> crate::registry::Result<SweepCounts> {
-    // Another sweeper (this replica's or another's) or an upload making it
-    // visible is at work on a busy digest: skip it, as `FOR UPDATE SKIP
-    // LOCKED` would; a later sweep reviews it if it is still due.
+    // Another replica (its sweep, or an upload making the blob visible) is
+    // at work on a busy digest: skip it, as `FOR UPDATE SKIP LOCKED` would;
+    // a later sweep reviews it if it is still due.
     let (locks, locked, busy) = reg.try_lock_blobs(digests).await?;
     for digest in busy {
         handled.remove(&digest);

@@ -267,25 +267,9 @@ impl Registry {
         })
     }
 
-    /// [`Registry::lock_blob`] if neither this process nor another replica
-    /// holds it (`None`: someone else is at work on this digest).
-    pub async fn try_lock_blob(&self, digest: &str) -> Result<Option<BlobLock<'_>>> {
-        let Ok(local) = self.blob_stripe(digest).try_lock() else {
-            return Ok(None);
-        };
-        Ok(self
-            .meta
-            .try_lock(Lock::Blob(digest))
-            .await?
-            .map(|shared| BlobLock {
-                _local: local,
-                _shared: shared,
-            }))
-    }
-
     /// Blob digests locked for a batch: the locks had, the digests locked,
-    /// and those another replica is at work on (skipped, as with
-    /// [`Registry::try_lock_blob`]). The in-process stripes are waited for
+    /// and those another replica is at work on (to be skipped, as `FOR
+    /// UPDATE SKIP LOCKED` would). The in-process stripes are waited for
     /// (an upload holds its one stripe briefly, and one sweep runs at a
     /// time), each taken once when digests share it; the database locks are
     /// only tried, after the stripes are had, so a sweep never waits while
