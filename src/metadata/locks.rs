@@ -68,11 +68,26 @@ fn key(lock: Lock<'_>) -> (i32, i32) {
     )
 }
 
-/// A lock held until dropped.
+/// A lock held until dropped or released. Dropped, a PostgreSQL lock goes
+/// a moment later (its transaction is rolled back when sqlx returns the
+/// connection to the pool); [`Held::release`] lets it go before returning.
 #[must_use = "the lock is released when this is dropped"]
 pub struct Held {
     /// `None` on SQLite (one process: the in-process locks suffice).
-    _tx: Option<db::Tx<'static>>,
+    tx: Option<db::Tx<'static>>,
+}
+
+impl Held {
+    /// Releases the lock now: another replica (or this one) can take it as
+    /// soon as this returns.
+    pub async fn release(self) {
+        if let Some(tx) = self.tx
+            && let Err(e) = tx.rollback().await
+        {
+            // The connection is gone: so is its lock.
+            tracing::debug!("releasing a database lock: {e}");
+        }
+    }
 }
 
 impl Metadata {
@@ -80,7 +95,7 @@ impl Metadata {
     /// statement timeout).
     pub async fn lock(&self, lock: Lock<'_>) -> Result<Held> {
         let Some(pool) = &self.locks else {
-            return Ok(Held { _tx: None });
+            return Ok(Held { tx: None });
         };
         let (class, hash) = key(lock);
         let mut tx = pool.begin().await?;
@@ -89,13 +104,13 @@ impl Metadata {
             .bind(hash)
             .execute(&mut *tx)
             .await?;
-        Ok(Held { _tx: Some(tx) })
+        Ok(Held { tx: Some(tx) })
     }
 
     /// Takes `lock` if no other replica holds it (`None` if one does).
     pub async fn try_lock(&self, lock: Lock<'_>) -> Result<Option<Held>> {
         let Some(pool) = &self.locks else {
-            return Ok(Some(Held { _tx: None }));
+            return Ok(Some(Held { tx: None }));
         };
         let (class, hash) = key(lock);
         let mut tx = pool.begin().await?;
@@ -104,7 +119,7 @@ impl Metadata {
             .bind(hash)
             .fetch_one(&mut *tx)
             .await?;
-        Ok(got.then_some(Held { _tx: Some(tx) }))
+        Ok(got.then_some(Held { tx: Some(tx) }))
     }
 
     /// [`Metadata::try_lock`] for many locks at once, in one round trip:
@@ -113,10 +128,10 @@ impl Metadata {
     /// caller's own).
     pub async fn try_lock_many(&self, locks: &[Lock<'_>]) -> Result<(Held, Vec<bool>)> {
         let Some(pool) = &self.locks else {
-            return Ok((Held { _tx: None }, vec![true; locks.len()]));
+            return Ok((Held { tx: None }, vec![true; locks.len()]));
         };
         if locks.is_empty() {
-            return Ok((Held { _tx: None }, Vec::new()));
+            return Ok((Held { tx: None }, Vec::new()));
         }
         // The keys as JSON text: the Any driver binds no arrays.
         let keys: Vec<(usize, i32, i32)> = locks
@@ -142,7 +157,7 @@ impl Metadata {
                 *slot = had;
             }
         }
-        Ok((Held { _tx: Some(tx) }, got))
+        Ok((Held { tx: Some(tx) }, got))
     }
 }
 
@@ -343,7 +358,8 @@ mod tests {
     }
 
     /// Many locks in one round trip: each had unless the other replica
-    /// holds it, a lock named twice had twice, all held until the guard goes.
+    /// holds it, a lock named twice had twice, all held until the guard is
+    /// released.
     #[tokio::test]
     async fn many_locks_at_once_skip_those_held_elsewhere() {
         let url = testing::postgres::fresh_database().await;
@@ -361,18 +377,16 @@ mod tests {
         assert_eq!(got, vec![false, true, true, true]);
         assert!(a.try_lock(Lock::Blob("sha256:2")).await.unwrap().is_none());
         assert!(a.try_lock(Lock::CleanupPolicies).await.unwrap().is_none());
-        drop(many);
-        drop(held);
-        // A dropped guard's transaction rolls back when its connection is
-        // back in the pool, a moment later.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let (_all, got) = b.try_lock_many(&wanted).await.unwrap();
-            if got == vec![true; 4] {
-                break;
-            }
-            assert!(Instant::now() < deadline, "still held: {got:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        many.release().await;
+        held.release().await;
+        // Released guards are free at once, every time (dropped ones go a
+        // moment later, when sqlx rolls their transaction back).
+        for _ in 0..20 {
+            let (all, got) = b.try_lock_many(&wanted).await.unwrap();
+            assert_eq!(got, vec![true; 4]);
+            all.release().await;
+            let one = a.try_lock(Lock::CleanupPolicies).await.unwrap();
+            one.expect("released a moment ago").release().await;
         }
         let (_none, got) = b.try_lock_many(&[]).await.unwrap();
         assert!(got.is_empty());

@@ -252,7 +252,7 @@ impl Runner {
     /// does nothing, and the next one reads what the first wrote (so a
     /// policy runs once, not once per replica).
     pub async fn tick(&self, now: i64) -> Vec<String> {
-        let _turn = match self.reg.meta.try_lock(Lock::CleanupPolicies).await {
+        let turn = match self.reg.meta.try_lock(Lock::CleanupPolicies).await {
             Ok(Some(turn)) => turn,
             Ok(None) => {
                 tracing::debug!("cleanup policies: another replica is running them");
@@ -308,6 +308,10 @@ impl Runner {
         if let Err(e) = self.write_state(&state) {
             tracing::warn!(file = %self.state_file.display(), "cannot save cleanup state: {e}");
         }
+        // Released before returning, so a tick right after this one (a
+        // run-now change, another replica) is not turned away by a lock on
+        // its way out.
+        turn.release().await;
         ran
     }
 
