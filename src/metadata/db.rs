@@ -484,7 +484,7 @@ mod tests {
             Err(e @ MetadataError::SchemaTooNew { found: 9999, .. }) => {
                 let text = e.to_string();
                 assert!(
-                    text.contains("version 9999, newer than this berth knows (up to 9)"),
+                    text.contains("version 9999, newer than this berth knows (up to 10)"),
                     "{text}"
                 );
             }

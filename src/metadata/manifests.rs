@@ -9,6 +9,7 @@ use sqlx::{AssertSqlSafe, Row};
 use super::db;
 use super::holders::{MANIFEST_HOLDERS, referenced_message};
 use super::put_batch::{Outcome, PutBatcher};
+use super::usage::TOTAL_SIZE;
 use super::{Metadata, MetadataError, Result, TagCheck, TagOp, now_ms, parse_digest};
 use crate::oci::{Digest, Manifest, Reference};
 
@@ -92,7 +93,7 @@ impl Metadata {
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        let manifest_id = match inserted {
+        let (manifest_id, total_size): (i64, i64) = match inserted {
             Some(id) => {
                 for blob in &manifest.blobs {
                     sqlx::query("INSERT INTO manifest_blobs (manifest_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -108,11 +109,20 @@ impl Metadata {
                         .execute(&mut *tx)
                         .await?;
                 }
-                id
+                let total: i64 = sqlx::query_scalar(TOTAL_SIZE)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE manifests SET total_size = $1 WHERE id = $2")
+                    .bind(total)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                (id, total)
             }
             None => {
-                sqlx::query_scalar(
-                    "SELECT id FROM manifests WHERE repository_id = $1 AND digest = $2",
+                sqlx::query_as(
+                    "SELECT id, total_size FROM manifests WHERE repository_id = $1 AND digest = $2",
                 )
                 .bind(repo_id)
                 .bind(digest.to_string())
@@ -137,9 +147,11 @@ impl Metadata {
                 check(tag, op).map_err(MetadataError::TagRefused)?;
             }
             sqlx::query(
-                "INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+                "INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at, total_size)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (repository_id, name) DO UPDATE
-                    SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at
+                    SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at,
+                        total_size = excluded.total_size
                   WHERE tags.manifest_id <> excluded.manifest_id",
             )
             .bind(repo_id)
@@ -147,6 +159,7 @@ impl Metadata {
             .bind(manifest_id)
             .bind(now)
             .bind(now)
+            .bind(total_size)
             .execute(&mut *tx)
             .await?;
         }

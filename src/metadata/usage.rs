@@ -3,17 +3,19 @@
 //!
 //! - a repository's `size` is the bytes of the distinct blobs its manifests
 //!   reference;
-//! - a tag's `total_size` is the payload of its manifest and of every
-//!   manifest it lists (an index's children, at any depth) plus the distinct
-//!   blobs all of them reference.
+//! - a manifest's `total_size` is its payload and that of every manifest it
+//!   lists (an index's children, at any depth) plus the distinct blobs all of
+//!   them reference. It is stored with the manifest ([`TOTAL_SIZE`]; it
+//!   never changes: blobs and children are fixed when a manifest is stored,
+//!   and a listed manifest is not deleted before its lister), and a tag keeps
+//!   a copy of its manifest's, so tags sort by size through an index.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sqlx::AssertSqlSafe;
 
 use super::db;
 use super::repositories::{RepositoryRow, RepositorySummary};
-use super::tags::TagDetail;
 use super::{Metadata, Result};
 
 impl Metadata {
@@ -70,41 +72,12 @@ impl Metadata {
             .collect())
     }
 
-    pub(super) async fn fill_total_sizes(&self, tags: &mut [TagDetail]) -> Result<()> {
-        let ids: Vec<i64> = tags
-            .iter()
-            .map(|t| t.manifest_id)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let sizes = self.manifest_total_sizes(&ids).await?;
-        for t in tags {
-            t.total_size = sizes.get(&t.manifest_id).copied().unwrap_or(0);
-        }
-        Ok(())
-    }
-
-    /// Total size of each manifest (see the module documentation), in one
-    /// query per 500 manifests.
+    /// The stored total size of each manifest (see the module documentation).
     pub async fn manifest_total_sizes(&self, ids: &[i64]) -> Result<HashMap<i64, u64>> {
         let mut sizes = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let sql = format!(
-                "WITH RECURSIVE tree(root, id) AS (
-                     SELECT id, id FROM manifests WHERE id IN ({})
-                     UNION
-                     SELECT tree.root, r.child_id FROM manifest_references r
-                       JOIN tree ON r.parent_id = tree.id
-                 ),
-                 parts(root, bytes) AS (
-                     SELECT tree.root, m.size FROM tree JOIN manifests m ON m.id = tree.id
-                     UNION ALL
-                     SELECT used.root, b.size
-                       FROM (SELECT DISTINCT tree.root, mb.digest FROM tree
-                               JOIN manifest_blobs mb ON mb.manifest_id = tree.id) used
-                       JOIN blobs b ON b.digest = used.digest
-                 )
-                 SELECT root, CAST(SUM(bytes) AS BIGINT) FROM parts GROUP BY root",
+                "SELECT id, total_size FROM manifests WHERE id IN ({})",
                 db::placeholders(1, chunk.len())
             );
             let mut query = sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(sql));
@@ -118,3 +91,18 @@ impl Metadata {
         Ok(sizes)
     }
 }
+
+/// The total size of manifest `$1`, from its payload, the manifests it lists
+/// and their blobs: computed once, when the manifest is stored (on
+/// PostgreSQL by `berth_put_manifest`, migration 0010, which says the same in
+/// PL/pgSQL).
+pub(super) const TOTAL_SIZE: &str = "WITH RECURSIVE tree(id) AS (
+        SELECT id FROM manifests WHERE id = $1
+        UNION
+        SELECT r.child_id FROM manifest_references r JOIN tree ON r.parent_id = tree.id
+    )
+    SELECT CAST((SELECT SUM(m.size) FROM tree JOIN manifests m ON m.id = tree.id)
+                + COALESCE((SELECT SUM(b.size) FROM blobs b
+                             WHERE b.digest IN (SELECT mb.digest FROM tree
+                                                  JOIN manifest_blobs mb ON mb.manifest_id = tree.id)), 0)
+                AS BIGINT)";

@@ -719,8 +719,8 @@ async fn tag_pages_over_many_tags_are_right() {
     // 20,000 tags on the seed's manifest, published one second apart.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < $1 - 1)
-         INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at)
-         SELECT t.repository_id, 'bulk-' || {}, t.manifest_id, $2, $3 + i * 1000
+         INSERT INTO tags (repository_id, name, manifest_id, created_at, updated_at, total_size)
+         SELECT t.repository_id, 'bulk-' || {}, t.manifest_id, $2, $3 + i * 1000, t.total_size
            FROM k, tags t WHERE t.name = 'seed'",
         crate::common::zero_padded("i", 5)
     )))
