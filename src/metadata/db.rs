@@ -493,6 +493,25 @@ mod tests {
         }
     }
 
+    /// Migrations are not cut short by the statement timeout (a large
+    /// registry's 0010 sizes every manifest): with a timeout of 1 ms a fresh
+    /// PostgreSQL database is still migrated, and the timeout holds for the
+    /// connections the registry then uses.
+    #[tokio::test]
+    async fn migrations_run_without_the_statement_timeout() {
+        use crate::metadata::testing::postgres::fresh_database;
+        let mut config = crate::metadata::PostgresConfig::new(&fresh_database().await);
+        config.statement_timeout = std::time::Duration::from_millis(1);
+        let meta = crate::metadata::open(&crate::metadata::DatabaseConfig::Postgres(config))
+            .await
+            .expect("migrated despite a 1 ms statement timeout");
+        let slow = sqlx::query("SELECT pg_sleep(0.05)")
+            .execute(&meta.read)
+            .await
+            .expect_err("the statement timeout holds after the migrations");
+        assert!(slow.to_string().contains("statement timeout"), "{slow}");
+    }
+
     on_both_backends! {
         triggers_queue_the_same_reviews_and_versions => super::triggers_queue_the_same_reviews;
         a_newer_schema_is_refused => super::a_newer_schema_is_refused;

@@ -255,13 +255,13 @@ pub async fn open(config: &DatabaseConfig) -> Result<Metadata> {
     }
 }
 
-/// Runs `migrator` on `pool` unless the database was migrated by a newer
+/// Runs `migrator` on `conn` unless the database was migrated by a newer
 /// berth (a migration this binary does not know was applied).
-async fn migrate(migrator: &sqlx::migrate::Migrator, pool: &db::Pool) -> Result<()> {
+async fn migrate(migrator: &sqlx::migrate::Migrator, conn: &mut sqlx::AnyConnection) -> Result<()> {
     let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
     // Absent before the first migration: nothing to compare.
     let found: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await
         .ok()
         .flatten();
@@ -270,7 +270,7 @@ async fn migrate(migrator: &sqlx::migrate::Migrator, pool: &db::Pool) -> Result<
     {
         return Err(MetadataError::SchemaTooNew { found, known });
     }
-    migrator.run(pool).await?;
+    migrator.run(conn).await?;
     Ok(())
 }
 

@@ -94,7 +94,15 @@ pub(super) async fn open(config: &PostgresConfig) -> Result<(Pool, Pool)> {
             redact_url(&config.url)
         ))
     })?;
-    super::migrate(&MIGRATOR, &pool).await?;
+    // Migrations may rewrite every row of a large registry (0010 sizes every
+    // manifest): they run on a connection of their own without the statement
+    // timeout, closed afterwards.
+    let mut conn = pool.acquire().await?.detach();
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut conn)
+        .await?;
+    super::migrate(&MIGRATOR, &mut conn).await?;
+    sqlx::Connection::close(conn).await?;
     let locks = options().connect_lazy(&url)?;
     Ok((pool, locks))
 }

@@ -54,7 +54,7 @@ pub(super) async fn open(path: &Path) -> Result<(Pool, Pool)> {
         .after_release(|conn, _| Box::pin(async move { clean_after_use(conn).await }))
         .connect(&url(path, "rwc")?)
         .await?;
-    super::migrate(&MIGRATOR, &write).await?;
+    super::migrate(&MIGRATOR, &mut *write.acquire().await?).await?;
     let read = AnyPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(30))
