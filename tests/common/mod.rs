@@ -23,6 +23,16 @@ pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MIB: usize = 1 << 20;
 
+/// A request body fed through a channel: it ends when the sender is
+/// dropped, so a test decides when (and whether) the client finishes.
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<bytes::Bytes>, axum::body::Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    (tx, axum::body::Body::from_stream(stream))
+}
+
 /// `sha256:<hex>` of `data`, computed independently of berth's own digest code.
 pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))

@@ -10,21 +10,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use berth::oci::Digest;
 
-use crate::common::MIB;
 use crate::common::app::App;
-
-/// A request body fed through a channel: it ends when the sender is dropped.
-fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
-    let (tx, rx) = mpsc::channel::<Bytes>(1);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-    });
-    (tx, Body::from_stream(stream))
-}
+use crate::common::{MIB, channel_body};
 
 /// Every upload file with its size.
 fn upload_files(app: &App) -> Vec<(PathBuf, u64)> {

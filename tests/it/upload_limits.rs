@@ -12,14 +12,13 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 use berth::config::Config;
 use berth::oci::Digest;
 
-use crate::common::MIB;
 use crate::common::app::App;
+use crate::common::{MIB, channel_body};
 
 /// A registry without authentication on `data` (default: a fresh temporary
 /// directory), configured by `tune`; every call must be answered within 20 s.
@@ -38,16 +37,6 @@ fn upload_files(app: &App) -> Vec<PathBuf> {
     std::fs::read_dir(app.data.join("uploads"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
-}
-
-/// A request body fed through a channel: it ends only when the sender is
-/// dropped. Also reports how many bytes the server pulled from it.
-fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
-    let (tx, rx) = mpsc::channel::<Bytes>(1);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-    });
-    (tx, Body::from_stream(stream))
 }
 
 #[tokio::test]
