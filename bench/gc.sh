@@ -89,24 +89,8 @@ wait_http() { # url what pid
   die "$2 not ready after 30 s"
 }
 start_postgres() {
-  local pg_bin d=$WORK/pg i
-  pg_bin=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -1)
-  [[ -n $pg_bin ]] || die "no PostgreSQL (apt-get install postgresql)"
-  mkdir -p "$d"; chown postgres: "$d"
-  setpriv --reuid=postgres --regid=postgres --init-groups "$pg_bin/initdb" -D "$d/data" \
-    --auth=trust --username=postgres -E UTF8 --locale=C >"$WORK/gc-postgres-initdb.log" 2>&1 \
-    || die "initdb failed"
-  PG_PORT=$(freeport)
-  # Durable: fsync and synchronous_commit on (the defaults).
-  setpriv --reuid=postgres --regid=postgres --init-groups "$pg_bin/postgres" -D "$d/data" -k "$d" \
-    -p "$PG_PORT" -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on \
-    >"$WORK/gc-postgres.log" 2>&1 &
-  PG_PID=$!; echo "$PG_PID" >>"$WORK/.servers"
-  for i in $(seq 300); do
-    "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres && break
-    sleep 0.1
-  done
-  "$pg_bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres berth || die "createdb failed"
+  pg_start gc-
+  "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres berth || die "createdb failed"
 }
 start_col() { # col -> BASE, DATA, PID
   local c=$1 port

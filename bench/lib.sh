@@ -1,4 +1,4 @@
-# bench/lib.sh — what bench/run.sh and bench/scale.sh share: recording
+# bench/lib.sh — what the bench scripts (run.sh, scale.sh, gc.sh, tags.sh) share: recording
 # samples, curl with headers and body kept, waiting for the machine to go
 # quiet, counting CPU used by others, stopping servers, and the reference
 # registry's config. Sourced after the script has set WORK (its temp dir) and
@@ -137,4 +137,31 @@ make_work_dir() { # name
   d=$(mktemp -d "$BENCH_TMP/$1.XXXXXX")
   echo $$ >"$d/.owner"
   echo "$d"
+}
+
+# A throwaway PostgreSQL: initdb in $WORK/pg, the server on 127.0.0.1 as the
+# postgres user, durable (fsync and synchronous_commit on: PostgreSQL's
+# defaults, said out loud), with the extra server arguments given (-c
+# name=value ...); logs in $WORK/PREFIXpostgres.log and
+# $WORK/PREFIXpostgres-initdb.log. Sets PG_BIN, PG_PORT and PG_PID (also
+# written to $WORK/.servers).
+pg_start() { # log-prefix [server args...]
+  local prefix=$1 d=$WORK/pg i; shift
+  PG_BIN=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -1)
+  [[ -x $PG_BIN/initdb ]] || die "PostgreSQL not found under /usr/lib/postgresql (apt-get install postgresql)"
+  mkdir -p "$d"; chown postgres: "$d"
+  setpriv --reuid=postgres --regid=postgres --init-groups "$PG_BIN/initdb" -D "$d/data" --auth=trust \
+    --username=postgres -E UTF8 --locale=C >"$WORK/${prefix}postgres-initdb.log" 2>&1 \
+    || { tail -20 "$WORK/${prefix}postgres-initdb.log" >&2; die "initdb failed"; }
+  PG_PORT=$(python3 "$LIB" freeport)
+  setpriv --reuid=postgres --regid=postgres --init-groups "$PG_BIN/postgres" -D "$d/data" -k "$d" \
+    -p "$PG_PORT" -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on "$@" \
+    >"$WORK/${prefix}postgres.log" 2>&1 &
+  PG_PID=$!; echo "$PG_PID" >>"$WORK/.servers"
+  for i in $(seq 300); do
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres && return 0
+    kill -0 "$PG_PID" 2>/dev/null || { tail -20 "$WORK/${prefix}postgres.log" >&2; die "PostgreSQL exited at start"; }
+    sleep 0.1
+  done
+  die "PostgreSQL not ready within 30 s"
 }

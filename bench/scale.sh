@@ -166,23 +166,7 @@ wait_http() { # url want what pid
 }
 
 start_postgres() {
-  local d=$WORK/pg i
-  mkdir -p "$d"; chown postgres: "$d"
-  setpriv --reuid=postgres --regid=postgres --init-groups "$PG_BIN/initdb" -D "$d/data" --auth=trust \
-    --username=postgres -E UTF8 --locale=C >"$WORK/postgres-initdb.log" 2>&1 \
-    || { tail -20 "$WORK/postgres-initdb.log" >&2; die "initdb failed"; }
-  PG_PORT=$(freeport)
-  # Durable: fsync and synchronous_commit on (PostgreSQL's defaults, said out loud).
-  setpriv --reuid=postgres --regid=postgres --init-groups "$PG_BIN/postgres" -D "$d/data" -k "$d" \
-    -p "$PG_PORT" -c listen_addresses=127.0.0.1 -c max_connections=300 \
-    -c fsync=on -c synchronous_commit=on -c full_page_writes=on >"$WORK/postgres.log" 2>&1 &
-  PG_PID=$!; remember "$PG_PID"
-  for i in $(seq 300); do
-    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres && break
-    kill -0 "$PG_PID" 2>/dev/null || { tail -20 "$WORK/postgres.log" >&2; die "PostgreSQL exited at start"; }
-    sleep 0.1
-  done
-  "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres || die "PostgreSQL not ready within 30 s"
+  pg_start "" -c max_connections=300 -c full_page_writes=on
   "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres berth_pg1 || die "createdb berth_pg1 failed"
   "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres berth_pg3 || die "createdb berth_pg3 failed"
   local ps

@@ -73,7 +73,7 @@ source "$HERE/lib.sh"
 [[ -z $BERTH_OLD_BIN || -x $BERTH_OLD_BIN ]] || die "BERTH_OLD_BIN $BERTH_OLD_BIN is not executable"
 command -v sqlite3 >/dev/null || die "sqlite3 is needed (apt-get install sqlite3)"
 
-PID="" PG_PID="" PG_BIN=""
+PID="" PG_PID=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -87,25 +87,6 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 freeport() { python3 "$LIB" freeport; }
-start_postgres() {
-  local d=$WORK/pg i
-  PG_BIN=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -1)
-  [[ -n $PG_BIN ]] || die "no PostgreSQL (apt-get install postgresql)"
-  mkdir -p "$d"; chown postgres: "$d"
-  setpriv --reuid=postgres --regid=postgres --init-groups "$PG_BIN/initdb" -D "$d/data" \
-    --auth=trust --username=postgres -E UTF8 --locale=C >"$WORK/tags-postgres-initdb.log" 2>&1 \
-    || die "initdb failed"
-  PG_PORT=$(freeport)
-  setpriv --reuid=postgres --regid=postgres --init-groups "$PG_BIN/postgres" -D "$d/data" -k "$d" \
-    -p "$PG_PORT" -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on \
-    >"$WORK/tags-postgres.log" 2>&1 &
-  PG_PID=$!; echo "$PG_PID" >>"$WORK/.servers"
-  for i in $(seq 300); do
-    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres && return 0
-    sleep 0.1
-  done
-  die "PostgreSQL not ready after 30 s"
-}
 psql_do() { # database sql
   "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$1" -c "$2" >/dev/null
 }
@@ -225,7 +206,7 @@ repo_id_of() { # col data db
 : >"$WORK/rows"
 wait_for_quiet
 for c in "${COLS[@]}"; do
-  [[ $c == pg1 && -z $PG_PID ]] && start_postgres
+  [[ $c == pg1 && -z $PG_PID ]] && pg_start tags-
   for n in "${SIZES[@]}"; do
     maker=${BERTH_OLD_BIN:-$BERTH_BIN}
     data=$WORK/data-$c-$n; db=tags_$n; mkdir -p "$data"
