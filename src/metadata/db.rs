@@ -419,16 +419,7 @@ mod tests {
         );
         // Move t1 to m2, delete t2, delete the index, unlink a blob, delete
         // m1 (its referrer and blobs are queued).
-        let payload = meta
-            .manifest("r", &crate::oci::Reference::Digest(m2.clone()))
-            .await
-            .unwrap()
-            .unwrap()
-            .payload;
-        let parsed = crate::oci::manifest::parse(None, &payload).unwrap();
-        meta.put_manifest("r", &m2, &parsed, &payload, Some("t1"), &any_tag_write)
-            .await
-            .unwrap();
+        crate::metadata::testing::point_tag(&meta, "r", &m2, "t1").await;
         assert!(meta.delete_tag("r", "t2", &any_tag_write).await.unwrap());
         assert!(
             meta.delete_manifest("r", &i1, &any_tag_write)

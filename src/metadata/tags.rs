@@ -395,8 +395,9 @@ mod tests {
 
     use super::*;
     use crate::metadata::any_tag_write;
-    use crate::metadata::testing::{db_on, digest, image, index, on_both_backends, plan, repo_id};
-    use crate::oci::Digest;
+    use crate::metadata::testing::{
+        db_on, digest, image, index, on_both_backends, plan, point_tag, repo_id,
+    };
     async fn stale_or_refused_deletions_fail_and_dry_runs_roll_back(backend: Backend) {
         let (meta, _dir) = db_on(backend).await;
         for tag in ["a", "b", "c"] {
@@ -510,8 +511,8 @@ mod tests {
         assert_eq!(names(got), names(by_size[2..].to_vec()));
         // A tag moved to another manifest takes that one's size; a tag put
         // on a manifest already stored, its stored size.
-        point_tag(&meta, &idx.0, "b").await;
-        point_tag(&meta, &img1.0, "new").await;
+        point_tag(&meta, "r", &idx.0, "b").await;
+        point_tag(&meta, "r", &img1.0, "new").await;
         let sizes: Vec<(String, u64)> = meta
             .tag_page(r, &page(None, TagOrder::Size, false, 10, 0))
             .await
@@ -530,7 +531,7 @@ mod tests {
             ]
         );
         meta.delete_tag("r", "new", &any_tag_write).await.unwrap();
-        point_tag(&meta, &img1.0, "b").await;
+        point_tag(&meta, "r", &img1.0, "b").await;
         // Kinds: the index; the manifests' configs are application/octet-stream,
         // so they are artifacts, not images.
         for (kind, want) in [
@@ -586,20 +587,6 @@ mod tests {
             .map(|x| x.name)
             .collect();
         assert_eq!(under, ["r"]);
-    }
-
-    /// Points `tag` of repository `r` at the stored manifest `target`.
-    async fn point_tag(meta: &Metadata, target: &Digest, tag: &str) {
-        let body = meta
-            .manifest("r", &crate::oci::Reference::Digest(target.clone()))
-            .await
-            .unwrap()
-            .unwrap()
-            .payload;
-        let parsed = crate::oci::manifest::parse(None, &body).unwrap();
-        meta.put_manifest("r", target, &parsed, &body, Some(tag), &any_tag_write)
-            .await
-            .unwrap();
     }
 
     /// Migration 0010 gives the manifests and tags stored before it their

@@ -104,6 +104,21 @@ pub(crate) async fn store(
     (d, payload.len() as u64)
 }
 
+/// Points `tag` of `repo` at the stored manifest `target` (a PUT of its
+/// payload by tag).
+pub(crate) async fn point_tag(meta: &Metadata, repo: &str, target: &Digest, tag: &str) {
+    let payload = meta
+        .manifest(repo, &crate::oci::Reference::Digest(target.clone()))
+        .await
+        .unwrap()
+        .unwrap()
+        .payload;
+    let parsed = parse(None, &payload).unwrap();
+    meta.put_manifest(repo, target, &parsed, &payload, Some(tag), &any_tag_write)
+        .await
+        .unwrap();
+}
+
 pub(crate) async fn repo_id(meta: &Metadata, repo: &str) -> i64 {
     meta.tags_version(repo)
         .await
